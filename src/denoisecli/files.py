@@ -1,0 +1,73 @@
+"""Planning folder jobs: which files to read and where each output goes, without touching the inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from denoisecli.errors import DenoiseError
+from denoisecli.image_io import is_image_path, list_images
+
+
+@dataclass
+class FileResult:
+    """The outcome of one file in a batch: ``status`` is denoised/written, skipped or failed."""
+
+    src: Path
+    dst: Path | None
+    status: str
+    reason: str = ""
+    megapixels: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class BatchReport:
+    results: list[FileResult]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+def default_output(src: Path, tag: str) -> Path:
+    """A new sibling folder (``photos`` -> ``photos-denoised``), never the input folder itself."""
+    src = Path(src)
+    if src.is_dir():
+        return src.resolve().with_name(f"{src.resolve().name}-{tag}")
+    return src.resolve().parent / tag
+
+
+def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
+    """Pair each input image with its output path, mirroring the input tree under ``dst``.
+
+    A single file with ``dst`` naming an image file is written there; otherwise ``dst``
+    is a folder. ``suffix`` replaces the extension (add-noise writes PNG). Outputs
+    inside the input folder are never read back as inputs, and no output may be an input.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise DenoiseError(f"{src}: no such file or folder")
+    if src.is_file():
+        if not is_image_path(src):
+            raise DenoiseError(f"{src}: not an image file name (expected .png, .jpg, .tif, .webp or .bmp)")
+        target = dst if is_image_path(dst) and not dst.is_dir() else dst / src.name
+        pairs = [(src, target.with_suffix(suffix) if suffix else target)]
+    else:
+        if dst.resolve() == src.resolve():
+            raise DenoiseError(f"{dst}: the output folder is the input folder; choose another so no input is overwritten")
+        files = list_images(src, exclude=dst)
+        if not files:
+            raise DenoiseError(f"{src}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
+        pairs = []
+        for f in files:
+            out = dst / f.relative_to(src)
+            pairs.append((f, out.with_suffix(suffix) if suffix else out))
+    inputs = {p.resolve() for p, _ in pairs}
+    for _, out in pairs:
+        if out.resolve() in inputs:
+            raise DenoiseError(f"{out}: output would overwrite an input file; choose another output")
+    return pairs

@@ -1,0 +1,31 @@
+"""Model registry: every architecture is built from a small config dict stored in each checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from denoisecli.models import patchgan, unet
+
+_REGISTRY: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "unet": unet.build,
+    "patchgan": patchgan.build,
+}
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Build the architecture that ``config['arch']`` names; a checkpoint alone can rebuild its model."""
+    arch = config.get("arch")
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[arch](config)
+
+
+def default_config(channels: int) -> dict[str, Any]:
+    """The denoiser architecture `train` uses unless told otherwise."""
+    return {"arch": "unet", **unet.DEFAULTS, "channels": channels}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

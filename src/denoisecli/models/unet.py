@@ -1,0 +1,93 @@
+"""A residual UNet denoiser: encoder-decoder with additive skips that predicts the noise to remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 3, "blocks": 2, "unshuffle": 2}
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip; no normalisation, so outputs scale with the input noise."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+def _stage(ch: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(*(ResBlock(ch) for _ in range(blocks)))
+
+
+class UNet(nn.Module):
+    """Encoder-decoder on ``depth`` resolutions, optionally after a pixel-unshuffle.
+
+    A pixel-unshuffle by ``unshuffle`` moves the whole network to a lower resolution
+    (as FFDNet does), which buys speed on a CPU for little loss of quality. Any input
+    size works: the input is reflect-padded to a multiple of the network's stride and
+    the output cropped back. The output is ``x - noise``, so an untrained network is
+    the identity and the network only has to learn the correction.
+    """
+
+    def __init__(self, channels: int = 3, width: int = 32, depth: int = 3, blocks: int = 2, unshuffle: int = 2) -> None:
+        super().__init__()
+        if channels < 1 or width < 1 or depth < 1 or blocks < 0 or unshuffle < 1:
+            raise ValueError("channels, width, depth and unshuffle must be positive, blocks non-negative")
+        self.channels, self.depth, self.unshuffle = channels, depth, unshuffle
+        self.stride = unshuffle * 2 ** (depth - 1)
+        io_ch = channels * unshuffle * unshuffle
+        widths = [width * 2**i for i in range(depth)]
+        self.head = nn.Conv2d(io_ch, widths[0], 3, padding=1)
+        self.encoders = nn.ModuleList(_stage(w, blocks) for w in widths[:-1])
+        self.downs = nn.ModuleList(nn.Conv2d(w, w * 2, 2, stride=2) for w in widths[:-1])
+        self.bottleneck = _stage(widths[-1], blocks)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
+        self.decoders = nn.ModuleList(_stage(w, blocks) for w in reversed(widths[:-1]))
+        self.tail = nn.Conv2d(widths[0], io_ch, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        y = _pad(x, ph, pw)
+        if self.unshuffle > 1:
+            y = F.pixel_unshuffle(y, self.unshuffle)
+        y = self.head(y)
+        skips = []
+        for enc, down in zip(self.encoders, self.downs):
+            y = enc(y)
+            skips.append(y)
+            y = down(y)
+        y = self.bottleneck(y)
+        for up, dec, skip in zip(self.ups, self.decoders, reversed(skips)):
+            y = dec(up(y) + skip)
+        y = self.tail(y)
+        if self.unshuffle > 1:
+            y = F.pixel_shuffle(y, self.unshuffle)
+        return x - y[..., :h, :w]
+
+
+def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Reflect-pad bottom/right; fall back to replicate where the image is smaller than the pad."""
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def build(config: dict[str, Any]) -> UNet:
+    """Build from a config dict; unknown keys are refused so a typo never trains the wrong model."""
+    params = {**DEFAULTS, **{k: v for k, v in config.items() if k != "arch"}}
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown UNet option(s): {', '.join(sorted(unknown))}")
+    return UNet(**params)

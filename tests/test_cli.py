@@ -1,0 +1,129 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from denoisecli.cli import app
+
+from conftest import save, smooth_image
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["train", "--help"], ["add-noise", "--help"], ["run"]])
+def test_help_and_argument_errors_do_not_import_torch(args):
+    code = (
+        "import sys\nfrom denoisecli.cli import main\nsys.argv = ['denoise', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok', code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert "ok" in out.stdout, out.stderr
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "denoisecli", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "add-noise" in out.stdout
+
+
+def test_add_noise_mirrors_tree_as_png_and_keeps_grey(clean_dir, tmp_path):
+    out = tmp_path / "noisy"
+    result = runner.invoke(app, ["add-noise", str(clean_dir), str(out), "--sigma", "25", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert names == ["a.png", "b.png", "d.png", "grey.png", "sub/c.png"]
+    assert Image.open(out / "grey.png").mode == "L" and Image.open(out / "a.png").mode == "RGB"
+    diff = np.asarray(Image.open(out / "a.png"), dtype=float) - np.asarray(Image.open(clean_dir / "a.png"), dtype=float)
+    assert 15 < diff.std() < 30
+
+
+def test_add_noise_is_deterministic_per_file_whatever_the_set(clean_dir, tmp_path):
+    runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "all"), "--sigma", "10", "--seed", "7"])
+    runner.invoke(app, ["add-noise", str(clean_dir / "sub"), str(tmp_path / "one"), "--sigma", "10", "--seed", "7"])
+    runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "other"), "--sigma", "10", "--seed", "8"])
+    a = np.asarray(Image.open(tmp_path / "all" / "sub" / "c.png"))
+    b = np.asarray(Image.open(tmp_path / "one" / "c.png"))
+    c = np.asarray(Image.open(tmp_path / "other" / "sub" / "c.png"))
+    assert not np.array_equal(a, c)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "all" / "a.png")), np.asarray(Image.open(tmp_path / "all" / "a.png")))
+    # the key is the path relative to the input, so a folder run and a sub-folder run differ only by that key
+    again = tmp_path / "again"
+    runner.invoke(app, ["add-noise", str(clean_dir), str(again), "--sigma", "10", "--seed", "7"])
+    assert np.array_equal(a, np.asarray(Image.open(again / "sub" / "c.png")))
+    assert b.shape == a.shape
+
+
+def test_add_noise_raw_parameters_and_conflicts(clean_dir, tmp_path):
+    ok = runner.invoke(app, ["add-noise", str(clean_dir / "a.png"), str(tmp_path / "o"), "--std", "0.1", "--mean", "0.05", "--scale", "0.5"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "o" / "a.png").exists()
+    bad = runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "p"), "--std", "0.1", "--sigma", "5"])
+    assert bad.exit_code != 0
+
+
+def test_run_folder_default_output_is_a_new_sibling(clean_dir, tiny_model_file):
+    before = {p: p.read_bytes() for p in clean_dir.rglob("*") if p.is_file()}
+    result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = clean_dir.with_name("clean-denoised")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.png", "b.png", "d.jpg", "grey.png", "sub/c.png"]
+    assert Image.open(out / "d.jpg").format == "JPEG" and Image.open(out / "grey.png").mode == "L"
+    assert {p: p.read_bytes() for p in clean_dir.rglob("*") if p.is_file()} == before
+    again = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file)])
+    assert again.exit_code == 0 and "5" in again.output and "skipped" in again.output
+
+
+def test_run_single_file_to_named_output_with_tiles(clean_dir, tiny_model_file, tmp_path):
+    save(tmp_path / "big.png", smooth_image(150, 170))
+    target = tmp_path / "res" / "clean.png"
+    result = runner.invoke(app, ["run", str(tmp_path / "big.png"), "-o", str(target), "--weights", str(tiny_model_file), "--tile", "128"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(target).size == (170, 150)
+
+
+def test_run_goes_on_past_a_bad_file_and_exits_1(clean_dir, tiny_model_file, tmp_path):
+    (clean_dir / "broken.png").write_bytes(b"not a png")
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "not an image" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "o" / "a.png").exists() and not (tmp_path / "o" / "broken.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "missing_dir"], "no such file or folder"),
+        (["run", "{clean}", "--weights", "{tmp}/none.pt"], "weights file not found"),
+        (["run", "{clean}", "--weights", "{tmp}/corrupt.pt"], "truncated or corrupt"),
+        (["run", "{clean}", "-o", "{clean}"], "input folder"),
+    ],
+)
+def test_run_errors_are_one_clear_line(clean_dir, tmp_path, args, message):
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04garbage")
+    args = [a.format(clean=clean_dir, tmp=tmp_path) for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_run_cuda_without_cuda(clean_dir, tiny_model_file, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), "--device", "cuda"])
+    assert result.exit_code == 1 and "CUDA is not available" in result.output
+
+
+def test_train_cli_l1_and_resume_refusal(clean_dir, tmp_path):
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "3", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "r" / "model.pt").exists() and (tmp_path / "r" / "last.pt").exists()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 1 and "--resume" in second.output
+    bad = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "x"), "--sigma", "60-10"])
+    assert bad.exit_code == 2

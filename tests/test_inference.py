@@ -1,0 +1,65 @@
+import pytest
+import torch
+from torch import nn
+
+from denoisecli.errors import DenoiseError
+from denoisecli.inference import Denoiser, denoise_tensor
+from denoisecli.weights import load_model
+
+
+class Pointwise(nn.Module):
+    """A per-pixel model: tiled and whole outputs must agree exactly for it."""
+
+    def forward(self, x):
+        return x * 0.5 + 0.25
+
+
+@pytest.mark.parametrize("tile,context,blend", [(32, 4, 4), (40, 8, 8), (64, 16, 5)])
+def test_tiles_blend_to_the_whole_image_for_pointwise_model(tile, context, blend):
+    x = torch.rand(1, 3, 101, 77)
+    whole = denoise_tensor(Pointwise(), x)
+    tiled = denoise_tensor(Pointwise(), x, tile=tile, context=context, blend=blend)
+    assert torch.allclose(whole, tiled, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,tile", [((97, 83), 80), ((131, 67), 96)])
+def test_tiled_unet_matches_whole_within_one_level(tiny_model_file, size, tile):
+    model, _ = load_model(tiny_model_file)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, *size)
+    whole = denoise_tensor(model, x)
+    tiled = denoise_tensor(model, x, tile=tile, context=24, blend=8)
+    assert (whole - tiled).abs().max() < 1 / 255
+
+
+def test_tile_smaller_than_overlap_is_refused(tiny_model_file):
+    model, _ = load_model(tiny_model_file)
+    with pytest.raises(DenoiseError, match="too small"):
+        denoise_tensor(model, torch.rand(1, 3, 300, 300), tile=64)
+
+
+def test_grey_image_through_colour_model(tiny_model_file):
+    d = Denoiser(tiny_model_file, device="cpu")
+    y = d(torch.rand(1, 37, 31))
+    assert y.shape == (1, 37, 31) and 0 <= y.min() and y.max() <= 1
+
+
+def test_colour_image_through_grey_model_is_a_clear_error(tmp_path):
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 1, "width": 8, "depth": 2, "blocks": 1}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "g.pt")
+    with pytest.raises(DenoiseError, match="grey images, this image is colour"):
+        Denoiser(tmp_path / "g.pt", device="cpu")(torch.rand(3, 8, 8), name="x.png")
+
+
+def test_cuda_without_cuda_is_a_clear_error(monkeypatch, tiny_model_file):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DenoiseError, match="CUDA is not available"):
+        Denoiser(tiny_model_file, device="cuda")
+
+
+def test_auto_device_falls_back_to_cpu(monkeypatch, tiny_model_file):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Denoiser(tiny_model_file, device="auto").device.type == "cpu"

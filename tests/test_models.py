@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from denoisecli.models import build_model, count_parameters, default_config
+
+from conftest import TINY_MODEL
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(37, 31), (16, 16), (5, 3), (64, 47)])
+def test_unet_keeps_shape_at_odd_sizes(channels, size):
+    model = build_model({"arch": "unet", "channels": channels, **TINY_MODEL})
+    x = torch.rand(2, channels, *size)
+    y = model(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all()
+
+
+def test_untrained_unet_is_identity():
+    model = build_model(default_config(3))
+    x = torch.rand(1, 3, 37, 31)
+    assert torch.equal(model(x), x)
+
+
+def test_unet_gradients_reach_every_parameter():
+    model = build_model({"arch": "unet", "channels": 3, **TINY_MODEL})
+    torch.nn.init.normal_(model.tail.weight, std=0.1)
+    x = torch.rand(2, 3, 37, 31)
+    (model(x) - x.flip(-1)).abs().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_config_controls_size(unshuffle):
+    small = build_model({"arch": "unet", "channels": 3, "width": 8, "depth": 2, "unshuffle": unshuffle})
+    big = build_model({"arch": "unet", "channels": 3, "width": 16, "depth": 3, "unshuffle": unshuffle})
+    assert count_parameters(big) > count_parameters(small)
+    assert big.stride == unshuffle * 4
+
+
+def test_default_model_is_small_enough_to_ship():
+    assert count_parameters(build_model(default_config(3))) * 4 < 20e6
+
+
+def test_unknown_config_is_refused():
+    with pytest.raises(ValueError, match="widht"):
+        build_model({"arch": "unet", "widht": 8})
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model({"arch": "resnet"})
+
+
+def test_patch_discriminator_scores_patches():
+    disc = build_model({"arch": "patchgan", "channels": 3, "width": 8})
+    scores = disc(torch.rand(2, 3, 64, 64))
+    assert scores.shape[0] == 2 and scores.shape[1] == 1 and scores.shape[-1] > 1
+    scores.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in disc.parameters() if p.grad is not None)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_unet_on_cuda_matches_cpu():
+    model = build_model({"arch": "unet", "channels": 3, **TINY_MODEL})
+    torch.nn.init.normal_(model.tail.weight, std=0.1)
+    x = torch.rand(1, 3, 37, 31)
+    ref = model(x)
+    out = model.to("cuda")(x.to("cuda")).cpu()
+    assert torch.allclose(ref, out, atol=1e-4)

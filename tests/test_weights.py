@@ -1,0 +1,60 @@
+import pickle
+
+import pytest
+import torch
+
+from denoisecli.errors import DenoiseError
+from denoisecli.models import build_model
+from denoisecli.weights import atomic_save, load_model, model_payload
+
+
+def test_model_file_rebuilds_model_from_config_alone(tmp_path, tiny_model_file):
+    model, ckpt = load_model(tiny_model_file)
+    assert ckpt["config"]["arch"] == "unet"
+    x = torch.rand(1, 3, 37, 31)
+    again, _ = load_model(tiny_model_file)
+    assert torch.equal(model(x), again(x))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, p)
+    with pytest.raises(DenoiseError, match="refused"):
+        load_model(p)
+
+
+def test_truncated_and_missing_files(tmp_path, tiny_model_file):
+    p = tmp_path / "cut.pt"
+    p.write_bytes(tiny_model_file.read_bytes()[:500])
+    with pytest.raises(DenoiseError, match="truncated or corrupt"):
+        load_model(p)
+    with pytest.raises(DenoiseError, match="not found"):
+        load_model(tmp_path / "none.pt")
+
+
+def test_weights_not_matching_config_are_refused(tmp_path):
+    config = {"arch": "unet", "channels": 3, "width": 8, "depth": 2, "blocks": 1}
+    payload = model_payload(build_model(config), config)
+    payload["config"] = {**config, "width": 16}
+    atomic_save(payload, tmp_path / "bad.pt")
+    with pytest.raises(DenoiseError, match="do not match"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_atomic_save_keeps_old_file_when_save_fails(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    atomic_save({"step": 1}, target)
+
+    def boom(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(DenoiseError, match="No space left"):
+        atomic_save({"step": 2}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
