@@ -82,3 +82,82 @@ def test_noise_on_first_gpu():
     x = torch.rand(2, 3, 16, 16, device="cuda:0")
     y = layer(x, std=torch.tensor([0.1, 0.2]), generator=seeded_generator(0, device="cuda:0"))
     assert y.device == x.device
+
+
+from denoisecli.errors import DenoiseError
+from denoisecli.noise import NOISE_MODELS, NoiseSampler, user_levels
+
+
+def _flat(v=0.5, size=(2, 3, 96, 96)):
+    return torch.full(size, v)
+
+
+def test_poisson_variance_is_mean_over_peak():
+    layer = NOISE_MODELS["poisson"](peak=50).train()
+    x = _flat(0.4)
+    y = layer(x, generator=seeded_generator(0))
+    assert y.mean().item() == pytest.approx(0.4, abs=3e-3)
+    assert y.var().item() == pytest.approx(0.4 / 50, rel=0.05)
+
+
+def test_poisson_gaussian_adds_read_noise_variance():
+    layer = NOISE_MODELS["poisson-gaussian"](peak=50, std=0.05).train()
+    y = layer(_flat(0.4), generator=seeded_generator(1))
+    assert y.var().item() == pytest.approx(0.4 / 50 + 0.05**2, rel=0.05)
+
+
+def test_salt_pepper_hits_the_requested_fraction_with_black_and_white():
+    layer = NOISE_MODELS["salt-pepper"](amount=0.1).train()
+    x = _flat(0.5)
+    y = layer(x, generator=seeded_generator(2))
+    hit = (y != 0.5).float().mean().item()
+    assert hit == pytest.approx(0.1, abs=0.01)
+    changed = y[y != 0.5]
+    assert set(changed.unique().tolist()) == {0.0, 1.0}
+    assert (changed == 1).float().mean().item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_speckle_std_scales_with_intensity():
+    layer = NOISE_MODELS["speckle"](std=0.2).train()
+    dark = layer(_flat(0.2), generator=seeded_generator(3)) - 0.2
+    mid = layer(_flat(0.4), generator=seeded_generator(3)) - 0.4
+    assert dark.std().item() == pytest.approx(0.04, rel=0.05)
+    assert mid.std().item() == pytest.approx(0.08, rel=0.05)
+
+
+def test_jpeg_error_grows_as_quality_drops():
+    from conftest import smooth_image
+
+    x = torch.from_numpy(smooth_image(64, 64)).permute(2, 0, 1).float()[None] / 255
+    x = (x + 0.05 * torch.randn(x.shape, generator=seeded_generator(4))).clamp(0, 1)
+    layer = NOISE_MODELS["jpeg"]().train()
+    errors = [(layer(x, quality=q) - x).abs().mean().item() for q in (95, 50, 10)]
+    assert errors[0] < errors[1] < errors[2]
+    per_sample = layer(x.repeat(2, 1, 1, 1), quality=torch.tensor([95.0, 10.0]))
+    assert (per_sample[0] - x[0]).abs().mean() < (per_sample[1] - x[0]).abs().mean()
+
+
+@pytest.mark.parametrize("kind", list(NOISE_MODELS))
+def test_every_noise_model_keeps_shape_range_and_eval_identity(kind):
+    layer = NOISE_MODELS[kind]()
+    x = torch.rand(2, 3, 37, 31)
+    y = layer.train()(x, generator=seeded_generator(5))
+    assert y.shape == x.shape and y.dtype == x.dtype and 0 <= y.min() and y.max() <= 1
+    assert layer.eval()(x) is x
+
+
+def test_sampler_draws_one_level_per_sample():
+    sampler = NoiseSampler("gaussian", {"std": (0.0, 0.2)})
+    x = _flat(0.5, (8, 1, 64, 64))
+    y = sampler(x, seeded_generator(6), seeded_generator(7))
+    stds = (y - x).flatten(1).std(dim=1)
+    assert stds.max() - stds.min() > 0.05
+
+
+def test_user_levels_maps_cli_options():
+    assert user_levels("gaussian", sigma=(0, 51)) == {"std": (0.0, 0.2)}
+    assert user_levels("gaussian") is None
+    with pytest.raises(DenoiseError, match="--peak does not apply"):
+        user_levels("gaussian", peak=(1, 2))
+    with pytest.raises(DenoiseError, match="out of bounds"):
+        user_levels("salt-pepper", amount=(0, 2))

@@ -20,10 +20,13 @@ def test_patches_are_reproducible_augmented_and_sized(clean_dir):
     images = load_training_images(clean_dir)
     assert all(im.shape[0] == 3 and im.dtype == torch.uint8 for im in images)
     sampler = PatchSampler(images, patch=24, seed=1)
-    a, b = sampler.batch(5, 4), sampler.batch(5, 4)
+    (a, none), (b, _) = sampler.batch(5, 4), sampler.batch(5, 4)
+    assert none is None
     assert a.shape == (4, 3, 24, 24) and torch.equal(a, b)
-    assert not torch.equal(a, sampler.batch(6, 4))
+    assert not torch.equal(a, sampler.batch(6, 4)[0])
     assert 0 <= a.min() and a.max() <= 1
+    halves = [sampler.batch(5, 4, shard=(r, 2))[0] for r in range(2)]
+    assert torch.equal(torch.cat(halves), a)
 
 
 def test_l1_training_writes_checkpoint_and_model(clean_dir, tmp_path):
@@ -35,6 +38,7 @@ def test_l1_training_writes_checkpoint_and_model(clean_dir, tmp_path):
     last = load_checkpoint(out / "last.pt")
     assert last["step"] == 6 and last["opt_g"]["state"]
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(l["event"] == "train" for l in lines)
     assert lines and all(torch.isfinite(torch.tensor(l["loss"])) for l in lines)
 
 
@@ -96,3 +100,94 @@ def test_epochs_count_steps_from_pixels(clean_dir, tmp_path):
     result = train(opts(clean_dir, tmp_path / "run", steps=None, epochs=1))
     pixels = 37 * 31 + 48 * 53 + 41 * 45 + 40 * 40 + 33 * 39
     assert result.total == round(pixels / (24 * 24 * 3))
+
+
+def test_validation_keeps_best_and_writes_metrics_and_curves(clean_dir, tmp_path):
+    from PIL import Image
+
+    result = train(opts(clean_dir, tmp_path / "run", steps=4, val=str(clean_dir), val_every=2))
+    out = tmp_path / "run"
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in records if r["event"] == "val"]
+    assert [v["step"] for v in vals] == [2, 4]
+    assert {"val_psnr", "val_ssim", "val_psnr_s15", "val_psnr_s25", "val_psnr_s50"} <= set(vals[0])
+    assert result.best_psnr == max(v["val_psnr"] for v in vals)
+    assert load_checkpoint(out / "best.pt")["meta"]["best_val_psnr"] == result.best_psnr
+    assert Image.open(out / "curves.png").size[0] > 400
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 4 and config["val_every"] == 2 and config["noise"] == "gaussian"
+
+
+def test_held_out_images_are_never_trained_on(tmp_path):
+    from denoisecli.data import load_training_set
+
+    from conftest import save, smooth_image
+
+    for i in range(12):
+        save(tmp_path / "d" / f"{i:02d}.png", smooth_image(30, 30, seed=i))
+    tset = load_training_set(opts(tmp_path / "d", tmp_path / "r"), hold_out=True)
+    assert len(tset.val) == 1 and len(tset.clean) == 11
+    held = (tset.val[0][0] * 255).round().to(torch.uint8)
+    assert not any(torch.equal(held, im) for im in tset.clean)
+
+
+def test_resume_refuses_another_architecture(clean_dir, tmp_path):
+    train(opts(clean_dir, tmp_path / "run", steps=2))
+    with pytest.raises(DenoiseError, match="another architecture"):
+        train(opts(clean_dir, tmp_path / "run", model={"width": 16}), resume=True)
+    with pytest.raises(DenoiseError, match="nothing to resume"):
+        train(opts(clean_dir, tmp_path / "none"), resume=True)
+
+
+def test_learning_rate_warms_up_then_decays():
+    from denoisecli.training import _lr_factor
+
+    f = [_lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.02
+
+
+@pytest.mark.parametrize("kind", ["poisson", "poisson-gaussian", "salt-pepper", "speckle", "jpeg"])
+def test_other_noise_models_train(clean_dir, tmp_path, kind):
+    result = train(opts(clean_dir, tmp_path / kind, steps=2, noise=kind))
+    assert result.step == 2
+    _, ckpt = load_model(tmp_path / kind / "model.pt")
+    assert ckpt["meta"]["noise"] == kind
+
+
+def test_real_pairs_train_and_mismatches_are_refused(clean_dir, tmp_path):
+    from denoisecli.addnoise import add_noise
+
+    add_noise(clean_dir, tmp_path / "noisy", levels={"std": (0.1, 0.1)})
+    result = train(opts(clean_dir, tmp_path / "run", steps=3, noisy=str(tmp_path / "noisy")))
+    assert result.step == 3
+    (tmp_path / "noisy" / "a.png").unlink()
+    with pytest.raises(DenoiseError, match="no noisy image for a.png"):
+        train(opts(clean_dir, tmp_path / "run2", noisy=str(tmp_path / "noisy")))
+    from conftest import save, smooth_image
+
+    save(tmp_path / "noisy" / "a.png", smooth_image(20, 20))
+    with pytest.raises(DenoiseError, match="does not match"):
+        train(opts(clean_dir, tmp_path / "run3", noisy=str(tmp_path / "noisy")))
+
+
+def test_pair_patches_are_cut_at_the_same_place():
+    clean = [torch.arange(3 * 40 * 50, dtype=torch.int64).reshape(3, 40, 50).remainder(251).to(torch.uint8)]
+    sampler = PatchSampler(clean, patch=16, seed=0, noisy=[clean[0].clone()])
+    c, n = sampler.batch(0, 6)
+    assert torch.equal(c, n)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, monkeypatch):
+    import denoisecli.weights as w
+
+    train(opts(clean_dir, tmp_path / "run", steps=2))
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+
+    def full_disk(obj, f):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(w.torch, "save", full_disk)
+    with pytest.raises(DenoiseError, match="No space left"):
+        train(opts(clean_dir, tmp_path / "run", steps=4), resume=True)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before

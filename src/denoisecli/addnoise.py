@@ -1,4 +1,4 @@
-"""Noisy copies of image files, made by the same noise layer that training uses."""
+"""Noisy copies of image files, made by the same noise layers that training uses."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ import torch
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
 from denoisecli.image_io import read_image, write_image
-from denoisecli.noise import ClampedNormalNoise, seeded_generator
+from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, seeded_generator
+
+FIXED_DEFAULTS: dict[str, dict[str, Range]] = {
+    "gaussian": {"std": (0.2, 0.2)},
+    "poisson": {"peak": (30.0, 30.0)},
+    "poisson-gaussian": {"peak": (30.0, 30.0), "std": (0.02, 0.02)},
+    "salt-pepper": {"amount": (0.05, 0.05)},
+    "speckle": {"std": (0.1, 0.1)},
+    "jpeg": {"quality": (50.0, 50.0)},
+}
 
 
 def add_noise(
     src: Path,
     dst: Path,
-    std: float = 0.2,
+    noise: str = "gaussian",
+    levels: dict[str, Range] | None = None,
     mean: float = 0.0,
     scale: float = 1.0,
     seed: int = 0,
@@ -25,14 +35,16 @@ def add_noise(
 ) -> BatchReport:
     """Write a lossless PNG noisy copy of each image, mirroring the input tree.
 
-    Each file's noise comes from a generator keyed by (seed, its path relative to the
-    input), so a file gets the same noise whatever order or subset it is run in.
+    Each file's noise (and its level, when a range is given) comes from a generator keyed
+    by (seed, path relative to the input), so a file gets the same noise whatever order
+    or subset it is processed in. ``levels`` default to the layer's own defaults.
     """
-    if std < 0:
-        raise DenoiseError(f"noise std {std} must not be negative")
+    if noise not in NOISE_MODELS:
+        raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
+    init = {"mean": mean, "scale": scale} if noise == "gaussian" else {}
+    sampler = NoiseSampler(noise, {**FIXED_DEFAULTS[noise], **(levels or {})}, **init)
     pairs = plan(Path(src), Path(dst), suffix=".png")
     root = Path(src) if Path(src).is_dir() else Path(src).parent
-    layer = ClampedNormalNoise(scale=scale, mean=mean, std=std).train()
     results = []
     for path, out in pairs:
         if out.exists() and not overwrite:
@@ -42,7 +54,7 @@ def add_noise(
                 img = read_image(path)
                 key = path.relative_to(root).as_posix()
                 with torch.no_grad():
-                    img.pixels = layer(img.pixels[None], generator=seeded_generator(seed, key))[0]
+                    img.pixels = sampler(img.pixels[None], seeded_generator(seed, "level:" + key), seeded_generator(seed, key))[0]
                 img.format = "PNG"
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels)

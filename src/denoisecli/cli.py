@@ -5,6 +5,7 @@ torch is imported inside the commands only, so `denoise --help` and option error
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,11 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 talks to the user."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _progress(*extra: TextColumn) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -55,6 +61,7 @@ def _progress(*extra: TextColumn) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not _is_main_process(),
     )
 
 
@@ -73,36 +80,73 @@ def _summary(report: object, done_word: str) -> None:
         raise typer.Exit(1)
 
 
-def _parse_range(text: str, name: str) -> tuple[float, float]:
+def _parse_range(text: str, name: str, top: float) -> tuple[float, float]:
+    """'25' -> (25, 25); '0-55' or '0,55' -> (0, 55), within [0, top]."""
     try:
         parts = [float(p) for p in text.replace(",", "-").split("-") if p.strip()]
     except ValueError:
         raise typer.BadParameter(f"{text!r}: expected a number or a range like 0-55", param_hint=name) from None
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] <= 255:
-        raise typer.BadParameter(f"{text!r}: expected 0 <= low <= high <= 255", param_hint=name)
+    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] <= top:
+        raise typer.BadParameter(f"{text!r}: expected 0 <= low <= high <= {top:g}", param_hint=name)
     return parts[0], parts[1]
+
+
+class Noise(str, Enum):
+    gaussian = "gaussian"
+    poisson = "poisson"
+    poisson_gaussian = "poisson-gaussian"
+    salt_pepper = "salt-pepper"
+    speckle = "speckle"
+    jpeg = "jpeg"
+
+
+NOISE_HELP = "Noise model: gaussian (the clamped normal layer), poisson, poisson-gaussian, salt-pepper, speckle, jpeg."
+SIGMA_HELP = "Noise level on the 0-255 scale, a value or a range like 0-55 (gaussian, poisson-gaussian read noise, speckle)."
+PEAK_HELP = "Photon count at white for poisson / poisson-gaussian (lower is noisier), a value or range."
+AMOUNT_HELP = "Fraction of pixels hit for salt-pepper, a value or range like 0-0.1."
+QUALITY_HELP = "JPEG quality 1-100 for jpeg, a value or range like 10-90."
+
+
+def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | None, quality: str | None) -> dict | None:
+    from denoisecli.noise import user_levels
+
+    return user_levels(
+        noise.value,
+        sigma=_parse_range(sigma, "--sigma", 255) if sigma else None,
+        peak=_parse_range(peak, "--peak", 1e9) if peak else None,
+        amount=_parse_range(amount, "--amount", 1) if amount else None,
+        quality=_parse_range(quality, "--quality", 100) if quality else None,
+    )
 
 
 @app.command("add-noise")
 def add_noise_cmd(
     input: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output file or folder; the input tree is mirrored as PNG.")],
-    sigma: Annotated[Optional[float], typer.Option(help="Noise level on the 0-255 scale (std = sigma/255, scale 1).", min=0, max=255)] = None,
-    std: Annotated[Optional[float], typer.Option(help="Raw std of the normal noise on the 0-1 scale.", min=0)] = None,
-    mean: Annotated[float, typer.Option(help="Mean of the normal noise (0-1 scale).")] = 0.0,
-    scale: Annotated[float, typer.Option(help="Factor applied to the noise (the reference's noise_percentage).")] = 1.0,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP)] = Noise.gaussian,
+    sigma: Annotated[Optional[str], typer.Option(help=SIGMA_HELP + " Gaussian: std = sigma/255, scale 1.")] = None,
+    std: Annotated[Optional[float], typer.Option(help="Gaussian: raw std of the normal noise on the 0-1 scale (default 0.2).", min=0)] = None,
+    mean: Annotated[float, typer.Option(help="Gaussian: mean of the normal noise (0-1 scale).")] = 0.0,
+    scale: Annotated[float, typer.Option(help="Gaussian: factor applied to the noise (the reference's noise_percentage).")] = 1.0,
+    peak: Annotated[Optional[str], typer.Option(help=PEAK_HELP)] = None,
+    amount: Annotated[Optional[str], typer.Option(help=AMOUNT_HELP)] = None,
+    quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
 ) -> None:
-    """Make noisy copies of images with the clamped normal-noise layer (lossless PNG)."""
+    """Make noisy copies of images with the training noise layers (lossless PNG)."""
     if sigma is not None and std is not None:
         raise typer.BadParameter("give --sigma or --std, not both", param_hint="--sigma")
-    level = sigma / 255.0 if sigma is not None else (std if std is not None else 0.2)
+    if std is not None and noise != Noise.gaussian:
+        raise typer.BadParameter("--std applies to --noise gaussian", param_hint="--std")
     with user_errors():
         from denoisecli.addnoise import add_noise
 
+        levels = _levels(noise, sigma, peak, amount, quality)
+        if std is not None:
+            levels = {"std": (std, std)}
         with _progress() as bar:
             task = bar.add_task("add-noise", total=None)
 
@@ -110,59 +154,78 @@ def add_noise_cmd(
                 _report_file(result)
                 bar.advance(task)
 
-            report = add_noise(input, output, std=level, mean=mean, scale=scale, seed=seed, overwrite=overwrite, on_file=on_file)
+            report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
+                               overwrite=overwrite, on_file=on_file)
     _summary(report, "written")
 
 
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Folder of clean training images.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt (to resume), model.pt (for `run`), metrics.jsonl.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt (to resume), model.pt (for `run`), best.pt, metrics.jsonl, curves.png.")],
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default 10000 unless --epochs).", min=1)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs; one epoch covers every training pixel once on average.", min=0)] = None,
-    batch: Annotated[int, typer.Option(help="Patches per step.", min=1)] = 16,
+    batch: Annotated[int, typer.Option(help="Patches per step (the global batch under torchrun).", min=1)] = 16,
     patch: Annotated[int, typer.Option(help="Patch size in pixels.", min=8)] = 96,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam; warm-up then cosine decay).", min=0)] = 1e-3,
-    sigma: Annotated[str, typer.Option(help="Noise level range on the 0-255 scale, drawn per patch: a blind model.")] = "0-55",
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP)] = Noise.gaussian,
+    sigma: Annotated[Optional[str], typer.Option(help=SIGMA_HELP + " Default 0-55: one blind model.")] = None,
+    peak: Annotated[Optional[str], typer.Option(help=PEAK_HELP + " Default 5-100.")] = None,
+    amount: Annotated[Optional[str], typer.Option(help=AMOUNT_HELP + " Default 0-0.1.")] = None,
+    quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP + " Default 10-90.")] = None,
+    noisy: Annotated[Optional[Path], typer.Option(help="Folder of real noisy images matching DATA by file name: train on pairs, no synthetic noise.")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Validation images (default: a few held out of DATA, never trained on).")] = None,
+    val_every: Annotated[int, typer.Option(help="Validate (PSNR/SSIM, best.pt) every N steps.", min=1)] = 1000,
     channels: Annotated[Optional[int], typer.Option(help="1 (grey) or 3 (colour); default: grey only if every image is grey.")] = None,
-    width: Annotated[int, typer.Option(help="UNet channels at the first level.", min=1)] = 32,
-    depth: Annotated[int, typer.Option(help="UNet resolution levels.", min=1)] = 4,
-    blocks: Annotated[int, typer.Option(help="Residual blocks per level.", min=0)] = 2,
+    width: Annotated[Optional[int], typer.Option(help="UNet channels at the first level (default 32).", min=1)] = None,
+    depth: Annotated[Optional[int], typer.Option(help="UNet resolution levels (default 4).", min=1)] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level (default 2).", min=0)] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model).")] = None,
     gan: Annotated[bool, typer.Option("--gan", help="Add a patch-discriminator adversarial loss to L1.")] = False,
-    gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the generator loss.", min=0)] = 1e-3,
+    gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,
+    d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (Adam, betas 0.5/0.999).", min=0)] = 2e-4,
     clip: Annotated[float, typer.Option(help="Gradient-norm clip for the denoiser (0: off).", min=0)] = 1.0,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed for weights, patches and noise.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.", min=1)] = 500,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt, with its own options.")] = False,
 ) -> None:
     """Train a denoiser from clean images (L1 loss, or --gan: L1 + scaled adversarial loss)."""
     if channels not in (None, 1, 3):
         raise typer.BadParameter("must be 1 or 3", param_hint="--channels")
-    sigma_range = _parse_range(sigma, "--sigma")
     with user_errors():
         from denoisecli.training import TrainOptions, train
 
+        model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks}.items() if v is not None}
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
-            sigma=sigma_range, channels=channels, model={"width": width, "depth": depth, "blocks": blocks},
-            gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, clip=clip, device=device.value,
+            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality),
+            noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
+            channels=channels, model=model, init=str(init) if init else None,
+            gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, device=device.value,
             seed=seed, save_every=save_every,
         )
-        with _progress(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} patches/s")) as bar:
-            task = bar.add_task("train", total=None, loss=float("nan"), speed=0.0)
+        columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),
+                   TextColumn("{task.fields[speed]:.0f} patches/s"))
+        with _progress(*columns) as bar:
+            task = bar.add_task("train", total=None, loss=float("nan"), speed=0.0, val="-")
 
             def on_step(stats: dict) -> None:
-                bar.update(task, completed=stats["step"], total=stats["total"], loss=stats["loss"], speed=stats["patches_per_s"])
+                val_text = f"{stats['val_psnr']:.2f} dB" if "val_psnr" in stats else "-"
+                bar.update(task, completed=stats["step"], total=stats["total"], loss=stats["loss"],
+                           speed=stats["patches_per_s"], val=val_text)
 
             result = train(opts, resume=resume, progress=on_step)
+    if not _is_main_process():
+        return
     for line in result.skipped:
         console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print(f"interrupted at step {result.step}/{result.total}; checkpoint saved, continue with --resume --out {out}")
         raise typer.Exit(130)
-    console.print(f"done: {result.step} steps; model for `denoise run --weights`: {out / 'model.pt'}")
+    best = f", best validation PSNR {result.best_psnr:.2f} dB (best.pt)" if result.best_psnr is not None else ""
+    console.print(f"done: {result.step} steps{best}; model for `denoise run --weights`: {out / 'model.pt'}")
 
 
 @app.command("run")

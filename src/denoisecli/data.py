@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -12,6 +14,26 @@ from denoisecli.errors import DenoiseError
 from denoisecli.image_io import list_images, read_image
 from denoisecli.noise import seeded_generator
 
+if TYPE_CHECKING:
+    from denoisecli.training import TrainOptions
+
+VAL_CROP = 256
+MAX_HELD_OUT = 4
+
+
+@dataclass
+class TrainingSet:
+    """Clean (and, for real pairs, noisy) uint8 training images, and float validation pairs."""
+
+    clean: list[torch.Tensor]
+    noisy: list[torch.Tensor] | None = None
+    val: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _read_u8(path: Path) -> torch.Tensor:
+    return (read_image(path).pixels * 255.0).round().clamp(0, 255).to(torch.uint8)
+
 
 def load_training_images(
     root: Path, channels: int | None = None, min_size: int = 1, on_skip: Callable[[str], None] | None = None
@@ -19,50 +41,108 @@ def load_training_images(
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB).
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
-    files and images smaller than ``min_size`` are reported through ``on_skip`` and
-    left out; no usable image at all is an error.
+    files and images smaller than ``min_size`` are reported through ``on_skip`` and left
+    out; no usable image at all is an error.
     """
-    paths = list_images(Path(root))
+    return [im for _, im in _load_folder(Path(root), channels, min_size, on_skip)]
+
+
+def _load_folder(
+    root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
+) -> list[tuple[Path, torch.Tensor]]:
+    if not root.is_dir():
+        raise DenoiseError(f"{root}: not a folder")
+    paths = list_images(root)
     if not paths:
         raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
-    images: list[torch.Tensor] = []
+    found: list[tuple[Path, torch.Tensor]] = []
     for p in paths:
         try:
-            img = read_image(p)
+            im = _read_u8(p)
         except DenoiseError as exc:
             if on_skip:
                 on_skip(str(exc))
             continue
-        h, w = img.pixels.shape[-2:]
+        h, w = im.shape[-2:]
         if min(h, w) < min_size:
             if on_skip:
                 on_skip(f"{p}: {w}x{h} is smaller than the {min_size}px patch, skipped")
             continue
-        images.append((img.pixels * 255.0).round().to(torch.uint8))
-    if not images:
-        raise DenoiseError(f"{root}: no usable training image (all unreadable or smaller than {min_size}px)")
+        found.append((p, im))
+    if not found:
+        raise DenoiseError(f"{root}: no usable training image (all unreadable or smaller than the {min_size}px patch)")
     if channels is None:
-        channels = 1 if all(im.shape[0] == 1 for im in images) else 3
-    return [_to_channels(im, channels) for im in images]
+        channels = 1 if all(im.shape[0] == 1 for _, im in found) else 3
+    return [(p, to_channels(im, channels)) for p, im in found]
 
 
-def _to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:
+def to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey to colour by repetition, colour to grey by luma (ITU-R 601)."""
     if im.shape[0] == channels:
         return im
     if channels == 3:
         return im.expand(3, -1, -1).contiguous()
-    return (0.299 * im[0].float() + 0.587 * im[1].float() + 0.114 * im[2].float()).round().to(torch.uint8)[None]
+    luma = 0.299 * im[0].float() + 0.587 * im[1].float() + 0.114 * im[2].float()
+    return luma.round().to(torch.uint8)[None]
+
+
+def _center_crop(im: torch.Tensor, size: int = VAL_CROP) -> torch.Tensor:
+    return TF.center_crop(im, [min(size, im.shape[-2]), min(size, im.shape[-1])])
+
+
+def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
+    """Training images (or pairs) plus validation images: ``--val``, else a few held out of the data."""
+    skipped: list[str] = []
+    clean = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append)
+    channels = clean[0][1].shape[0]
+    noisy = None
+    if opts.noisy is not None:
+        noisy = _match_pairs(Path(opts.data), clean, Path(opts.noisy), channels)
+    val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    if opts.val is not None:
+        val = [(_center_crop(im).float() / 255, None) for _, im in _load_folder(Path(opts.val), channels, 1, skipped.append)]
+    elif hold_out or noisy is not None:
+        n = min(MAX_HELD_OUT, len(clean) // 10)
+        if n:
+            order = torch.randperm(len(clean), generator=seeded_generator(opts.seed, "holdout")).tolist()
+            held = set(order[:n])
+            for i in sorted(held):
+                pair = noisy[i] if noisy is not None else None
+                val.append((_center_crop(clean[i][1]).float() / 255, _center_crop(pair).float() / 255 if pair is not None else None))
+            clean = [c for i, c in enumerate(clean) if i not in held]
+            noisy = [p for i, p in enumerate(noisy) if i not in held] if noisy is not None else None
+    return TrainingSet([im for _, im in clean], noisy, val, skipped)
+
+
+def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root: Path, channels: int) -> list[torch.Tensor]:
+    """The noisy image for each clean one, matched by relative path without extension; all must exist and align."""
+    if not noisy_root.is_dir():
+        raise DenoiseError(f"{noisy_root}: not a folder")
+    by_key = {p.relative_to(noisy_root).with_suffix("").as_posix(): p for p in list_images(noisy_root)}
+    missing = [p.relative_to(root).as_posix() for p, _ in clean if p.relative_to(root).with_suffix("").as_posix() not in by_key]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DenoiseError(f"{noisy_root}: no noisy image for {', '.join(missing[:3])}{more} (pairs are matched by file name)")
+    pairs = []
+    for p, im in clean:
+        q = by_key[p.relative_to(root).with_suffix("").as_posix()]
+        nim = to_channels(_read_u8(q), channels)
+        if nim.shape != im.shape:
+            raise DenoiseError(f"{q}: {nim.shape[-1]}x{nim.shape[-2]} does not match its clean image {p} ({im.shape[-1]}x{im.shape[-2]})")
+        pairs.append(nim)
+    return pairs
 
 
 class PatchSampler:
     """Random patches with flips and 90-degree rotations, reproducible from (seed, sample index).
 
-    Because every patch is a pure function of its index, a resumed run draws exactly
-    the patches an uninterrupted one would, and sharding across processes is a slice.
+    Because every patch is a pure function of its index, a resumed run draws exactly the
+    patches an uninterrupted one would, and a torchrun rank takes a slice of the same
+    global batch. With ``noisy`` images, the same crop and transform apply to both.
     """
 
-    def __init__(self, images: list[torch.Tensor], patch: int, seed: int = 0) -> None:
-        self.images, self.patch, self.seed = images, patch, seed
+    def __init__(self, images: list[torch.Tensor], patch: int, seed: int = 0, noisy: list[torch.Tensor] | None = None) -> None:
+        self.images, self.noisy, self.patch, self.seed = images, noisy, patch, seed
         weights = torch.tensor([im.shape[-1] * im.shape[-2] for im in images], dtype=torch.float64)
         self.weights = weights / weights.sum()
 
@@ -70,20 +150,29 @@ class PatchSampler:
     def channels(self) -> int:
         return int(self.images[0].shape[0])
 
-    def sample(self, index: int) -> torch.Tensor:
+    def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         g = seeded_generator(self.seed, f"patch{index}")
-        im = self.images[int(torch.multinomial(self.weights, 1, generator=g))]
-        h, w = im.shape[-2:]
+        k = int(torch.multinomial(self.weights, 1, generator=g))
+        h, w = self.images[k].shape[-2:]
         top = int(torch.randint(0, h - self.patch + 1, (1,), generator=g))
         left = int(torch.randint(0, w - self.patch + 1, (1,), generator=g))
-        flips, rot = torch.randint(0, 2, (2,), generator=g), int(torch.randint(0, 4, (1,), generator=g))
-        x = TF.crop(im, top, left, self.patch, self.patch)
-        if flips[0]:
-            x = TF.horizontal_flip(x)
-        if flips[1]:
-            x = TF.vertical_flip(x)
-        return torch.rot90(x, rot, dims=(-2, -1))
+        hflip, vflip = torch.randint(0, 2, (2,), generator=g).tolist()
+        rot = int(torch.randint(0, 4, (1,), generator=g))
 
-    def batch(self, step: int, size: int) -> torch.Tensor:
-        """The clean float batch for a training step."""
-        return torch.stack([self.sample(step * size + i) for i in range(size)]).float().div_(255.0)
+        def cut(im: torch.Tensor) -> torch.Tensor:
+            x = TF.crop(im, top, left, self.patch, self.patch)
+            x = TF.horizontal_flip(x) if hflip else x
+            x = TF.vertical_flip(x) if vflip else x
+            return torch.rot90(x, rot, dims=(-2, -1))
+
+        return cut(self.images[k]), cut(self.noisy[k]) if self.noisy is not None else None
+
+    def batch(self, step: int, size: int, shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's slice of the step's global batch, as float (clean, noisy or None)."""
+        rank, world = shard
+        per = size // world
+        samples = [self.sample(step * size + i) for i in range(rank * per, (rank + 1) * per)]
+        clean = torch.stack([c for c, _ in samples]).float().div_(255.0)
+        if self.noisy is None:
+            return clean, None
+        return clean, torch.stack([n for _, n in samples]).float().div_(255.0)

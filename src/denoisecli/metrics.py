@@ -16,3 +16,33 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> float:
     if mse == 0:
         return float("inf")
     return 10.0 * torch.log10(torch.tensor(peak**2 / mse, dtype=torch.float64)).item()
+
+
+def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
+    """SSIM of Wang et al. (2004): 11x11 Gaussian window of sigma 1.5, K1=0.01, K2=0.03.
+
+    Computed per channel over the valid (unpadded) window positions and averaged over
+    channels, which is what scikit-image's ``structural_similarity(..., gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, channel_axis=0)`` reports.
+    """
+    a = x.double().reshape(-1, 1, *x.shape[-2:])
+    b = ref.double().reshape(-1, 1, *ref.shape[-2:])
+    k = _gaussian_kernel()
+    kh, kw = k.view(1, 1, -1, 1), k.view(1, 1, 1, -1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, kh), kw)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(dim=(1, 2, 3)).mean().item()

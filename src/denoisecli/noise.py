@@ -1,11 +1,21 @@
-"""The clamped normal-noise layer: the one place noise is made, for training and for `add-noise`."""
+"""Noise layers: the one place noise is made, for training and for `add-noise`.
+
+The clamped normal layer is the project's reference noise; the others (shot, sensor,
+impulse, speckle, JPEG) share its interface: active in training mode only, levels given
+per call as floats or [B] tensors, and an optional ``torch.Generator``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+
+from denoisecli.errors import DenoiseError
 
 
 class ClampedNormalNoise(nn.Module):
@@ -16,6 +26,8 @@ class ClampedNormalNoise(nn.Module):
     shape [B] (one noise level per sample), and a ``torch.Generator`` makes the
     noise reproducible. The noise is drawn on the input's device and in its dtype.
     """
+
+    levels = ("std",)
 
     def __init__(self, scale: float = 1.0, mean: float = 0.0, std: float = 0.2) -> None:
         super().__init__()
@@ -37,6 +49,177 @@ class ClampedNormalNoise(nn.Module):
         sigma = _per_sample(self.std if std is None else std, x)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + (noise * sigma + self.mean) * self.scale).clamp_(0.0, 1.0)
+
+
+class PoissonNoise(nn.Module):
+    """Shot noise: ``Poisson(x * peak) / peak``; ``peak`` is the photon count at white (lower is noisier)."""
+
+    levels = ("peak",)
+
+    def __init__(self, peak: float = 30.0) -> None:
+        super().__init__()
+        self.peak = float(peak)
+
+    def forward(self, x: torch.Tensor, peak: float | torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training:
+            return x
+        p = _per_sample(self.peak if peak is None else peak, x)
+        rate = (x.float() * p).clamp_min(0)
+        return (torch.poisson(rate, generator=generator) / p).clamp_(0.0, 1.0).to(x.dtype)
+
+
+class PoissonGaussianNoise(nn.Module):
+    """A camera sensor's noise: shot noise (``peak``) plus signal-independent read noise (``std``)."""
+
+    levels = ("peak", "std")
+
+    def __init__(self, peak: float = 30.0, std: float = 0.02) -> None:
+        super().__init__()
+        self.shot = PoissonNoise(peak)
+        self.read = ClampedNormalNoise(std=std)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        peak: float | torch.Tensor | None = None,
+        std: float | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        if not self.training:
+            return x
+        p = _per_sample(self.shot.peak if peak is None else peak, x)
+        shot = torch.poisson((x.float() * p).clamp_min(0), generator=generator) / p
+        return self.read(shot.to(x.dtype), std=std, generator=generator)
+
+
+class SaltPepperNoise(nn.Module):
+    """Impulse noise: a fraction ``amount`` of pixels set to black or white (half each)."""
+
+    levels = ("amount",)
+
+    def __init__(self, amount: float = 0.05) -> None:
+        super().__init__()
+        self.amount = float(amount)
+
+    def forward(self, x: torch.Tensor, amount: float | torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training:
+            return x
+        a = _per_sample(self.amount if amount is None else amount, x)
+        u = torch.rand(x.shape[0], 1, *x.shape[2:], generator=generator, device=x.device, dtype=torch.float32).expand_as(x)
+        salt = torch.rand(u.shape[0], 1, *u.shape[2:], generator=generator, device=x.device).expand_as(x) < 0.5
+        hit = u < a
+        return torch.where(hit, salt.to(x.dtype), x)
+
+
+class SpeckleNoise(nn.Module):
+    """Multiplicative noise ``x + x * N(0, std)`` (ultrasound, radar, coherent light), clamped."""
+
+    levels = ("std",)
+
+    def __init__(self, std: float = 0.1) -> None:
+        super().__init__()
+        self.std = float(std)
+
+    def forward(self, x: torch.Tensor, std: float | torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training:
+            return x
+        s = _per_sample(self.std if std is None else std, x)
+        n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + x * n * s).clamp_(0.0, 1.0)
+
+
+class JpegNoise(nn.Module):
+    """JPEG compression artefacts at ``quality`` (1-100; lower is worse), one quality per sample."""
+
+    levels = ("quality",)
+
+    def __init__(self, quality: float = 50.0) -> None:
+        super().__init__()
+        self.quality = float(quality)
+
+    def forward(self, x: torch.Tensor, quality: float | torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training:
+            return x
+        q = quality if quality is not None else self.quality
+        qs = q.flatten().tolist() if isinstance(q, torch.Tensor) and q.ndim else [float(q)] * x.shape[0]
+        u8 = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().permute(0, 2, 3, 1).numpy()
+        out = [_jpeg_roundtrip(img, int(min(100, max(1, round(qual))))) for img, qual in zip(u8, qs)]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255.0
+
+
+def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode one HxWxC uint8 image with Pillow's libjpeg, 4:2:0 like a camera."""
+    buf = io.BytesIO()
+    Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        arr = np.asarray(im)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+NOISE_MODELS: dict[str, type[nn.Module]] = {
+    "gaussian": ClampedNormalNoise,
+    "poisson": PoissonNoise,
+    "poisson-gaussian": PoissonGaussianNoise,
+    "salt-pepper": SaltPepperNoise,
+    "speckle": SpeckleNoise,
+    "jpeg": JpegNoise,
+}
+
+Range = tuple[float, float]
+
+DEFAULT_LEVELS: dict[str, dict[str, Range]] = {
+    "gaussian": {"std": (0.0, 55 / 255)},
+    "poisson": {"peak": (5.0, 100.0)},
+    "poisson-gaussian": {"peak": (5.0, 100.0), "std": (0.0, 25 / 255)},
+    "salt-pepper": {"amount": (0.0, 0.1)},
+    "speckle": {"std": (0.0, 0.3)},
+    "jpeg": {"quality": (10.0, 90.0)},
+}
+
+
+def user_levels(kind: str, sigma: Range | None = None, peak: Range | None = None, amount: Range | None = None,
+                quality: Range | None = None) -> dict[str, Range] | None:
+    """Map the CLI's user-facing options to a noise model's levels; only what was given.
+
+    ``sigma`` is on the 0-255 scale and sets ``std = sigma/255`` (for speckle, the std
+    relative to the intensity, so at white it equals the additive sigma).
+    """
+    given = {"std": (sigma[0] / 255, sigma[1] / 255) if sigma else None, "peak": peak, "amount": amount, "quality": quality}
+    names = NOISE_MODELS[kind].levels
+    picked = {k: v for k, v in given.items() if k in names and v is not None}
+    unused = [k for k, v in given.items() if v is not None and k not in names]
+    if unused:
+        flag = {"std": "--sigma"}.get(unused[0], f"--{unused[0]}")
+        raise DenoiseError(f"{flag} does not apply to --noise {kind}")
+    limits = {"peak": (1e-3, 1e9), "amount": (0.0, 1.0), "quality": (1.0, 100.0), "std": (0.0, 1e9)}
+    for name, (lo, hi) in picked.items():
+        if not limits[name][0] <= lo <= hi <= limits[name][1]:
+            raise DenoiseError(f"{name} range {lo:g}-{hi:g} is out of bounds {limits[name][0]:g}-{limits[name][1]:g}")
+    if kind == "poisson-gaussian" and picked and len(picked) < 2:
+        picked = {**DEFAULT_LEVELS[kind], **picked}
+    return picked or None
+
+
+class NoiseSampler:
+    """A noise model plus a range per level: draws one level per sample, so one batch mixes levels."""
+
+    def __init__(self, kind: str, ranges: dict[str, Range], **init: float) -> None:
+        if kind not in NOISE_MODELS:
+            raise ValueError(f"unknown noise {kind!r} (known: {', '.join(NOISE_MODELS)})")
+        self.kind = kind
+        self.layer = NOISE_MODELS[kind](**init).train()
+        missing = set(self.layer.levels) - set(ranges)
+        if missing:
+            raise ValueError(f"noise {kind!r} needs a range for {', '.join(sorted(missing))}")
+        self.ranges = {k: (float(ranges[k][0]), float(ranges[k][1])) for k in self.layer.levels}
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, device_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Levels come from ``generator`` (CPU), the noise itself from ``device_generator`` on x's device."""
+        levels = {}
+        for name, (lo, hi) in self.ranges.items():
+            levels[name] = (lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, dtype=torch.float64)).to(x.device)
+        return self.layer(x, generator=device_generator, **levels)
 
 
 def _per_sample(std: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:

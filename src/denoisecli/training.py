@@ -1,4 +1,4 @@
-"""Training a denoiser from clean images: L1, or L1 plus a scaled adversarial loss (``gan``)."""
+"""Training a denoiser from clean images (or real noisy/clean pairs): L1, or L1 plus a scaled adversarial loss."""
 
 from __future__ import annotations
 
@@ -13,19 +13,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from denoisecli.data import PatchSampler, load_training_images
+from denoisecli.atomic import atomic_write
+from denoisecli.curves import plot_curves
+from denoisecli.data import PatchSampler, TrainingSet, load_training_set
 from denoisecli.device import resolve_device
+from denoisecli.distributed import setup_distributed
 from denoisecli.errors import DenoiseError
+from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config
-from denoisecli.noise import ClampedNormalNoise, seeded_generator
-from denoisecli.weights import atomic_save, load_checkpoint, model_payload
+from denoisecli.noise import DEFAULT_LEVELS, NoiseSampler, seeded_generator
+from denoisecli.weights import atomic_save, load_checkpoint, load_model, model_payload
 
 TRAIN_FORMAT = "denoise-train/1"
+DEFAULT_STEPS = 10_000
+VAL_SIGMAS = (15.0, 25.0, 50.0)
 
 
 @dataclass
 class TrainOptions:
-    """Everything a run depends on; saved in ``last.pt`` so a resume continues the same run."""
+    """Everything a run depends on; saved in ``last.pt`` and ``config.json``, so a resume continues the same run."""
 
     data: str
     out: str
@@ -36,9 +42,14 @@ class TrainOptions:
     lr: float = 1e-3
     min_lr_ratio: float = 0.01
     warmup: int | None = None
-    sigma: tuple[float, float] = (0.0, 55.0)
+    noise: str = "gaussian"
+    levels: dict[str, tuple[float, float]] | None = None
+    noisy: str | None = None
+    val: str | None = None
+    val_every: int = 1000
     channels: int | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     gan: bool = False
     gan_weight: float = 1e-3
     gan_warmup: int | None = None
@@ -56,129 +67,242 @@ class TrainResult:
     total: int
     out: Path
     interrupted: bool = False
+    best_psnr: float | None = None
     skipped: list[str] = field(default_factory=list)
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
-DEFAULT_STEPS = 10_000
-
 
 def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None = None) -> TrainResult:
-    """Train (or continue) a run in ``opts.out``; a Ctrl-C saves a checkpoint and returns."""
+    """Train (or continue) the run in ``opts.out``; Ctrl-C saves a checkpoint and returns.
+
+    Every random draw (patch, augmentation, noise level, noise) is keyed by the seed and
+    the step, so a resumed run ends with the same weights as an uninterrupted one, and
+    under torchrun each rank takes its slice of the same global batch.
+    """
     out = Path(opts.out)
     last_path = out / "last.pt"
     state = _load_state(last_path) if resume else None
     if state is not None:
-        opts = TrainOptions(**{**state["options"], "sigma": tuple(state["options"]["sigma"]), "device": opts.device})
-    if not resume and last_path.exists():
+        opts = _resumed_options(state, opts, last_path)
+    elif last_path.exists():
         raise DenoiseError(f"{out}: already holds a training run (last.pt); pass --resume to continue it or pick another --out")
-    if opts.batch < 1 or opts.patch < 8:
-        raise DenoiseError("--batch must be at least 1 and --patch at least 8")
-    lo, hi = opts.sigma
-    if not 0 <= lo <= hi <= 255:
-        raise DenoiseError(f"--sigma range {lo}-{hi}: must satisfy 0 <= low <= high <= 255")
-    device = resolve_device(opts.device)
+    _check(opts)
+    dist = setup_distributed(opts.device)
+    device = dist.device if dist.enabled else resolve_device(opts.device)
+    if opts.batch % dist.world:
+        raise DenoiseError(f"--batch {opts.batch} must be divisible by the number of processes ({dist.world})")
 
-    skipped: list[str] = []
-    images = load_training_images(Path(opts.data), opts.channels, min_size=opts.patch, on_skip=skipped.append)
-    sampler = PatchSampler(images, opts.patch, opts.seed)
-    total = _total_steps(opts, images)
-    config = {**default_config(sampler.channels), **opts.model}
-    config["channels"] = sampler.channels
+    tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None)
+    sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy)
+    total = _total_steps(opts, tset.clean)
+    config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
     if state is not None and state["generator"]["config"] != config:
         raise DenoiseError(f"{last_path}: was trained with {state['generator']['config']}, not {config}; refusing to resume")
+    levels = {k: tuple(v) for k, v in (opts.levels or DEFAULT_LEVELS[opts.noise]).items()}
+    noise = NoiseSampler(opts.noise, levels)
 
     torch.manual_seed(opts.seed)
-    gen = build_model(config).to(device)
+    gen = build_model(config)
+    if opts.init and state is None:
+        init_model, init_ckpt = load_model(Path(opts.init))
+        if init_ckpt["config"] != config:
+            raise DenoiseError(f"{opts.init}: its config {init_ckpt['config']} differs from this run's {config}")
+        gen.load_state_dict(init_model.state_dict())
+    gen.to(device)
+    amp_dtype, scaler = _amp(device)
+    if device.type == "cuda":
+        gen = gen.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr)
     disc = opt_d = None
     if opts.gan:
         disc = build_model({"arch": "patchgan", "channels": sampler.channels}).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.d_lr, betas=(0.5, 0.999))
-    step = 0
+    step, best = 0, None
     if state is not None:
         gen.load_state_dict(state["generator"]["state_dict"])
         opt_g.load_state_dict(state["opt_g"])
-        if disc is not None and state.get("discriminator"):
+        if disc is not None:
             disc.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
-        step = int(state["step"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, best = int(state["step"]), state.get("best_psnr")
+    gen_ddp, disc_ddp = dist.wrap(gen), dist.wrap(disc) if disc is not None else None
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
-    noise = ClampedNormalNoise().train()
-    out.mkdir(parents=True, exist_ok=True)
-    log = (out / "metrics.jsonl").open("a")
+    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "gan": opts.gan,
+            "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
+    writer = dist.is_main
+    log = None
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", lambda f: f.write(json.dumps(_options_dict(opts), indent=2).encode()))
+        log = (out / "metrics.jsonl").open("a")
+
+    def emit(record: dict[str, Any]) -> None:
+        if log is not None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
 
     def save() -> None:
-        meta = {"steps": step, "sigma": [lo, hi], "gan": opts.gan, "patch": opts.patch, "batch": opts.batch}
-        payload = model_payload(gen, config, meta)
+        if not writer:
+            return
+        payload = model_payload(gen, config, {**meta, "steps": step, "best_val_psnr": best})
         atomic_save(
             {
-                "format": TRAIN_FORMAT,
-                "options": _options_dict(opts),
-                "generator": payload,
+                "format": TRAIN_FORMAT, "options": _options_dict(opts), "generator": payload,
                 "discriminator": disc.state_dict() if disc is not None else None,
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                "step": step,
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": step, "best_psnr": best,
             },
             last_path,
         )
         atomic_save(payload, out / "model.pt")
 
+    def validate() -> dict[str, float]:
+        nonlocal best
+        figures = _validate(gen, tset, noise, opts, device)
+        if not figures:
+            return {}
+        if (best is None or figures["val_psnr"] > best):
+            best = figures["val_psnr"]
+            atomic_save(model_payload(gen, config, {**meta, "steps": step, "best_val_psnr": best}), out / "best.pt")
+        emit({"event": "val", "step": step, **figures})
+        return figures
+
+    per_rank = opts.batch // dist.world
     gen.train()
-    t0, seen = time.perf_counter(), 0
+    t0, seen, latest = time.perf_counter(), 0, {}
     try:
         while step < total:
             lr = opts.lr * _lr_factor(step, total, warmup, opts.min_lr_ratio)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            clean = sampler.batch(step, opts.batch).to(device, non_blocking=True)
-            g = seeded_generator(opts.seed, f"sigma{step}")
-            sigmas = (lo + (hi - lo) * torch.rand(opts.batch, generator=g)) / 255.0
-            noisy = noise(clean, std=sigmas.to(device), generator=seeded_generator(opts.seed, f"noise{step}", device))
-            stats: dict[str, float] = {}
+            clean, noisy = sampler.batch(step, opts.batch, shard=(dist.rank, dist.world))
+            clean = clean.to(device, non_blocking=True)
+            if noisy is None:
+                noisy = noise(clean, seeded_generator(opts.seed, f"levels{step}/{dist.rank}"),
+                              seeded_generator(opts.seed, f"noise{step}/{dist.rank}", device))
+            else:
+                noisy = noisy.to(device, non_blocking=True)
+            if device.type == "cuda":
+                clean, noisy = clean.contiguous(memory_format=torch.channels_last), noisy.contiguous(memory_format=torch.channels_last)
+            stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
-            denoised = gen(noisy)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                denoised = gen_ddp(noisy)
+                l1 = F.l1_loss(denoised.float(), clean)
             if adversarial:
-                d_loss = F.relu(1.0 - disc(clean)).mean() + F.relu(1.0 + disc(denoised.detach())).mean()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    scores = disc_ddp(torch.cat([clean, denoised.detach()])).float()
+                real, fake = scores.chunk(2)
+                d_loss = F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
                 opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
+                _backward(d_loss, scaler)
+                _step(opt_d, scaler)
                 stats["d_loss"] = d_loss.item()
-            l1 = F.l1_loss(denoised, clean)
-            loss = l1
-            if adversarial:
-                adv = -disc(denoised).mean()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    adv = -disc(denoised).float().mean()
                 loss = l1 + opts.gan_weight * adv
                 stats["adv"] = adv.item()
+            else:
+                loss = l1
             opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            _backward(loss, scaler)
             if opts.clip > 0:
+                if scaler is not None:
+                    scaler.unscale_(opt_g)
                 stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(gen.parameters(), opts.clip))
-            opt_g.step()
+            _step(opt_g, scaler)
+            if scaler is not None:
+                scaler.update()
             if not math.isfinite(loss.item()):
                 raise DenoiseError(f"training diverged at step {step} (loss {loss.item()}); lower --lr or --gan-weight")
             step += 1
             seen += opts.batch
-            stats.update(step=step, total=total, loss=loss.item(), l1=l1.item(), lr=lr)
-            stats["patches_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
-            if step % opts.log_every == 0 or step == total:
-                log.write(json.dumps({"event": "train", **stats}) + "\n")
-                log.flush()
+            stats.update(step=step, total=total, loss=loss.item(), l1=l1.item(), lr=lr,
+                         patches_per_s=seen / max(time.perf_counter() - t0, 1e-9))
+            if writer and (step % opts.log_every == 0 or step == total):
+                emit({"event": "train", **stats})
+            if writer and (step % opts.val_every == 0 or step == total):
+                latest = validate()
+                plot_curves(out / "metrics.jsonl", out / "curves.png")
             if step % opts.save_every == 0 and step < total:
                 save()
-            if progress:
-                progress(stats)
+            if progress and writer:
+                progress({**stats, **latest})
     except KeyboardInterrupt:
         save()
-        log.close()
-        return TrainResult(step, total, out, interrupted=True, skipped=skipped)
+        return TrainResult(step, total, out, interrupted=True, best_psnr=best, skipped=tset.skipped)
+    finally:
+        if log is not None:
+            log.close()
     save()
-    log.close()
-    return TrainResult(step, total, out, skipped=skipped)
+    dist.close()
+    return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
+
+
+def _amp(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 with a scaler."""
+    if device.type != "cuda":
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:
+        scaler.step(opt)
+    else:
+        opt.step()
+
+
+@torch.no_grad()
+def _validate(gen: torch.nn.Module, tset: TrainingSet, noise: NoiseSampler, opts: TrainOptions, device: torch.device) -> dict[str, float]:
+    """PSNR/SSIM on held-out images at fixed levels and a fixed seed, so figures compare across steps."""
+    if not tset.val:
+        return {}
+    gen.eval()
+    figures: dict[str, float] = {}
+    for name, value in _val_levels(opts.noise, noise.ranges):
+        ps, ss = [], []
+        for i, (clean, given) in enumerate(tset.val):
+            clean = clean.to(device)
+            if given is not None:
+                noisy = given.to(device)
+            else:
+                levels = {k: torch.full((1,), v, dtype=torch.float64, device=device) for k, v in value.items()}
+                g = seeded_generator(opts.seed, f"val{i}/{name}", device)
+                noisy = noise.layer(clean[None], generator=g, **levels)[0]
+            out = quantize8(gen(noisy[None])[0].float())
+            ps.append(psnr(out, clean))
+            ss.append(ssim(out, clean))
+        figures[f"val_psnr_{name}"] = sum(ps) / len(ps)
+        figures[f"val_ssim_{name}"] = sum(ss) / len(ss)
+        if tset.val[0][1] is not None:
+            break
+    figures["val_psnr"] = sum(v for k, v in figures.items() if k.startswith("val_psnr_")) / max(1, len(figures) // 2)
+    figures["val_ssim"] = sum(v for k, v in figures.items() if k.startswith("val_ssim_")) / max(1, (len(figures) - 1) // 2)
+    gen.train()
+    return figures
+
+
+def _val_levels(kind: str, ranges: dict[str, tuple[float, float]]) -> list[tuple[str, dict[str, float]]]:
+    """Gaussian: sigma 15/25/50 within the trained range; other noise: the middle of each range."""
+    if kind == "gaussian":
+        hi = ranges["std"][1] * 255
+        sig = [s for s in VAL_SIGMAS if s <= hi + 1e-6] or [hi]
+        return [(f"s{s:g}", {"std": s / 255}) for s in sig]
+    return [("mid", {k: (lo + hi) / 2 for k, (lo, hi) in ranges.items()})]
 
 
 def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
@@ -192,8 +316,6 @@ def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
 def _total_steps(opts: TrainOptions, images: list[torch.Tensor]) -> int:
     """``--steps`` wins; an epoch is as many patches as it takes to cover every pixel once on average."""
     if opts.steps is not None:
-        if opts.steps < 1:
-            raise DenoiseError("--steps must be at least 1")
         return opts.steps
     if opts.epochs is not None:
         pixels = sum(im.shape[-1] * im.shape[-2] for im in images)
@@ -202,10 +324,36 @@ def _total_steps(opts: TrainOptions, images: list[torch.Tensor]) -> int:
     return DEFAULT_STEPS
 
 
+def _check(opts: TrainOptions) -> None:
+    if opts.batch < 1 or opts.patch < 8:
+        raise DenoiseError("--batch must be at least 1 and --patch at least 8")
+    if opts.steps is not None and opts.steps < 1:
+        raise DenoiseError("--steps must be at least 1")
+    if opts.noise not in DEFAULT_LEVELS:
+        raise DenoiseError(f"--noise {opts.noise}: unknown (choose {', '.join(DEFAULT_LEVELS)})")
+    for name, (lo, hi) in (opts.levels or {}).items():
+        if not 0 <= lo <= hi:
+            raise DenoiseError(f"noise {name} range {lo}-{hi}: must satisfy 0 <= low <= high")
+
+
 def _options_dict(opts: TrainOptions) -> dict[str, Any]:
     d = asdict(opts)
-    d["sigma"] = list(opts.sigma)
+    if opts.levels is not None:
+        d["levels"] = {k: list(v) for k, v in opts.levels.items()}
     return d
+
+
+def _resumed_options(state: dict[str, Any], given: TrainOptions, path: Path) -> TrainOptions:
+    """The run's own options, with the device free to change; model options given now must agree."""
+    saved = dict(state["options"])
+    if saved.get("levels") is not None:
+        saved["levels"] = {k: tuple(v) for k, v in saved["levels"].items()}
+    for key, value in given.model.items():
+        if saved["model"].get(key, value) != value:
+            raise DenoiseError(f"{path}: the run has {key}={saved['model'][key]}, not {value}; refusing to resume with another architecture")
+    if given.channels is not None and saved.get("channels") not in (None, given.channels):
+        raise DenoiseError(f"{path}: the run has {saved['channels']} channels, not {given.channels}; refusing to resume")
+    return TrainOptions(**{**saved, "device": given.device})
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -215,3 +363,4 @@ def _load_state(path: Path) -> dict[str, Any]:
     if state.get("format") != TRAIN_FORMAT:
         raise DenoiseError(f"{path}: not a denoise training checkpoint")
     return state
+
