@@ -127,3 +127,30 @@ def test_train_cli_l1_and_resume_refusal(clean_dir, tmp_path):
     assert second.exit_code == 1 and "--resume" in second.output
     bad = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "x"), "--sigma", "60-10"])
     assert bad.exit_code == 2
+
+
+def test_add_noise_other_models_and_inapplicable_options(clean_dir, tmp_path):
+    ok = runner.invoke(app, ["add-noise", str(clean_dir / "a.png"), str(tmp_path / "sp"), "--noise", "salt-pepper", "--amount", "0.2"])
+    assert ok.exit_code == 0, ok.output
+    arr = np.asarray(Image.open(tmp_path / "sp" / "a.png"))
+    hit = np.mean(np.all(arr == 0, -1) | np.all(arr == 255, -1))
+    assert 0.15 < hit < 0.25
+    ranged = runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "pg"), "--noise", "poisson-gaussian", "--peak", "10-50", "--sigma", "5"])
+    assert ranged.exit_code == 0, ranged.output
+    bad = runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "x"), "--peak", "3"])
+    assert bad.exit_code == 1 and "--peak does not apply to --noise gaussian" in bad.output
+    bad_range = runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "y"), "--sigma", "300"])
+    assert bad_range.exit_code == 2
+
+
+def test_train_cli_noise_model_validation_and_resume(clean_dir, tmp_path):
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "4", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--noise", "jpeg", "--quality", "30-60",
+            "--val", str(clean_dir), "--val-every", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best validation PSNR" in result.output and (tmp_path / "r" / "best.pt").exists()
+    again = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--resume"])
+    assert again.exit_code == 0 and "done: 4 steps" in again.output
+    clash = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--resume", "--width", "16"])
+    assert clash.exit_code == 1 and "another architecture" in clash.output

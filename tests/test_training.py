@@ -191,3 +191,11 @@ def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, mon
     with pytest.raises(DenoiseError, match="No space left"):
         train(opts(clean_dir, tmp_path / "run", steps=4), resume=True)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_worker_processes_give_the_same_run(clean_dir, tmp_path):
+    train(opts(clean_dir, tmp_path / "w0", steps=3, workers=0))
+    train(opts(clean_dir, tmp_path / "w2", steps=3, workers=2))
+    a = load_checkpoint(tmp_path / "w0" / "model.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "w2" / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -186,6 +186,7 @@ def train_cmd(
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,
     d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (Adam, betas 0.5/0.999).", min=0)] = 2e-4,
     clip: Annotated[float, typer.Option(help="Gradient-norm clip for the denoiser (0: off).", min=0)] = 1.0,
+    workers: Annotated[Optional[int], typer.Option(help="Patch-making processes (default: 0 on CPU, up to 4 on CUDA).", min=0)] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed for weights, patches and noise.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.", min=1)] = 500,
@@ -203,7 +204,7 @@ def train_cmd(
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality),
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
-            gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, device=device.value,
+            gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
             seed=seed, save_every=save_every,
         )
         columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),
@@ -261,6 +262,132 @@ def run_cmd(
                 on_file=on_file, on_plan=on_plan,
             )
     _summary(report, "denoised")
+
+
+class Protocol(str, Enum):
+    standard = "standard"
+    clipped = "clipped"
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=name) from None
+
+
+@app.command("eval")
+def eval_cmd(
+    clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images.")],
+    sigma: Annotated[str, typer.Option(help="Gaussian noise levels on the 0-255 scale, comma-separated.")] = "15,25,50",
+    protocol: Annotated[Protocol, typer.Option(help="standard: the literature's (unclipped noise); clipped: like users' 8-bit files.")] = Protocol.standard,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP + " Non-gaussian noise needs --protocol clipped.")] = Noise.gaussian,
+    level: Annotated[Optional[str], typer.Option(help="For non-gaussian noise: values of its first level (peak, amount, std or quality), comma-separated.")] = None,
+    noisy: Annotated[Optional[Path], typer.Option(help="Real noisy images matching CLEAN_DIR by file name (no synthetic noise).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped model for grey or colour).")] = None,
+    baseline: Annotated[Optional[list[str]], typer.Option(help="Also score: noisy (the input itself), nlm, wavelet (scikit-image), bm3d. Repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Noise seed (same seed, same numbers).")] = 0,
+    device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
+    sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG sheet of crops (clean, noisy, each method) labelled with PSNR.")] = None,
+    per_image: Annotated[bool, typer.Option(help="Print the per-image table too.")] = True,
+) -> None:
+    """Measure PSNR and SSIM: add noise to clean images, denoise, compare."""
+    sigmas = _floats(sigma, "--sigma")
+    if any(not 0 <= s <= 255 for s in sigmas):
+        raise typer.BadParameter(f"{sigma!r}: each sigma must be within 0-255", param_hint="--sigma")
+    levels = _floats(level, "--level") if level else None
+    with user_errors():
+        import json
+
+        from denoisecli.evaluation import PROTOCOLS, evaluate
+
+        baselines = tuple(baseline or ())
+        with _progress() as bar:
+            task = bar.add_task("eval", total=None)
+            report, samples = evaluate(
+                clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value,
+                noise=noise.value, levels=levels, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
+                on_image=lambda score: bar.advance(task) if score.method == "denoise" else None,
+            )
+        if sheet:
+            from denoisecli.sheet import make_sheet
+
+            make_sheet(samples, report, sheet)
+        if json_out:
+            from denoisecli.atomic import atomic_write
+
+            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
+    out = Console()
+    if per_image:
+        table = Table(title="per image: PSNR dB / SSIM")
+        table.add_column("image")
+        table.add_column("level")
+        for m in report.methods():
+            table.add_column(m, justify="right")
+        cells = {(s.image, s.level, s.method): f"{s.psnr:.2f} / {s.ssim:.4f}" for s in report.scores}
+        for lv in report.levels():
+            for name in dict.fromkeys(s.image for s in report.scores):
+                table.add_row(name, lv, *(cells.get((name, lv, m), "") for m in report.methods()))
+        out.print(table)
+    table = Table(title=f"mean over {len({s.image for s in report.scores})} images, protocol {report.protocol}, seed {seed}")
+    table.add_column("method")
+    for lv in report.levels():
+        table.add_column(f"{lv}\nPSNR", justify="right")
+        table.add_column("SSIM", justify="right")
+    for m in report.methods():
+        table.add_row(m, *(f"{report.mean(m, lv, k):.{2 if k == 'psnr' else 4}f}" for lv in report.levels() for k in ("psnr", "ssim")))
+    out.print(table)
+    out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}", highlight=False)
+
+
+@app.command("bench")
+def bench_cmd(
+    device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
+    sizes: Annotated[str, typer.Option(help="Square image sizes in pixels, comma-separated.")] = "256,512,1024",
+    repeats: Annotated[int, typer.Option(help="Timed runs per measurement (the median is reported).", min=1)] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.", min=0)] = 2,
+    train_steps: Annotated[int, typer.Option(help="Timed training steps per model (0: skip training).", min=0)] = 5,
+    weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped colour model).")] = None,
+    grey: Annotated[bool, typer.Option("--grey", help="Benchmark the grey models.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
+) -> None:
+    """Measure speed (MP/s), peak memory and training patches/s against DnCNN-17 and FFDNet."""
+    size_list = [int(v) for v in _floats(sizes, "--sizes")]
+    with user_errors():
+        import json
+
+        from denoisecli.benchmark import REFERENCES, bench
+
+        with _progress() as bar:
+            task = bar.add_task("bench", total=None)
+            report = bench(device.value, tuple(size_list), repeats, warmup, train_steps, weights=weights,
+                           channels=1 if grey else 3, on_row=lambda _: bar.advance(task))
+        if json_out:
+            from denoisecli.atomic import atomic_write
+
+            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
+    out = Console()
+    table = Table(title=f"inference on {report.device} ({report.machine}), {report.date}, median of {report.repeats}")
+    for col in ("model", "size", "dtype", "MP/s", "spread (min-max)", "peak MiB"):
+        table.add_column(col, justify="left" if col in ("model", "dtype") else "right")
+    for r in report.inference:
+        table.add_row(r.model, f"{r.size}", r.dtype, f"{r.mps:.3f}", f"{r.spread[0]:.3f}-{r.spread[1]:.3f}", f"{r.peak_mib:.0f}")
+    out.print(table)
+    ratios = Table(title="ours / reference (above 1: ours is faster)")
+    ratios.add_column("reference")
+    for s in size_list:
+        ratios.add_column(f"{s}px", justify="right")
+    if report.training:
+        ratios.add_column("training", justify="right")
+    for ref in REFERENCES:
+        cells = [f"{report.ratio(ref, s):.2f}x" for s in size_list]
+        if report.training:
+            cells.append(f"{report.train_ratio(ref):.2f}x")
+        ratios.add_row(ref, *cells)
+    out.print(ratios)
+    if report.training:
+        out.print("training patches/s (96px, batch 16): " + ", ".join(f"{r.model} {r.patches_per_s:.1f}" for r in report.training))
 
 
 def main() -> None:

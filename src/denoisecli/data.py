@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.errors import DenoiseError
@@ -176,3 +177,27 @@ class PatchSampler:
         if self.noisy is None:
             return clean, None
         return clean, torch.stack([n for _, n in samples]).float().div_(255.0)
+
+
+class _StepBatches(IterableDataset):
+    """Batches for steps ``start..total-1``; worker k of W makes every W-th, so they arrive in order."""
+
+    def __init__(self, sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int]) -> None:
+        self.sampler, self.start, self.total, self.batch, self.shard = sampler, start, total, batch, shard
+
+    def __iter__(self):
+        info = get_worker_info()
+        k, w = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in range(self.start + k, self.total, w):
+            clean, noisy = self.sampler.batch(step, self.batch, self.shard)
+            yield (clean, noisy) if noisy is not None else (clean,)
+
+
+def batch_loader(
+    sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int], workers: int, pin: bool
+) -> DataLoader:
+    """Step-ordered batches, made in ``workers`` background processes when that helps (a GPU waiting on data)."""
+    return DataLoader(
+        _StepBatches(sampler, start, total, batch, shard), batch_size=None, num_workers=workers,
+        pin_memory=pin, persistent_workers=False, prefetch_factor=4 if workers else None,
+    )

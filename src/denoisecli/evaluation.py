@@ -1,52 +1,196 @@
-"""Quality on a benchmark folder under the standard synthetic protocol of the literature."""
+"""Quality on a folder of clean images (or real pairs): the literature's protocol, or the user's files' one."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from denoisecli.errors import DenoiseError
 from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
-from denoisecli.metrics import psnr, quantize8
-from denoisecli.noise import seeded_generator
+from denoisecli.metrics import psnr, quantize8, ssim
+from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
+
+PROTOCOLS = {
+    "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
+    "clipped": "noise from the training layer (clamped to [0, 1]), noisy image rounded to 8 bits like a saved file; output rounded to 8 bits",
+    "pairs": "real noisy/clean pairs matched by file name; output rounded to 8 bits",
+}
+BASELINES = ("noisy", "nlm", "wavelet", "bm3d")
 
 
 @dataclass
-class ImageScore:
-    name: str
-    sigma: float
+class Score:
+    image: str
+    method: str
+    level: str
     psnr: float
-    noisy_psnr: float
+    ssim: float
+
+
+@dataclass
+class EvalReport:
+    protocol: str
+    noise: str
+    seed: int
+    weights: str
+    scores: list[Score] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(s.method for s in self.scores))
+
+    def levels(self) -> list[str]:
+        return list(dict.fromkeys(s.level for s in self.scores))
+
+    def mean(self, method: str, level: str, metric: str = "psnr") -> float:
+        vals = [getattr(s, metric) for s in self.scores if s.method == method and s.level == level]
+        return statistics.fmean(vals) if vals else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        means = [
+            {"method": m, "level": lv, "psnr": self.mean(m, lv), "ssim": self.mean(m, lv, "ssim")}
+            for m in self.methods() for lv in self.levels()
+        ]
+        return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
+                "weights": self.weights, "means": means, "images": [asdict(s) for s in self.scores]}
+
+
+@dataclass
+class Sample:
+    """One evaluated image at one level: kept for the comparison sheet."""
+
+    image: str
+    level: str
+    clean: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+
+
+def _classical(name: str, noisy: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    """A classical denoiser from scikit-image or bm3d (the optional `baselines` extra)."""
+    try:
+        return _run_classical(name, noisy, sigma)
+    except ImportError as exc:
+        raise DenoiseError(f"--baseline {name} needs the optional extra: pip install 'denoisecli[baselines]' ({exc})") from exc
+
+
+def _run_classical(name: str, noisy: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    if name == "bm3d":
+        import bm3d
+    else:
+        from skimage import restoration
+    img = noisy.clamp(0, 1).permute(1, 2, 0).double().numpy()
+    grey = img.shape[2] == 1
+    if sigma is None:
+        from skimage.restoration import estimate_sigma
+
+        sigma = float(np.mean(estimate_sigma(img, channel_axis=-1)))
+    if name == "nlm":
+        out = restoration.denoise_nl_means(img, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6,
+                                           fast_mode=True, channel_axis=-1)
+    elif name == "wavelet":
+        out = restoration.denoise_wavelet(img, sigma=sigma, channel_axis=-1, convert2ycbcr=not grey,
+                                          method="BayesShrink", mode="soft", rescale_sigma=True)
+    else:
+        out = bm3d.bm3d(img[:, :, 0], sigma) if grey else bm3d.bm3d_rgb(img, sigma)
+    out = np.asarray(out, dtype=np.float32).reshape(img.shape)
+    return torch.from_numpy(out).permute(2, 0, 1)
 
 
 def evaluate(
     clean_dir: Path,
-    sigmas: list[float],
+    sigmas: list[float] | None = None,
     weights: Path | None = None,
     device: str = "auto",
     seed: int = 0,
-    on_image: Callable[[ImageScore], None] | None = None,
-) -> list[ImageScore]:
-    """PSNR per image: y = x + N(0, sigma/255) neither clipped nor quantised, output clipped and
-    rounded to 8 bits, PSNR on the 8-bit images; each image's noise seeded by (seed, name, sigma).
+    protocol: str = "standard",
+    noise: str = "gaussian",
+    levels: list[float] | None = None,
+    noisy_dir: Path | None = None,
+    baselines: tuple[str, ...] = (),
+    keep_samples: int = 0,
+    on_image: Callable[[Score], None] | None = None,
+) -> tuple[EvalReport, list[Sample]]:
+    """Score the model (and baselines) on every image at every level.
+
+    ``standard`` is the protocol of the published figures (gaussian noise only);
+    ``clipped`` uses the training noise layers and an 8-bit noisy image; ``noisy_dir``
+    switches to real pairs. Each image's noise is seeded by (seed, file name, level),
+    so the same command gives the same numbers.
     """
-    paths = list_images(Path(clean_dir))
+    clean_dir = Path(clean_dir)
+    paths = list_images(clean_dir)
     if not paths:
-        raise DenoiseError(f"{clean_dir}: no images found")
+        raise DenoiseError(f"{clean_dir}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise DenoiseError(f"--baseline {unknown[0]}: unknown (choose {', '.join(BASELINES)})")
+    if noisy_dir is not None:
+        protocol = "pairs"
+    elif protocol not in ("standard", "clipped"):
+        raise DenoiseError(f"--protocol {protocol}: unknown (choose standard or clipped)")
+    if protocol == "standard" and noise != "gaussian":
+        raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
+    points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
     denoiser = Denoiser(weights, device)
-    scores = []
-    for sigma in sigmas:
-        for p in paths:
+    report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped")
+    samples: list[Sample] = []
+    for label, level in points:
+        for i, p in enumerate(paths):
             clean = quantize8(read_image(p).pixels)
-            g = seeded_generator(seed, f"{p.name}\x00{sigma}")
-            noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)
-            out = quantize8(denoiser(noisy, name=str(p)))
-            score = ImageScore(p.name, sigma, psnr(out, clean), psnr(quantize8(noisy), clean))
-            scores.append(score)
-            if on_image:
-                on_image(score)
-    return scores
+            noisy = _noisy_input(p, clean, clean_dir, noisy_dir, protocol, noise, label, level, seed)
+            outputs = {"noisy": noisy} if "noisy" in baselines else {}
+            outputs["denoise"] = denoiser(noisy, name=str(p))
+            sigma = level["std"] if noise == "gaussian" and "std" in level else None
+            for b in baselines:
+                if b != "noisy":
+                    outputs[b] = _classical(b, noisy, sigma)
+            for method, out in outputs.items():
+                out8 = quantize8(out)
+                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean))
+                report.scores.append(score)
+                if on_image:
+                    on_image(score)
+            if i < keep_samples and label == points[0][0]:
+                samples.append(Sample(p.name, label, clean, {k: quantize8(v) for k, v in outputs.items()}))
+    return report, samples
+
+
+def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:
+    """The noise settings to evaluate: sigmas for gaussian, else values of the model's first level."""
+    if noise not in NOISE_MODELS:
+        raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
+    if noise == "gaussian":
+        sig = sigmas or [15.0, 25.0, 50.0]
+        if any(not 0 <= s <= 255 for s in sig):
+            raise DenoiseError(f"--sigma {sig}: each sigma must be within 0-255")
+        return [(f"sigma {s:g}", {"std": s / 255}) for s in sig]
+    names = NOISE_MODELS[noise].levels
+    fixed = {k: (lo + hi) / 2 for k, (lo, hi) in DEFAULT_LEVELS[noise].items()}
+    values = levels or [fixed[names[0]]]
+    return [(f"{names[0]} {v:g}", {**fixed, names[0]: v}) for v in values]
+
+
+def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: Path | None, protocol: str, noise: str,
+                 label: str, level: dict[str, float], seed: int) -> torch.Tensor:
+    if noisy_dir is not None:
+        rel = path.relative_to(clean_dir).with_suffix("")
+        matches = [q for q in Path(noisy_dir).glob(f"{rel.as_posix()}.*") if q.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}]
+        if not matches:
+            raise DenoiseError(f"{noisy_dir}: no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
+        noisy = quantize8(read_image(matches[0]).pixels)
+        if noisy.shape != clean.shape:
+            raise DenoiseError(f"{matches[0]}: size or channels differ from its clean image {path}")
+        return noisy
+    g = seeded_generator(seed, f"{path.name}\x00{label}")
+    if protocol == "standard":
+        return clean + torch.randn(clean.shape, generator=g) * level["std"]
+    layer = NOISE_MODELS[noise]().train()
+    tensors = {k: torch.tensor([v], dtype=torch.float64) for k, v in level.items()}
+    with torch.no_grad():
+        return quantize8(layer(clean[None], generator=g, **tensors)[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
-from denoisecli.data import PatchSampler, TrainingSet, load_training_set
+from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_training_set
 from denoisecli.device import resolve_device
 from denoisecli.distributed import setup_distributed
 from denoisecli.errors import DenoiseError
@@ -55,6 +56,7 @@ class TrainOptions:
     gan_warmup: int | None = None
     d_lr: float = 2e-4
     clip: float = 1.0
+    workers: int | None = None
     device: str = "auto"
     seed: int = 0
     save_every: int = 500
@@ -174,7 +176,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         emit({"event": "val", "step": step, **figures})
         return figures
 
-    per_rank = opts.batch // dist.world
+    workers = opts.workers if opts.workers is not None else (min(4, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
+    batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda"))
     gen.train()
     t0, seen, latest = time.perf_counter(), 0, {}
     try:
@@ -182,7 +185,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             lr = opts.lr * _lr_factor(step, total, warmup, opts.min_lr_ratio)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            clean, noisy = sampler.batch(step, opts.batch, shard=(dist.rank, dist.world))
+            clean, *given = next(batches)
+            noisy = given[0] if given else None
             clean = clean.to(device, non_blocking=True)
             if noisy is None:
                 noisy = noise(clean, seeded_generator(opts.seed, f"levels{step}/{dist.rank}"),

@@ -6,11 +6,13 @@ from typing import Any, Callable
 
 from torch import nn
 
-from denoisecli.models import patchgan, unet
+from denoisecli.models import dncnn, ffdnet, patchgan, unet
 
 _REGISTRY: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "unet": unet.build,
     "patchgan": patchgan.build,
+    "dncnn": dncnn.build,
+    "ffdnet": ffdnet.build,
 }
 
 

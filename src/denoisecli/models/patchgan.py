@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from denoisecli.models.config import from_config
+
 DEFAULTS: dict[str, Any] = {"channels": 3, "width": 64, "layers": 3}
 
 
@@ -33,8 +35,4 @@ class PatchDiscriminator(nn.Module):
 
 
 def build(config: dict[str, Any]) -> PatchDiscriminator:
-    params = {**DEFAULTS, **{k: v for k, v in config.items() if k != "arch"}}
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown patchgan option(s): {', '.join(sorted(unknown))}")
-    return PatchDiscriminator(**params)
+    return from_config(PatchDiscriminator, DEFAULTS, config, "patchgan")

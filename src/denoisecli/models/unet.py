@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from denoisecli.models.config import from_config
+
 DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 3, "blocks": 2, "unshuffle": 2}
 
 
@@ -86,8 +88,4 @@ def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 def build(config: dict[str, Any]) -> UNet:
     """Build from a config dict; unknown keys are refused so a typo never trains the wrong model."""
-    params = {**DEFAULTS, **{k: v for k, v in config.items() if k != "arch"}}
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown UNet option(s): {', '.join(sorted(unknown))}")
-    return UNet(**params)
+    return from_config(UNet, DEFAULTS, config, "unet")

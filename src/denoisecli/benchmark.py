@@ -1,0 +1,195 @@
+"""Speed on this machine: inference MP/s, peak memory and training patches/s, against reference networks.
+
+The references (DnCNN-17 and an FFDNet-style network, untrained: speed does not depend
+on the weights) are measured in the same process, so the ratios hold on any machine.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from denoisecli.device import resolve_device
+from denoisecli.models import build_model
+from denoisecli.weights import load_model, shipped_weights
+
+REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
+
+
+@dataclass
+class SpeedRow:
+    model: str
+    size: int
+    dtype: str
+    mps: float
+    spread: tuple[float, float]
+    seconds: float
+    peak_mib: float
+
+
+@dataclass
+class TrainRow:
+    model: str
+    patches_per_s: float
+
+
+@dataclass
+class BenchReport:
+    device: str
+    machine: str
+    date: str
+    channels: int
+    repeats: int
+    inference: list[SpeedRow] = field(default_factory=list)
+    training: list[TrainRow] = field(default_factory=list)
+
+    def ratio(self, ref: str, size: int, dtype: str = "float32") -> float:
+        """How many times faster ours is than ``ref`` at ``size`` (above 1: ours is faster)."""
+        ours = [r.mps for r in self.inference if r.model == "denoise" and r.size == size and r.dtype == dtype]
+        theirs = [r.mps for r in self.inference if r.model == ref and r.size == size and r.dtype == dtype]
+        return ours[0] / theirs[0] if ours and theirs else float("nan")
+
+    def train_ratio(self, ref: str) -> float:
+        rates = {r.model: r.patches_per_s for r in self.training}
+        return rates.get("denoise", float("nan")) / rates.get(ref, float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        sizes = sorted({r.size for r in self.inference})
+        d["ratios"] = {ref: {str(s): self.ratio(ref, s) for s in sizes} for ref in REFERENCES}
+        d["train_ratios"] = {ref: self.train_ratio(ref) for ref in REFERENCES}
+        return d
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_mib(device: torch.device) -> float:
+    """Peak allocated memory on CUDA; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def _time_inference(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, dtype: torch.dtype | None) -> list[float]:
+    times = []
+    for i in range(warmup + repeats):
+        _sync(x.device)
+        t = time.perf_counter()
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            model(x)
+        _sync(x.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def _train_rate(model: nn.Module, channels: int, device: torch.device, patch: int, batch: int, steps: int) -> float:
+    """Patches/s of Adam + L1 steps on random patches (after one warm-up step)."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.rand(batch, channels, patch, patch, device=device)
+    t = 0.0
+    for i in range(steps + 1):
+        _sync(device)
+        start = time.perf_counter()
+        loss = F.l1_loss(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        if i:
+            t += time.perf_counter() - start
+    model.eval()
+    return steps * batch / t
+
+
+def bench(
+    device: str = "auto",
+    sizes: tuple[int, ...] = (256, 512, 1024),
+    repeats: int = 5,
+    warmup: int = 2,
+    train_steps: int = 5,
+    patch: int = 96,
+    batch: int = 16,
+    weights: Path | None = None,
+    channels: int = 3,
+    on_row: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Median time of ``repeats`` runs after ``warmup`` for each model and size; spread is (min, max) MP/s."""
+    dev = resolve_device(device)
+    ours, _ = load_model(weights if weights is not None else shipped_weights(channels))
+    channels = ours.channels
+    models: dict[str, nn.Module] = {"denoise": ours}
+    for name, config in REFERENCES.items():
+        torch.manual_seed(0)
+        models[name] = build_model({**config, "channels": channels}).eval()
+    report = BenchReport(str(dev), machine_name(dev), date.today().isoformat(), channels, repeats)
+    dtypes: dict[str, torch.dtype | None] = {"float32": None}
+    if dev.type == "cuda":
+        dtypes["float16"] = torch.float16
+        if torch.cuda.is_bf16_supported():
+            dtypes["bfloat16"] = torch.bfloat16
+    for name, model in models.items():
+        model.to(dev)
+        for size in sizes:
+            x = torch.rand(1, channels, size, size, device=dev)
+            for dname, dtype in dtypes.items():
+                _reset_peak(dev)
+                times = _time_inference(model, x, warmup, repeats, dtype)
+                mp = size * size / 1e6
+                med = statistics.median(times)
+                row = SpeedRow(name, size, dname, mp / med, (mp / max(times), mp / min(times)), med, _peak_mib(dev))
+                report.inference.append(row)
+                if on_row:
+                    on_row(f"{name} {size}px {dname}")
+        if train_steps > 0:
+            report.training.append(TrainRow(name, _train_rate(model, channels, dev, patch, batch, train_steps)))
+            if on_row:
+                on_row(f"{name} training")
+        model.to("cpu")
+    return report

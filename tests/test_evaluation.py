@@ -1,0 +1,94 @@
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from denoisecli.cli import app
+from denoisecli.errors import DenoiseError
+from denoisecli.evaluation import evaluate
+
+runner = CliRunner()
+
+
+def test_standard_protocol_is_seeded_and_unclipped(clean_dir, tiny_model_file):
+    a, _ = evaluate(clean_dir, [25], weights=tiny_model_file, device="cpu", baselines=("noisy",))
+    b, _ = evaluate(clean_dir, [25], weights=tiny_model_file, device="cpu", baselines=("noisy",))
+    assert [s.psnr for s in a.scores] == [s.psnr for s in b.scores]
+    c, _ = evaluate(clean_dir, [25], weights=tiny_model_file, device="cpu", seed=1, baselines=("noisy",))
+    assert [s.psnr for s in a.scores] != [s.psnr for s in c.scores]
+    clipped, _ = evaluate(clean_dir, [25], weights=tiny_model_file, device="cpu", protocol="clipped", baselines=("noisy",))
+    assert a.mean("denoise", "sigma 25") != clipped.mean("denoise", "sigma 25")
+    assert 19 < a.mean("noisy", "sigma 25") < 22
+
+
+def test_standard_noise_is_not_clipped():
+    import torch
+
+    from denoisecli.evaluation import _noisy_input
+    from pathlib import Path
+
+    clean = torch.ones(3, 16, 16)
+    noisy = _noisy_input(Path("x.png"), clean, Path("."), None, "standard", "gaussian", "s", {"std": 0.1}, 0)
+    assert noisy.max() > 1.0
+
+
+def test_real_pairs_and_classical_baseline(clean_dir, tmp_path, tiny_model_file):
+    from denoisecli.addnoise import add_noise
+
+    add_noise(clean_dir, tmp_path / "noisy", levels={"std": (0.1, 0.1)})
+    report, _ = evaluate(clean_dir, weights=tiny_model_file, device="cpu", noisy_dir=tmp_path / "noisy",
+                         baselines=("noisy", "wavelet"))
+    assert report.protocol == "pairs" and report.levels() == ["real"]
+    assert report.mean("wavelet", "real") > report.mean("noisy", "real")
+
+
+def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "15,50", "--weights", str(tiny_model_file),
+                                 "--baseline", "noisy", "--json", str(tmp_path / "r.json"), "--sheet", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "protocol standard" in result.output and "sigma 50" in result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["protocol"] == "standard" and len(data["images"]) == 5 * 2 * 2
+    assert {m["method"] for m in data["means"]} == {"noisy", "denoise"}
+    assert Image.open(tmp_path / "s.png").size[0] > 300
+
+
+@pytest.mark.parametrize(
+    "args,message,code",
+    [
+        (["eval", "{empty}"], "no images found", 1),
+        (["eval", "{clean}", "--sigma", "300"], "within 0-255", 2),
+        (["eval", "{clean}", "--noise", "poisson"], "gaussian noise", 1),
+        (["eval", "{clean}", "--weights", "{grey}"], "grey images, this image is colour", 1),
+        (["eval", "{clean}", "--baseline", "magic"], "unknown", 1),
+    ],
+)
+def test_eval_errors(clean_dir, tmp_path, args, message, code):
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 1, "width": 8, "depth": 2, "blocks": 1}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "g.pt")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images")
+    args = [a.format(clean=clean_dir, empty=tmp_path / "empty", grey=tmp_path / "g.pt") for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == code
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_eval_other_noise_clipped(clean_dir, tiny_model_file):
+    report, _ = evaluate(clean_dir, weights=tiny_model_file, device="cpu", protocol="clipped", noise="poisson", levels=[10, 50])
+    assert report.levels() == ["peak 10", "peak 50"]
+
+
+def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
+    result = runner.invoke(app, ["bench", "--weights", str(tiny_model_file), "--sizes", "32,48", "--repeats", "1",
+                                 "--warmup", "0", "--train-steps", "1", "--device", "cpu", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert {r["model"] for r in data["inference"]} == {"denoise", "dncnn-17", "ffdnet"}
+    assert all(r["mps"] > 0 and r["peak_mib"] > 0 for r in data["inference"])
+    assert set(data["ratios"]) == {"dncnn-17", "ffdnet"} and data["ratios"]["ffdnet"]["48"] > 0
+    assert {r["model"] for r in data["training"]} == {"denoise", "dncnn-17", "ffdnet"}
