@@ -52,7 +52,7 @@ def test_jpeg_keeps_format_and_metadata(tmp_path):
     assert round(out.info["dpi"][0]) == 300
 
 
-@pytest.mark.parametrize("content,reason", [(b"", "not an image"), (b"hello", "not an image")])
+@pytest.mark.parametrize("content,reason", [(b"", "empty file"), (b"hello", "not an image")])
 def test_bad_files_give_one_clear_error(tmp_path, content, reason):
     p = tmp_path / "bad.png"
     p.write_bytes(content)
@@ -93,3 +93,129 @@ def test_list_images_is_recursive_case_insensitive_and_excludes(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     found = [p.name for p in list_images(tmp_path, exclude=tmp_path / "out")]
     assert found == ["a.PNG", "b.jpg"]
+
+
+ICC = None
+
+
+def _icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _float_arr(shape, seed=0):
+    return np.random.default_rng(seed).random(shape)
+
+
+def test_sixteen_bit_colour_png_roundtrip_with_alpha_and_metadata(tmp_path):
+    import imagecodecs
+
+    arr = (_float_arr((21, 19, 4)) * 65535).astype(np.uint16)
+    (tmp_path / "c16.png").write_bytes(imagecodecs.png_encode(arr))
+    img = read_image(tmp_path / "c16.png")
+    assert img.bits == 16 and img.channels == 3 and img.alpha.dtype == np.uint16
+    assert torch.allclose(img.pixels[0], torch.from_numpy(arr[:, :, 0] / 65535).float(), atol=1e-6)
+    img.info.update(icc_profile=_icc(), dpi=(300, 300))
+    write_image(img, tmp_path / "o16.png")
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "o16.png").read_bytes()), arr)
+    out = Image.open(tmp_path / "o16.png")
+    assert out.info["icc_profile"] == img.info["icc_profile"] and round(out.info["dpi"][0]) == 300
+
+
+@pytest.mark.parametrize("shape,dtype", [((23, 17), np.uint16), ((23, 17, 3), np.uint16), ((23, 17, 3), np.uint8), ((23, 17, 4), np.uint16)])
+def test_tiff_roundtrip_keeps_depth_channels_and_alpha(tmp_path, shape, dtype):
+    import tifffile
+
+    top = np.iinfo(dtype).max
+    arr = (_float_arr(shape) * top).astype(dtype)
+    extras = ("unassalpha",) if len(shape) == 3 and shape[2] == 4 else None
+    tifffile.imwrite(tmp_path / "in.tif", arr, photometric="rgb" if len(shape) == 3 else "minisblack",
+                     extrasamples=extras, resolution=(300, 300), iccprofile=_icc(), compression="zlib")
+    img = read_image(tmp_path / "in.tif")
+    assert img.bits == (16 if dtype == np.uint16 else 8) and img.format == "TIFF"
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert np.array_equal(page.asarray(), arr)
+        assert bytes(page.tags[34675].value) == _icc()
+        assert page.tags["XResolution"].value[0] / page.tags["XResolution"].value[1] == pytest.approx(300)
+
+
+def test_float_tiff_keeps_its_range(tmp_path):
+    import tifffile
+
+    arr = (_float_arr((19, 23)) * 1000 - 50).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", arr)
+    img = read_image(tmp_path / "f.tif")
+    assert img.bits == 32 and 0 <= img.pixels.min() and img.pixels.max() <= 1
+    write_image(img, tmp_path / "g.tif")
+    out = tifffile.imread(tmp_path / "g.tif")
+    assert out.dtype == np.float32 and np.allclose(out, arr, atol=1e-3)
+
+
+def test_la_and_palette_images(tmp_path):
+    la = Image.fromarray(np.dstack([smooth_image(16, 18, channels=1), np.full((16, 18), 77, np.uint8)]), mode="LA")
+    la.save(tmp_path / "la.png")
+    img = read_image(tmp_path / "la.png")
+    assert img.channels == 1 and int(img.alpha[0, 0]) == 77
+    write_image(img, tmp_path / "la2.png")
+    assert Image.open(tmp_path / "la2.png").mode == "LA"
+    Image.fromarray(smooth_image(16, 18)).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").channels == 3
+
+
+def test_cmyk_is_refused_clearly(tmp_path):
+    Image.fromarray(smooth_image(8, 8)).convert("CMYK").save(tmp_path / "c.jpg")
+    with pytest.raises(DenoiseError, match="CMYK images are not supported"):
+        read_image(tmp_path / "c.jpg")
+
+
+def test_png_keeps_exif_orientation_icc_and_dpi(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(smooth_image(12, 20)).save(tmp_path / "e.png", exif=exif, icc_profile=_icc(), dpi=(72, 72))
+    img = read_image(tmp_path / "e.png")
+    write_image(img, tmp_path / "f.png")
+    out = Image.open(tmp_path / "f.png")
+    assert out.getexif()[0x0112] == 8 and out.info["icc_profile"] == _icc() and out.size == (20, 12)
+
+
+def test_jpeg_keeps_chroma_subsampling_and_icc(tmp_path):
+    from PIL import JpegImagePlugin
+
+    Image.fromarray(smooth_image(32, 32)).save(tmp_path / "s.jpg", subsampling=2, icc_profile=_icc())
+    img = read_image(tmp_path / "s.jpg")
+    write_image(img, tmp_path / "t.jpg", jpeg_quality=90)
+    out = Image.open(tmp_path / "t.jpg")
+    assert JpegImagePlugin.get_sampling(out) == 2 and out.info["icc_profile"] == _icc()
+
+
+@pytest.mark.parametrize("fmt,suffix", [("WEBP", ".webp"), ("BMP", ".bmp"), ("PNG", ".PNG")])
+def test_other_formats_roundtrip(tmp_path, fmt, suffix):
+    arr = smooth_image(15, 13)
+    Image.fromarray(arr).save(tmp_path / f"x{suffix}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    img = read_image(tmp_path / f"x{suffix}")
+    write_image(img, tmp_path / f"y{suffix}")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / f"y{suffix}").convert("RGB")), arr)
+
+
+def test_format_conversion_on_write(tmp_path):
+    img = read_image(save(tmp_path / "a.png", smooth_image(9, 9)))
+    write_image(img, tmp_path / "a.jpg", fmt="jpeg")
+    assert Image.open(tmp_path / "a.jpg").format == "JPEG"
+
+
+def test_decompression_bomb_limit(tmp_path):
+    src = save(tmp_path / "big.png", smooth_image(60, 50))
+    with pytest.raises(DenoiseError, match="--max-pixels"):
+        read_image(src, max_pixels=1000)
+    assert read_image(src, max_pixels=None).pixels.shape == (3, 60, 50)
+
+
+def test_multipage_tiff_is_refused(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", (_float_arr((5, 10, 12)) * 255).astype(np.uint8), photometric="minisblack")
+    with pytest.raises(DenoiseError, match="stack"):
+        read_image(tmp_path / "stack.tif")

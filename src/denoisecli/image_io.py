@@ -1,27 +1,43 @@
-"""Reading and writing image files: float tensors in [0, 1] in, the same kind of file out, atomically."""
+"""Reading and writing image files: float tensors in [0, 1] in, the same kind of file out, atomically.
+
+Pillow reads and writes most files. Pillow has no 16-bit colour mode, so two well-kept
+libraries by the same author cover what it cannot: tifffile for every TIFF (8/16-bit,
+32-bit float, grey, colour, alpha; its compressions through imagecodecs) and imagecodecs'
+libpng for 16-bit colour PNG. Metadata (EXIF, ICC profile, DPI) goes back into every
+output that can carry it.
+"""
 
 from __future__ import annotations
 
+import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile
 
 from denoisecli.atomic import atomic_write
 from denoisecli.errors import DenoiseError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+FORMATS = tuple(FORMAT_SUFFIX)
+DEFAULT_MAX_PIXELS = 120_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 @dataclass
 class LoadedImage:
-    """Pixels as a float CxHxW tensor in [0, 1], plus what is needed to write the same kind of file."""
+    """Pixels as a float CxHxW tensor in [0, 1], plus what is needed to write the same kind of file.
+
+    ``bits`` is 8, 16 or 32 (float); ``alpha`` is the untouched alpha plane in the file's
+    own dtype; ``info`` holds metadata (icc_profile, exif, dpi) and format details.
+    """
 
     pixels: torch.Tensor
     format: str
@@ -43,7 +59,7 @@ def is_image_path(path: Path) -> bool:
 
 
 def list_images(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted), never those inside ``exclude``."""
+    """Image files under ``root`` (recursive, sorted, any case of extension), never those inside ``exclude``."""
     root = Path(root)
     if root.is_file():
         return [root]
@@ -52,7 +68,7 @@ def list_images(root: Path, exclude: Path | None = None) -> list[Path]:
     skip = exclude.resolve() if exclude is not None else None
     found = []
     for p in root.rglob("*"):
-        if not (p.is_file() and is_image_path(p)):
+        if not (is_image_path(p) and p.is_file()):
             continue
         if skip is not None and p.resolve().is_relative_to(skip):
             continue
@@ -60,92 +76,286 @@ def list_images(root: Path, exclude: Path | None = None) -> list[Path]:
     return sorted(found)
 
 
-def read_image(path: Path) -> LoadedImage:
-    """Decode fully (so a truncated file fails here, not later), keeping grey as one channel."""
+def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode fully (so a broken file fails here, with its name and the reason, not later)."""
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise DenoiseError(f"{path}: empty file (0 bytes)")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _read_tiff(path, max_pixels)
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _unlimited_pillow(), Image.open(path) as im:
+                w, h = im.size
+                _check_size(path, w, h, max_pixels)
+                if im.format == "PNG" and _png_header(path)[0] == 16 and _png_header(path)[1] in (2, 4, 6):
+                    return _read_png16(path, im.info)
                 im.load()
-                return _from_pil(im)
+                return _from_pil(im, path)
+    except DenoiseError:
+        raise
     except FileNotFoundError as exc:
         raise DenoiseError(f"{path}: file not found") from exc
     except PermissionError as exc:
         raise DenoiseError(f"{path}: permission denied") from exc
-    except UnidentifiedImageError as exc:
-        raise DenoiseError(f"{path}: not an image file (or a format this tool cannot read)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DenoiseError(f"{path}: image too large to decode safely ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DenoiseError(f"{path}: cannot decode image ({exc})") from exc
+    except IsADirectoryError as exc:
+        raise DenoiseError(f"{path}: is a folder, not an image") from exc
+    except MemoryError as exc:
+        raise DenoiseError(f"{path}: not enough memory to decode") from exc
+    except Exception as exc:  # decoders of untrusted files raise many types; each becomes one line
+        from PIL import UnidentifiedImageError
+
+        if isinstance(exc, UnidentifiedImageError):
+            raise DenoiseError(f"{path}: not an image file (or a format this tool cannot read)") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({reason})") from exc
 
 
-def _from_pil(im: Image.Image) -> LoadedImage:
+def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
+    """Refuse decompression bombs before decoding: the header says how big the pixels will be."""
+    if max_pixels is not None and w * h > max_pixels:
+        raise DenoiseError(
+            f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP safety limit "
+            "(raise it with --max-pixels if you trust the file)"
+        )
+
+
+class _unlimited_pillow:
+    """Pillow's own bomb limit is global; the tool applies ``max_pixels`` itself, per file."""
+
+    def __enter__(self) -> None:
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc: object) -> None:
+        Image.MAX_IMAGE_PIXELS = self.saved
+
+
+def _png_header(path: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from the IHDR chunk."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[24], head[25]
+
+
+def _to_tensor(arr: np.ndarray, scale: float) -> torch.Tensor:
+    arr = arr.astype(np.float32) / scale
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _meta(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in ("icc_profile", "exif", "dpi") if info.get(k)}
+
+
+def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
-    info: dict[str, Any] = {}
-    for key in ("icc_profile", "exif", "dpi"):
-        if im.info.get(key):
-            info[key] = im.info[key]
+    info = _meta(im.info)
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
         sampling = JpegImagePlugin.get_sampling(im)
         if sampling >= 0:
             info["subsampling"] = sampling
-    alpha = None
+    if fmt == "WEBP":
+        with open(path, "rb") as f:
+            info["lossless"] = f.read(16)[12:16] == b"VP8L"
     mode = im.mode
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode == "CMYK":
-        im = im.convert("RGB")
-    elif mode in ("1", "I", "F"):
-        im = im.convert("L") if mode == "1" else im
+    if mode in ("CMYK", "LAB", "HSV"):
+        raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+    elif mode in ("1", "YCbCr"):
+        im = im.convert("L" if mode == "1" else "RGB")
+    alpha = None
     if im.mode in ("RGBA", "LA"):
         alpha = np.asarray(im.getchannel("A")).copy()
         im = im.convert("RGB" if im.mode == "RGBA" else "L")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float32) / 65535.0
-        bits = 16
-    elif im.mode == "F":
-        arr, bits = np.asarray(im, dtype=np.float32), 32
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return LoadedImage(_to_tensor(np.asarray(im), 65535.0), fmt, 16, alpha, info)
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        return _float_image(arr, fmt, alpha, info)
+    if im.mode not in ("L", "RGB"):
+        raise DenoiseError(f"{path}: {im.mode} images are not supported")
+    return LoadedImage(_to_tensor(np.asarray(im), 255.0), fmt, 8, alpha, info)
+
+
+def _float_image(arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any]) -> LoadedImage:
+    """Float data of any range is denoised on [0, 1] and mapped back on writing."""
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi if hi > lo else lo + 1)
+    info = {**info, "float_range": (lo, hi)}
+    return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0), fmt, 32, alpha, info)
+
+
+def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
+    import imagecodecs
+
+    arr = imagecodecs.png_decode(path.read_bytes())
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], arr[:, :, -1].copy()
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, _meta(pil_info))
+
+
+def _read_tiff(path: Path, max_pixels: int | None) -> LoadedImage:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        _check_size(path, page.imagewidth, page.imagelength, max_pixels)
+        if len(tf.pages) > 1 and len(tf.series) == 1 and tf.series[0].ndim > page.ndim:
+            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported yet; split the pages first")
+        arr = page.asarray()
+        info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None}
+        if 34675 in page.tags:
+            info["icc_profile"] = bytes(page.tags[34675].value)
+        xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
+        if xres is not None and yres is not None:
+            unit = page.tags.get("ResolutionUnit")
+            info["resolution"] = (_ratio(xres.value), _ratio(yres.value), int(unit.value) if unit is not None else 2)
+        photometric = page.photometric.name
+    if photometric not in ("MINISBLACK", "RGB"):
+        raise DenoiseError(f"{path}: TIFF with {photometric} colour is not supported; convert to RGB or grey first")
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+        raise DenoiseError(f"{path}: TIFF of shape {arr.shape} is not a single grey or colour image")
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], arr[:, :, -1].copy()
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.dtype == np.uint8:
+        return LoadedImage(_to_tensor(arr, 255.0), "TIFF", 8, alpha, info)
+    if arr.dtype == np.uint16:
+        return LoadedImage(_to_tensor(arr, 65535.0), "TIFF", 16, alpha, info)
+    if arr.dtype.kind == "f":
+        return _float_image(arr.astype(np.float32), "TIFF", alpha, info)
+    raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (8/16-bit integer or float)")
+
+
+def _ratio(v: Any) -> float:
+    return v[0] / v[1] if isinstance(v, tuple) else float(v)
+
+
+def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
+    """HxW or HxWxC array in the file's dtype, alpha re-attached."""
+    arr = img.pixels.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    if bits == 32:
+        lo, hi = img.info.get("float_range", (0.0, 1.0))
+        out = (arr * (hi - lo) + lo).astype(np.float32)
     else:
-        if im.mode not in ("L", "RGB"):
-            im = im.convert("RGB")
-        arr, bits = np.asarray(im, dtype=np.float32) / 255.0, 8
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    pixels = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    return LoadedImage(pixels=pixels, format=fmt, bits=bits, alpha=alpha, info=info)
+        top = 65535.0 if bits == 16 else 255.0
+        out = np.round(arr * top).astype(np.uint16 if bits == 16 else np.uint8)
+    if img.alpha is not None:
+        out = np.concatenate([out, _alpha_as(img.alpha, out.dtype)[:, :, None]], axis=2)
+    return np.ascontiguousarray(out[:, :, 0] if out.shape[2] == 1 else out)
+
+
+def _alpha_as(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The alpha plane unchanged when the depth is kept, else rescaled to the output's depth."""
+    if alpha.dtype == dtype:
+        return alpha
+    src = 65535.0 if alpha.dtype == np.uint16 else 255.0 if alpha.dtype == np.uint8 else 1.0
+    dst = 65535.0 if dtype == np.uint16 else 255.0 if dtype == np.uint8 else 1.0
+    return np.round(alpha.astype(np.float64) / src * dst).astype(dtype)
 
 
 def to_pil(img: LoadedImage) -> Image.Image:
-    """Quantise back to the file's own bit depth and re-attach the alpha channel."""
-    arr = img.pixels.detach().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
-    if img.bits == 16 and img.channels == 1:
-        im = Image.fromarray(np.round(arr[:, :, 0] * 65535.0).astype(np.uint16))
-    elif img.bits == 32 and img.channels == 1:
-        im = Image.fromarray(arr[:, :, 0].astype(np.float32))
-    else:
-        u8 = np.round(arr * 255.0).astype(np.uint8)
-        im = Image.fromarray(u8[:, :, 0] if img.channels == 1 else u8)
-    if img.alpha is not None and im.mode in ("L", "RGB"):
-        im.putalpha(Image.fromarray(img.alpha))
-    return im
+    """8-bit (or 16-bit grey, or float grey) Pillow image with its alpha."""
+    bits = img.bits if img.channels == 1 and img.alpha is None else 8
+    arr = _pixels_as(LoadedImage(img.pixels, img.format, bits, img.alpha, img.info), bits)
+    return Image.fromarray(arr)
+
+
+def output_format(img: LoadedImage, fmt: str | None) -> str:
+    fmt = (fmt or img.format).upper()
+    return "JPEG" if fmt == "JPG" else "TIFF" if fmt == "TIF" else fmt
 
 
 def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quality: int = 95) -> None:
-    """Write via a temp file and a rename, so an interrupted run never leaves half an image."""
-    path = Path(path)
-    fmt = (fmt or img.format).upper()
-    im = to_pil(img)
-    kwargs: dict[str, Any] = {k: v for k, v in img.info.items() if k in ("icc_profile", "exif", "dpi")}
+    """Write via a temp file and a rename, so an interrupted run never leaves half an image.
+
+    The file keeps its format, bit depth (where the format allows it: PNG and TIFF),
+    alpha and metadata.
+    """
+    fmt = output_format(img, fmt)
+    if fmt not in FORMATS:
+        raise DenoiseError(f"{path}: cannot write format {fmt} (choose {', '.join(FORMATS)})")
+    if fmt == "TIFF":
+        data = _tiff_bytes(img)
+        atomic_write(Path(path), lambda f: f.write(data))
+        return
+    if fmt == "PNG" and img.bits == 16 and (img.channels == 3 or img.alpha is not None):
+        data = _png16_bytes(img)
+        atomic_write(Path(path), lambda f: f.write(data))
+        return
+    im = to_pil(img) if fmt == "PNG" else to_pil(LoadedImage(img.pixels, img.format, 8, img.alpha, img.info))
+    kwargs: dict[str, Any] = _meta(img.info)
     if fmt == "JPEG":
         if im.mode in ("RGBA", "LA"):
             im = im.convert("RGB" if im.mode == "RGBA" else "L")
-        kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0))
-    elif fmt == "PNG":
-        kwargs["compress_level"] = 6
+        kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0 if jpeg_quality >= 90 else 2))
     elif fmt == "WEBP":
-        kwargs.update(lossless=True)
-    atomic_write(path, lambda f: im.save(f, format=fmt, **kwargs))
+        lossless = img.info.get("lossless", img.format != "WEBP")
+        kwargs.update(lossless=lossless, quality=100 if lossless else jpeg_quality, exact=True)
+    elif fmt == "BMP":
+        kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
+        if im.mode == "LA":
+            im = im.convert("L")
+    if fmt == "PNG" and im.mode == "F":
+        raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
+    atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
+
+
+def _tiff_bytes(img: LoadedImage) -> bytes:
+    import tifffile
+
+    arr = _pixels_as(img, img.bits)
+    buf = io.BytesIO()
+    extra: dict[str, Any] = {}
+    if "resolution" in img.info:
+        x, y, unit = img.info["resolution"]
+        extra.update(resolution=(x, y), resolutionunit=unit)
+    elif "dpi" in img.info:
+        extra.update(resolution=tuple(img.info["dpi"]), resolutionunit=2)
+    if img.info.get("icc_profile"):
+        extra["iccprofile"] = img.info["icc_profile"]
+    comp = img.info.get("compression")
+    tifffile.imwrite(
+        buf, arr, photometric="rgb" if img.channels == 3 else "minisblack",
+        extrasamples=("unassalpha",) if img.alpha is not None else None,
+        compression=comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None,
+        metadata=None, **extra,
+    )
+    return buf.getvalue()
+
+
+def _png16_bytes(img: LoadedImage) -> bytes:
+    """libpng's encoding via imagecodecs, with iCCP/pHYs/eXIf chunks put back after IHDR."""
+    import imagecodecs
+
+    data = imagecodecs.png_encode(_pixels_as(img, 16))
+    chunks = b""
+    if img.info.get("icc_profile"):
+        chunks += _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(img.info["icc_profile"]))
+    if img.info.get("dpi"):
+        ppm = [int(round(d / 0.0254)) for d in img.info["dpi"]]
+        chunks += _chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1))
+    if img.info.get("exif"):
+        exif = img.info["exif"]
+        chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    ihdr_end = 8 + 8 + 13 + 4
+    return data[:ihdr_end] + chunks + data[ihdr_end:]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
