@@ -229,38 +229,50 @@ def train_cmd(
     console.print(f"done: {result.step} steps{best}; model for `denoise run --weights`: {out / 'model.pt'}")
 
 
+class Format(str, Enum):
+    png = "png"
+    jpeg = "jpeg"
+    tiff = "tiff"
+    webp = "webp"
+    bmp = "bmp"
+
+
 @app.command("run")
 def run_cmd(
     input: Annotated[Path, typer.Argument(help="Noisy image file or folder (searched recursively).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file or folder (default: a new sibling folder).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped model for grey or colour images).")] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
-    tile: Annotated[Optional[int], typer.Option(help="Process large images in overlapping tiles of N pixels (blended, no seams).", min=32)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Redo outputs that already exist (default: skip them).")] = False,
+    tile: Annotated[Optional[int], typer.Option(help="Process images in overlapping tiles of N pixels (blended, no seams); automatic above 4 MP.", min=64)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist, or skip them so a rerun finishes a stopped batch.")] = False,
+    format: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: each input's own).")] = None,
+    jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP) outputs.", min=1, max=100)] = 95,
+    max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard).", min=0)] = 120,
+    batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
 ) -> None:
     """Denoise an image file or a folder of images."""
     with user_errors():
-        from denoisecli.inference import denoise_files
+        import time
 
-        with _progress(TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
-            task = bar.add_task("denoise", total=None, mps=0.0)
-            import time
+        from denoisecli.inference import RunOptions, denoise_files
 
-            start, mp = time.perf_counter(), 0.0
+        opts = RunOptions(weights=weights, device=device.value, tile=tile, overwrite=overwrite,
+                          format=format.value if format else None, jpeg_quality=jpeg_quality,
+                          max_pixels=int(max_pixels * 1e6), batch=batch)
+        with _progress(TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
+            task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
+            start, mp, n = time.perf_counter(), 0.0, 0
 
             def on_file(result: object) -> None:
-                nonlocal mp
+                nonlocal mp, n
                 _report_file(result)
-                mp += getattr(result, "megapixels")
-                bar.update(task, advance=1, mps=mp / max(time.perf_counter() - start, 1e-9))
+                if getattr(result, "status") == "denoised":
+                    mp += getattr(result, "megapixels")
+                    n += 1
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.update(task, advance=1, mps=mp / elapsed, ips=n / elapsed)
 
-            def on_plan(n: int) -> None:
-                bar.update(task, total=n)
-
-            report = denoise_files(
-                input, output, weights=weights, device=device.value, tile=tile, overwrite=overwrite,
-                on_file=on_file, on_plan=on_plan,
-            )
+            report = denoise_files(input, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total))
     _summary(report, "denoised")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,11 +14,13 @@ from torch import nn
 from denoisecli.device import resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
-from denoisecli.image_io import read_image, write_image
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, read_image, write_image
 from denoisecli.weights import load_model, shipped_weights
 
 AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = 1024
+MIN_TILE = 128
+BATCH_MAX_MP = 1.0
 CONTEXT = 48
 BLEND = 32
 
@@ -76,7 +81,11 @@ def denoise_tensor(
 
 
 class Denoiser:
-    """Loads models lazily by channel count and denoises single images on one device."""
+    """Loads models lazily by channel count and denoises images on one device.
+
+    Large images go through tiles automatically; on a CUDA out-of-memory error the image
+    is retried with tiles half the size, down to ``MIN_TILE``.
+    """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None) -> None:
         self.device = resolve_device(device)
@@ -97,62 +106,165 @@ class Denoiser:
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
-        c = pixels.shape[0]
+        return self.batch([pixels], name)[0]
+
+    def batch(self, images: list[torch.Tensor], name: str = "image") -> list[torch.Tensor]:
+        """Denoise same-shape CxHxW images in one forward pass (several small files at once)."""
+        c = images[0].shape[0]
         model = self.model_for(c)
         mc = model.channels
-        x = pixels.to(self.device, torch.float32)[None]
-        if c == mc:
-            pass
-        elif c == 1 and mc == 3:
-            x = x.expand(-1, 3, -1, -1)
-        else:
+        if c != mc and not (c == 1 and mc == 3):
             raise DenoiseError(f"{name}: the model is for {_kind(mc)} images, this image is {_kind(c)}")
+        x = torch.stack(images).to(self.device, torch.float32)
+        if c != mc:
+            x = x.expand(-1, mc, -1, -1)
         tile = self.tile
         if tile is None and x.shape[-1] * x.shape[-2] > AUTO_TILE_PIXELS:
             tile = AUTO_TILE
-        y = denoise_tensor(model, x, tile=tile, context=min(CONTEXT, (tile or 0) // 6), blend=min(BLEND, (tile or 0) // 8))
+        y = self._run(model, x, tile, name)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
-        return y[0].cpu()
+        return list(y.cpu())
+
+    def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str) -> torch.Tensor:
+        while True:
+            try:
+                return denoise_tensor(model, x, tile=tile, context=min(CONTEXT, (tile or 0) // 6), blend=min(BLEND, (tile or 0) // 8))
+            except torch.OutOfMemoryError as exc:
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                smaller = (tile or max(x.shape[-2:])) // 2
+                if smaller < MIN_TILE:
+                    raise DenoiseError(f"{name}: out of memory on {x.device} even with {MIN_TILE}px tiles") from exc
+                tile = smaller
 
 
 def _kind(channels: int) -> str:
     return {1: "grey", 3: "colour"}.get(channels, f"{channels}-channel")
 
 
+@dataclass
+class RunOptions:
+    """How `denoise run` treats a folder; the defaults are what a user wants without thinking."""
+
+    weights: Path | None = None
+    device: str = "auto"
+    tile: int | None = None
+    overwrite: bool = False
+    format: str | None = None
+    jpeg_quality: int = 95
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    batch: int = 8
+    threads: int = 2
+
+
 def denoise_files(
     src: Path,
     dst: Path | None = None,
-    weights: Path | None = None,
-    device: str = "auto",
-    tile: int | None = None,
-    overwrite: bool = False,
+    options: RunOptions | None = None,
     on_file: Callable[[FileResult], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
 ) -> BatchReport:
     """Denoise a file or a folder into ``dst`` (default: a new sibling folder), keeping names and formats.
 
-    Existing outputs are skipped unless ``overwrite``; a bad file is recorded as failed
-    and the batch goes on.
+    Existing outputs are skipped unless ``overwrite``, so a rerun finishes a stopped batch.
+    Files are read and written in background threads while the model works, small images
+    of one size go through the model together, and a bad file is recorded as failed
+    while the batch goes on.
     """
+    opts = options or RunOptions()
     src = Path(src)
-    pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"))
+    fmt = output_format_name(opts.format)
+    pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"), suffix=FORMAT_SUFFIX[fmt] if fmt else None)
     if on_plan:
         on_plan(len(pairs))
-    denoiser = Denoiser(weights, device, tile)
-    results = []
-    for path, out in pairs:
-        if out.exists() and not overwrite:
-            result = FileResult(path, out, "skipped", "exists (use --overwrite)")
-        else:
-            try:
-                img = read_image(path)
-                img.pixels = denoiser(img.pixels, name=str(path))
-                write_image(img, out)
-                result = FileResult(path, out, "denoised", megapixels=img.megapixels)
-            except DenoiseError as exc:
-                result = FileResult(path, out, "failed", str(exc))
+    denoiser = Denoiser(opts.weights, opts.device, opts.tile)
+    results: list[FileResult] = []
+
+    def record(result: FileResult) -> None:
         results.append(result)
         if on_file:
             on_file(result)
+
+    todo = []
+    for path, out in pairs:
+        if out.exists() and not opts.overwrite:
+            record(FileResult(path, out, "skipped", "exists (use --overwrite)"))
+        else:
+            todo.append((path, out))
+    with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
+        reads = _prefetch(pool, todo, lambda p: read_image(p, opts.max_pixels), ahead=max(2, opts.batch))
+        writes: list[tuple[Path, Path, float, Future]] = []
+        pending: list[tuple[Path, Path, LoadedImage]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            first = str(pending[0][0])
+            try:
+                outputs = denoiser.batch([img.pixels for _, _, img in pending], name=first)
+            except DenoiseError as exc:
+                for path, out, _ in pending:
+                    record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
+                pending.clear()
+                return
+            for (path, out, img), y in zip(pending, outputs):
+                img.pixels = y
+                writes.append((path, out, img.megapixels, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
+            pending.clear()
+            _drain(writes, record, block=False)
+
+        for (path, out), loaded in reads:
+            if isinstance(loaded, DenoiseError):
+                record(FileResult(path, out, "failed", str(loaded)))
+                continue
+            if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded, opts.tile)):
+                flush()
+            pending.append((path, out, loaded))
+        flush()
+        _drain(writes, record, block=True)
     return BatchReport(results)
+
+
+def output_format_name(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt.upper(), fmt.upper())
+    if name not in FORMAT_SUFFIX:
+        raise DenoiseError(f"--format {fmt}: unknown (choose png, jpeg, tiff, webp or bmp)")
+    return name
+
+
+def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
+    """Small images of one shape share a forward pass; large ones go alone (and maybe tiled)."""
+    return tile is None and a.pixels.shape == b.pixels.shape and a.megapixels <= BATCH_MAX_MP
+
+
+def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Callable[[Path], LoadedImage], ahead: int):
+    """Yield ((path, out), image or DenoiseError) in order, decoding up to ``ahead`` files in the background."""
+    queue: deque[tuple[tuple[Path, Path], Future]] = deque()
+    it = iter(items)
+    for item in it:
+        queue.append((item, pool.submit(read, item[0])))
+        if len(queue) >= ahead:
+            break
+    while queue:
+        item, fut = queue.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            queue.append((nxt, pool.submit(read, nxt[0])))
+        try:
+            yield item, fut.result()
+        except DenoiseError as exc:
+            yield item, exc
+
+
+def _drain(writes: list[tuple[Path, Path, float, Future]], record: Callable[[FileResult], None], block: bool) -> None:
+    """Record finished writes in order; with ``block``, wait for all of them."""
+    while writes and (block or writes[0][3].done()):
+        path, out, mp, fut = writes.pop(0)
+        try:
+            fut.result()
+            record(FileResult(path, out, "denoised", megapixels=mp))
+        except DenoiseError as exc:
+            record(FileResult(path, out, "failed", str(exc)))

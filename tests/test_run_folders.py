@@ -1,0 +1,168 @@
+"""`denoise run` on real users' folders: nesting, names, formats, batching, interruptions, broken files."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from denoisecli.cli import app
+from denoisecli.inference import Denoiser, RunOptions, denoise_files
+
+from conftest import save, smooth_image
+
+runner = CliRunner()
+
+
+def test_output_inside_input_is_never_read_back(clean_dir, tiny_model_file):
+    out = clean_dir / "denoised"
+    first = runner.invoke(app, ["run", str(clean_dir), "-o", str(out), "--weights", str(tiny_model_file)])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["run", str(clean_dir), "-o", str(out), "--weights", str(tiny_model_file), "--overwrite"])
+    assert second.exit_code == 0
+    assert not (out / "denoised").exists()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.png", "b.png", "d.jpg", "grey.png", "sub/c.png"]
+
+
+def test_unicode_spaces_and_upper_case_extensions(tmp_path, tiny_model_file):
+    save(tmp_path / "in" / "été photo 1.JPG", smooth_image(30, 34))
+    save(tmp_path / "in" / "日本 dir" / "ímage.TIFF", smooth_image(25, 27))
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "été photo 1.JPG").format == "JPEG"
+    assert Image.open(tmp_path / "out" / "日本 dir" / "ímage.TIFF").format == "TIFF"
+
+
+def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),
+                                 "--format", "webp"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "a.webp").format == "WEBP" and (tmp_path / "o" / "sub" / "c.webp").exists()
+
+
+def test_batched_small_images_equal_one_by_one(tmp_path, tiny_model_file):
+    for i in range(5):
+        save(tmp_path / "in" / f"{i}.png", smooth_image(24, 20, seed=i))
+    denoise_files(tmp_path / "in", tmp_path / "b8", RunOptions(weights=tiny_model_file, batch=8))
+    denoise_files(tmp_path / "in", tmp_path / "b1", RunOptions(weights=tiny_model_file, batch=1))
+    for i in range(5):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "b8" / f"{i}.png")), np.asarray(Image.open(tmp_path / "b1" / f"{i}.png")))
+
+
+def test_out_of_memory_retries_with_smaller_tiles(tiny_model_file, monkeypatch):
+    den = Denoiser(tiny_model_file, device="cpu")
+    model = den.model_for(3)
+    real_forward = model.forward
+    sizes = []
+
+    def picky(x):
+        sizes.append(max(x.shape[-2:]))
+        if max(x.shape[-2:]) > 160:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(x)
+
+    monkeypatch.setattr(model, "forward", picky)
+    x = torch.rand(3, 300, 290)
+    y = den(x)
+    assert y.shape == x.shape and sizes[0] == 300 and max(sizes[1:]) <= 160
+    whole = real_forward(x[None]).clamp(0, 1)[0]
+    assert (y - whole).abs().max() < 1 / 255
+
+
+def test_interrupted_write_leaves_nothing_and_a_rerun_finishes(clean_dir, tmp_path, tiny_model_file, monkeypatch):
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save_then_interrupt(self, fp, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            fp.write(b"half an image")
+            raise KeyboardInterrupt
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        denoise_files(clean_dir, out, RunOptions(weights=tiny_model_file, threads=1, batch=1))
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    leftovers = [p.name for p in out.rglob("*") if p.is_file()]
+    assert not any("partial" in n for n in leftovers)
+    for p in out.rglob("*"):
+        if p.is_file():
+            Image.open(p).load()
+    report = denoise_files(clean_dir, out, RunOptions(weights=tiny_model_file))
+    assert report.count("failed") == 0 and report.count("denoised") + report.count("skipped") == 5
+    assert report.count("denoised") >= 1
+
+
+def test_full_disk_fails_each_file_and_goes_on(clean_dir, tmp_path, tiny_model_file, monkeypatch):
+    import denoisecli.image_io as iio
+    from denoisecli.errors import DenoiseError
+
+    def full(path, write):
+        raise DenoiseError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(iio, "atomic_write", full)
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1
+    assert result.output.count("No space left on device") == 5 and "Traceback" not in result.output
+
+
+def test_decompression_bomb_needs_max_pixels(tmp_path, tiny_model_file):
+    save(tmp_path / "in" / "big.png", smooth_image(200, 200))
+    refused = runner.invoke(app, ["run", str(tmp_path / "in"), "--weights", str(tiny_model_file), "--max-pixels", "0.01"])
+    assert refused.exit_code == 1 and "--max-pixels" in refused.output
+    allowed = runner.invoke(app, ["run", str(tmp_path / "in"), "--weights", str(tiny_model_file), "--max-pixels", "1"])
+    assert allowed.exit_code == 0
+
+
+def _corrupt(data: bytes, rng: random.Random) -> bytes:
+    kind = rng.choice(["truncate", "flip", "zero", "splice"])
+    b = bytearray(data)
+    if kind == "truncate":
+        return bytes(b[: rng.randrange(0, len(b))])
+    if kind == "flip":
+        for _ in range(rng.randrange(1, 20)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    if kind == "zero":
+        start = rng.randrange(len(b))
+        b[start : start + rng.randrange(1, 200)] = bytes(min(len(b) - start, 200))
+        return bytes(b)
+    return bytes(b[: len(b) // 2] + b[len(b) // 3 :])
+
+
+def test_many_randomly_corrupted_files_each_end_well(tmp_path, tiny_model_file):
+    import tifffile
+
+    rng = random.Random(1234)
+    sources = {}
+    for fmt, suffix in [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("BMP", ".bmp")]:
+        buf = io.BytesIO()
+        Image.fromarray(smooth_image(29, 33)).save(buf, format=fmt)
+        sources[suffix] = buf.getvalue()
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, (np.random.default_rng(0).random((20, 22, 3)) * 65535).astype(np.uint16), compression="zlib")
+    sources[".tif"] = buf.getvalue()
+    folder = tmp_path / "fuzz"
+    folder.mkdir()
+    names = []
+    for i in range(60):
+        suffix = rng.choice(sorted(sources))
+        name = f"f{i:02d}{suffix}"
+        (folder / name).write_bytes(_corrupt(sources[suffix], rng))
+        names.append(name)
+    (folder / "text.png").write_text("this is not an image")
+    names.append("text.png")
+    result = runner.invoke(app, ["run", str(folder), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code in (0, 1), result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    failed_lines = [line for line in result.output.splitlines() if line.startswith("failed:")]
+    for name in names:
+        ok = (tmp_path / "out" / name).exists()
+        failed = any(name in line for line in failed_lines)
+        assert ok != failed, (name, ok, failed)
+    assert len(failed_lines) >= 10
