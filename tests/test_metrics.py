@@ -41,3 +41,14 @@ def test_ssim_of_identical_images_is_one_and_drops_with_noise():
 def test_quantize8_clips_and_rounds():
     q = quantize8(torch.tensor([-0.2, 0.5, 1.3, 0.0021]))
     assert q.tolist() == pytest.approx([0.0, 128 / 255, 1.0, 1 / 255])
+
+
+def test_texture_ratio_is_one_for_the_reference_below_for_blur_above_for_noise():
+    from denoisecli.metrics import texture_ratio
+
+    x = torch.from_numpy(smooth_image(48, 40)).permute(2, 0, 1).float() / 255
+    x = (x + 0.03 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(x[None], 3, 1, 1, count_include_pad=False)[0]
+    assert texture_ratio(x, x) == pytest.approx(1.0)
+    assert texture_ratio(blurred, x) < 0.5
+    assert texture_ratio((x + 0.1 * torch.rand_like(x)), x) > 1.5

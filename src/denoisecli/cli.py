@@ -347,9 +347,12 @@ def eval_cmd(
     for lv in report.levels():
         table.add_column(f"{lv}\nPSNR", justify="right")
         table.add_column("SSIM", justify="right")
+        table.add_column("texture", justify="right")
     for m in report.methods():
-        table.add_row(m, *(f"{report.mean(m, lv, k):.{2 if k == 'psnr' else 4}f}" for lv in report.levels() for k in ("psnr", "ssim")))
+        table.add_row(m, *(f"{report.mean(m, lv, k):.{2 if k == 'psnr' else 4 if k == 'ssim' else 3}f}"
+                           for lv in report.levels() for k in ("psnr", "ssim", "texture")))
     out.print(table)
+    out.print("texture: high-frequency energy of the output over that of the clean image (1 = as much fine detail; below 1 = smoothed)")
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}", highlight=False)
 
 

@@ -14,7 +14,7 @@ import torch
 from denoisecli.errors import DenoiseError
 from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
-from denoisecli.metrics import psnr, quantize8, ssim
+from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
 
 PROTOCOLS = {
@@ -32,6 +32,7 @@ class Score:
     level: str
     psnr: float
     ssim: float
+    texture: float
 
 
 @dataclass
@@ -54,7 +55,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         means = [
-            {"method": m, "level": lv, "psnr": self.mean(m, lv), "ssim": self.mean(m, lv, "ssim")}
+            {"method": m, "level": lv, "psnr": self.mean(m, lv), "ssim": self.mean(m, lv, "ssim"), "texture": self.mean(m, lv, "texture")}
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
@@ -152,7 +153,8 @@ def evaluate(
                     outputs[b] = _classical(b, noisy, sigma)
             for method, out in outputs.items():
                 out8 = quantize8(out)
-                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean))
+                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean),
+                              texture_ratio(out8, clean))
                 report.scores.append(score)
                 if on_image:
                     on_image(score)

@@ -46,3 +46,17 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.mean(dim=(1, 2, 3)).mean().item()
+
+
+def high_frequency_energy(x: torch.Tensor) -> float:
+    """Mean energy of what a 3x3 box blur removes: fine texture and noise."""
+    t = x.double().reshape(-1, 1, *x.shape[-2:])
+    blurred = torch.nn.functional.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)
+    return torch.mean((t - blurred) ** 2).item()
+
+
+def texture_ratio(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """High-frequency energy of ``x`` over that of the clean ``ref``: below 1 is over-smoothed,
+    above 1 is noisier or sharper than the reference; a faithful output is close to 1."""
+    ref_energy = high_frequency_energy(ref)
+    return high_frequency_energy(x) / ref_energy if ref_energy > 0 else float("nan")
