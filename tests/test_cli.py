@@ -154,3 +154,38 @@ def test_train_cli_noise_model_validation_and_resume(clean_dir, tmp_path):
     assert again.exit_code == 0 and "done: 4 steps" in again.output
     clash = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--resume", "--width", "16"])
     assert clash.exit_code == 1 and "another architecture" in clash.output
+
+
+def test_add_noise_never_merges_two_inputs_into_one_png(tmp_path):
+    save(tmp_path / "in" / "x.png", smooth_image(10, 10, seed=1))
+    save(tmp_path / "in" / "x.jpg", smooth_image(10, 10, seed=2))
+    result = runner.invoke(app, ["add-noise", str(tmp_path / "in"), str(tmp_path / "out"), "--sigma", "5"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.jpg.png", "x.png.png"]
+
+
+def test_ctrl_c_during_training_saves_a_checkpoint(clean_dir, tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "denoisecli", "train", str(clean_dir), "--out", str(out), "--steps", "100000",
+            "--batch", "2", "--patch", "24", "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu",
+            "--save-every", "100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err and "Traceback" not in err
+    import torch
+
+    step = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert step >= 50
+    logged = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) <= step

@@ -31,3 +31,23 @@ def test_grey_images_get_a_model_too():
     out = quantize8(Denoiser(device="cpu")(noisy))
     assert out.shape == clean.shape
     assert psnr(out, clean) > psnr(noisy, clean) + 3
+
+
+def test_weights_ship_inside_a_non_editable_install(tmp_path):
+    """What `pip install .` installs carries the weights, found without the source tree."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), "-q"], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("denoisecli-*.whl"))
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = "from denoisecli.weights import shipped_weights; print(shipped_weights(3))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip()).is_relative_to(tmp_path / "site")

@@ -62,10 +62,12 @@ def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Pa
         files = list_images(src, exclude=dst)
         if not files:
             raise DenoiseError(f"{src}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
-        pairs = []
-        for f in files:
-            out = dst / f.relative_to(src)
-            pairs.append((f, out.with_suffix(suffix) if suffix else out))
+        outs = [dst / f.relative_to(src) for f in files]
+        if suffix:
+            renamed = [o.with_suffix(suffix) for o in outs]
+            clash = {o for o in renamed if renamed.count(o) > 1}
+            outs = [o.with_name(o.name + suffix) if r in clash else r for o, r in zip(outs, renamed)]
+        pairs = list(zip(files, outs))
     inputs = {p.resolve() for p, _ in pairs}
     for _, out in pairs:
         if out.resolve() in inputs:
