@@ -180,6 +180,7 @@ def train_cmd(
     width: Annotated[Optional[int], typer.Option(help="UNet channels at the first level (default 32).", min=1)] = None,
     depth: Annotated[Optional[int], typer.Option(help="UNet resolution levels (default 4).", min=1)] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level (default 2).", min=0)] = None,
+    noise_map: Annotated[Optional[bool], typer.Option("--noise-map/--blind", help="Give the model the noise level as an input (then `run --sigma` sets the strength).")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model).")] = None,
     gan: Annotated[bool, typer.Option("--gan", help="Add a patch-discriminator adversarial loss to L1.")] = False,
     gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
@@ -198,7 +199,7 @@ def train_cmd(
     with user_errors():
         from denoisecli.training import TrainOptions, train
 
-        model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks}.items() if v is not None}
+        model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks, "noise_map": noise_map}.items() if v is not None}
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality),
@@ -249,6 +250,8 @@ def run_cmd(
     jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP) outputs.", min=1, max=100)] = 95,
     max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard).", min=0)] = 120,
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
+    sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per file, with the noise level used.")] = False,
 ) -> None:
     """Denoise an image file or a folder of images."""
     with user_errors():
@@ -258,7 +261,7 @@ def run_cmd(
 
         opts = RunOptions(weights=weights, device=device.value, tile=tile, overwrite=overwrite,
                           format=format.value if format else None, jpeg_quality=jpeg_quality,
-                          max_pixels=int(max_pixels * 1e6), batch=batch)
+                          max_pixels=int(max_pixels * 1e6), batch=batch, sigma=sigma)
         with _progress(TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
             task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
             start, mp, n = time.perf_counter(), 0.0, 0
@@ -266,6 +269,9 @@ def run_cmd(
             def on_file(result: object) -> None:
                 nonlocal mp, n
                 _report_file(result)
+                if verbose and getattr(result, "status") == "denoised":
+                    detail = getattr(result, "detail")
+                    console.print(f"denoised: {getattr(result, 'dst')}" + (f" ({detail})" if detail else ""), highlight=False, soft_wrap=True)
                 if getattr(result, "status") == "denoised":
                     mp += getattr(result, "megapixels")
                     n += 1

@@ -52,7 +52,12 @@ def _windows(size: int, tile: int, step: int, align: int) -> list[tuple[int, int
 
 @torch.inference_mode()
 def denoise_tensor(
-    model: nn.Module, x: torch.Tensor, tile: int | None = None, context: int = CONTEXT, blend: int = BLEND
+    model: nn.Module,
+    x: torch.Tensor,
+    tile: int | None = None,
+    context: int = CONTEXT,
+    blend: int = BLEND,
+    sigma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise a [B, C, H, W] batch whole, or in overlapping windows of ``tile`` pixels.
 
@@ -62,8 +67,9 @@ def denoise_tensor(
     result matches the whole-image output.
     """
     h, w = x.shape[-2:]
+    run = (lambda t: model(t, sigma)) if sigma is not None else model
     if tile is None or (h <= tile and w <= tile):
-        return model(x).clamp_(0, 1)
+        return run(x).clamp_(0, 1)
     overlap = 2 * context + blend
     if tile <= overlap:
         raise DenoiseError(f"--tile {tile} is too small: it must exceed the {overlap}-pixel overlap between tiles")
@@ -75,7 +81,7 @@ def denoise_tensor(
         for left, tw in _windows(w, tile, tile - overlap, align):
             wx = _axis_weights(left, tw, w, context, blend)
             win = (wy[:, None] * wx[None, :]).to(device=x.device, dtype=x.dtype)
-            out[..., top : top + th, left : left + tw] += model(x[..., top : top + th, left : left + tw]) * win
+            out[..., top : top + th, left : left + tw] += run(x[..., top : top + th, left : left + tw]) * win
             weight[..., top : top + th, left : left + tw] += win
     return (out / weight).clamp_(0, 1)
 
@@ -83,17 +89,21 @@ def denoise_tensor(
 class Denoiser:
     """Loads models lazily by channel count and denoises images on one device.
 
-    Large images go through tiles automatically; on a CUDA out-of-memory error the image
-    is retried with tiles half the size, down to ``MIN_TILE``.
+    Models with a noise-level input get ``sigma`` (0-255 scale) when given, else the level
+    estimated from each image. Large images go through tiles automatically; on a CUDA
+    out-of-memory error the image is retried with tiles half the size, down to ``MIN_TILE``.
     """
 
-    def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None) -> None:
+    def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None) -> None:
         self.device = resolve_device(device)
         self.weights = Path(weights) if weights is not None else None
         self.tile = tile
+        self.sigma = sigma
         self._models: dict[Path, nn.Module] = {}
         if self.weights is not None:
-            self._model(self.weights)
+            model = self._model(self.weights)
+            if sigma is not None and not getattr(model, "noise_map", False):
+                raise DenoiseError(f"{self.weights}: --sigma needs a model with a noise-level input; this one is blind")
 
     def _model(self, path: Path) -> nn.Module:
         if path not in self._models:
@@ -104,32 +114,49 @@ class Denoiser:
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
+    def levels(self, images: list[torch.Tensor]) -> list[float] | None:
+        """The noise std (0-1 scale) each image will be denoised for, or None for a blind model."""
+        model = self.model_for(images[0].shape[0])
+        if not getattr(model, "noise_map", False):
+            if self.sigma is not None:
+                raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
+            return None
+        if self.sigma is not None:
+            return [self.sigma / 255.0] * len(images)
+        from denoisecli.noise_estimate import estimate_sigma
+
+        return [estimate_sigma(im) for im in images]
+
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
         return self.batch([pixels], name)[0]
 
-    def batch(self, images: list[torch.Tensor], name: str = "image") -> list[torch.Tensor]:
+    def batch(self, images: list[torch.Tensor], name: str = "image", levels: list[float] | None = None) -> list[torch.Tensor]:
         """Denoise same-shape CxHxW images in one forward pass (several small files at once)."""
         c = images[0].shape[0]
         model = self.model_for(c)
         mc = model.channels
         if c != mc and not (c == 1 and mc == 3):
             raise DenoiseError(f"{name}: the model is for {_kind(mc)} images, this image is {_kind(c)}")
+        if levels is None:
+            levels = self.levels(images)
         x = torch.stack(images).to(self.device, torch.float32)
         if c != mc:
             x = x.expand(-1, mc, -1, -1)
         tile = self.tile
         if tile is None and x.shape[-1] * x.shape[-2] > AUTO_TILE_PIXELS:
             tile = AUTO_TILE
-        y = self._run(model, x, tile, name)
+        sigma = torch.tensor(levels, device=self.device, dtype=torch.float32) if levels is not None else None
+        y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
         return list(y.cpu())
 
-    def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str) -> torch.Tensor:
+    def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
             try:
-                return denoise_tensor(model, x, tile=tile, context=min(CONTEXT, (tile or 0) // 6), blend=min(BLEND, (tile or 0) // 8))
+                return denoise_tensor(model, x, tile=tile, context=min(CONTEXT, (tile or 0) // 6),
+                                      blend=min(BLEND, (tile or 0) // 8), sigma=sigma)
             except torch.OutOfMemoryError as exc:
                 if x.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -156,6 +183,7 @@ class RunOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batch: int = 8
     threads: int = 2
+    sigma: float | None = None
 
 
 def denoise_files(
@@ -178,7 +206,7 @@ def denoise_files(
     pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"), suffix=FORMAT_SUFFIX[fmt] if fmt else None)
     if on_plan:
         on_plan(len(pairs))
-    denoiser = Denoiser(opts.weights, opts.device, opts.tile)
+    denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma)
     results: list[FileResult] = []
 
     def record(result: FileResult) -> None:
@@ -194,7 +222,7 @@ def denoise_files(
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
         reads = _prefetch(pool, todo, lambda p: read_image(p, opts.max_pixels), ahead=max(2, opts.batch))
-        writes: list[tuple[Path, Path, float, Future]] = []
+        writes: list[tuple[Path, Path, float, str, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage]] = []
 
         def flush() -> None:
@@ -202,15 +230,18 @@ def denoise_files(
                 return
             first = str(pending[0][0])
             try:
-                outputs = denoiser.batch([img.pixels for _, _, img in pending], name=first)
+                images = [img.pixels for _, _, img in pending]
+                levels = denoiser.levels(images)
+                outputs = denoiser.batch(images, name=first, levels=levels)
             except DenoiseError as exc:
                 for path, out, _ in pending:
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
                 pending.clear()
                 return
-            for (path, out, img), y in zip(pending, outputs):
+            for i, ((path, out, img), y) in enumerate(zip(pending, outputs)):
                 img.pixels = y
-                writes.append((path, out, img.megapixels, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
+                detail = "" if levels is None else f"sigma {levels[i] * 255:.1f}" + (" (estimated)" if opts.sigma is None else "")
+                writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
 
@@ -259,12 +290,12 @@ def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Ca
             yield item, exc
 
 
-def _drain(writes: list[tuple[Path, Path, float, Future]], record: Callable[[FileResult], None], block: bool) -> None:
+def _drain(writes: list[tuple[Path, Path, float, str, Future]], record: Callable[[FileResult], None], block: bool) -> None:
     """Record finished writes in order; with ``block``, wait for all of them."""
-    while writes and (block or writes[0][3].done()):
-        path, out, mp, fut = writes.pop(0)
+    while writes and (block or writes[0][4].done()):
+        path, out, mp, detail, fut = writes.pop(0)
         try:
             fut.result()
-            record(FileResult(path, out, "denoised", megapixels=mp))
+            record(FileResult(path, out, "denoised", megapixels=mp, detail=detail))
         except DenoiseError as exc:
             record(FileResult(path, out, "failed", str(exc)))

@@ -21,7 +21,7 @@ from denoisecli.device import resolve_device
 from denoisecli.distributed import setup_distributed
 from denoisecli.errors import DenoiseError
 from denoisecli.metrics import psnr, quantize8, ssim
-from denoisecli.models import build_model, default_config
+from denoisecli.models import build_model, default_config, full_config
 from denoisecli.noise import DEFAULT_LEVELS, NoiseSampler, seeded_generator
 from denoisecli.weights import atomic_save, load_checkpoint, load_model, model_payload
 
@@ -100,7 +100,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy)
     total = _total_steps(opts, tset.clean)
     config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
-    if state is not None and state["generator"]["config"] != config:
+    if state is not None and full_config(state["generator"]["config"]) != config:
         raise DenoiseError(f"{last_path}: was trained with {state['generator']['config']}, not {config}; refusing to resume")
     levels = {k: tuple(v) for k, v in (opts.levels or DEFAULT_LEVELS[opts.noise]).items()}
     noise = NoiseSampler(opts.noise, levels)
@@ -109,7 +109,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     gen = build_model(config)
     if opts.init and state is None:
         init_model, init_ckpt = load_model(Path(opts.init))
-        if init_ckpt["config"] != config:
+        if full_config(init_ckpt["config"]) != config:
             raise DenoiseError(f"{opts.init}: its config {init_ckpt['config']} differs from this run's {config}")
         gen.load_state_dict(init_model.state_dict())
     gen.to(device)
@@ -176,6 +176,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         emit({"event": "val", "step": step, **figures})
         return figures
 
+    takes_level = bool(config.get("noise_map"))
     workers = opts.workers if opts.workers is not None else (min(4, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
     batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda"))
     gen.train()
@@ -197,8 +198,9 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 clean, noisy = clean.contiguous(memory_format=torch.channels_last), noisy.contiguous(memory_format=torch.channels_last)
             stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
+            level = _noise_level(noisy, clean) if takes_level else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                denoised = gen_ddp(noisy)
+                denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
                 l1 = F.l1_loss(denoised.float(), clean)
             if adversarial:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -250,6 +252,12 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
 
 
+def _noise_level(noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """The std of the noise actually present in each sample: works for every noise model and for real pairs,
+    and is what the estimator measures on a user's image."""
+    return (noisy - clean).flatten(1).float().std(dim=1)
+
+
 def _amp(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 with a scaler."""
     if device.type != "cuda":
@@ -287,7 +295,8 @@ def _validate(gen: torch.nn.Module, tset: TrainingSet, noise: NoiseSampler, opts
                 levels = {k: torch.full((1,), v, dtype=torch.float64, device=device) for k, v in value.items()}
                 g = seeded_generator(opts.seed, f"val{i}/{name}", device)
                 noisy = noise.layer(clean[None], generator=g, **levels)[0]
-            out = quantize8(gen(noisy[None])[0].float())
+            kwargs = {"sigma": _noise_level(noisy[None], clean[None])} if getattr(gen, "noise_map", False) else {}
+            out = quantize8(gen(noisy[None], **kwargs)[0].float())
             ps.append(psnr(out, clean))
             ss.append(ssim(out, clean))
         figures[f"val_psnr_{name}"] = sum(ps) / len(ps)

@@ -24,6 +24,14 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return _REGISTRY[arch](config)
 
 
+_DEFAULTS: dict[str, dict[str, Any]] = {"unet": unet.DEFAULTS, "patchgan": patchgan.DEFAULTS, "dncnn": dncnn.DEFAULTS, "ffdnet": ffdnet.DEFAULTS}
+
+
+def full_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config with every default filled in, so configs saved before an option existed still compare equal."""
+    return {**_DEFAULTS.get(config.get("arch", ""), {}), **config}
+
+
 def default_config(channels: int) -> dict[str, Any]:
     """The denoiser architecture `train` uses unless told otherwise."""
     return {"arch": "unet", **unet.DEFAULTS, "channels": channels}

@@ -10,7 +10,7 @@ from torch import nn
 
 from denoisecli.models.config import from_config
 
-DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 3, "blocks": 2, "unshuffle": 2}
+DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False}
 
 
 class ResBlock(nn.Module):
@@ -36,18 +36,22 @@ class UNet(nn.Module):
     (as FFDNet does), which buys speed on a CPU for little loss of quality. Any input
     size works: the input is reflect-padded to a multiple of the network's stride and
     the output cropped back. The output is ``x - noise``, so an untrained network is
-    the identity and the network only has to learn the correction.
+    the identity and the network only has to learn the correction. With ``noise_map``
+    the network also takes the noise level (a std per image, as FFDNet and DRUNet do),
+    which lets a user set the strength.
     """
 
-    def __init__(self, channels: int = 3, width: int = 32, depth: int = 3, blocks: int = 2, unshuffle: int = 2) -> None:
+    def __init__(
+        self, channels: int = 3, width: int = 32, depth: int = 4, blocks: int = 2, unshuffle: int = 2, noise_map: bool = False
+    ) -> None:
         super().__init__()
         if channels < 1 or width < 1 or depth < 1 or blocks < 0 or unshuffle < 1:
             raise ValueError("channels, width, depth and unshuffle must be positive, blocks non-negative")
-        self.channels, self.depth, self.unshuffle = channels, depth, unshuffle
+        self.channels, self.depth, self.unshuffle, self.noise_map = channels, depth, unshuffle, noise_map
         self.stride = unshuffle * 2 ** (depth - 1)
         io_ch = channels * unshuffle * unshuffle
         widths = [width * 2**i for i in range(depth)]
-        self.head = nn.Conv2d(io_ch, widths[0], 3, padding=1)
+        self.head = nn.Conv2d(io_ch + int(noise_map), widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(_stage(w, blocks) for w in widths[:-1])
         self.downs = nn.ModuleList(nn.Conv2d(w, w * 2, 2, stride=2) for w in widths[:-1])
         self.bottleneck = _stage(widths[-1], blocks)
@@ -57,12 +61,20 @@ class UNet(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``sigma``: the noise std per image ([B] or a float, 0-1 scale), for noise-map models only."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         y = _pad(x, ph, pw)
         if self.unshuffle > 1:
             y = F.pixel_unshuffle(y, self.unshuffle)
+        if self.noise_map:
+            if sigma is None:
+                raise ValueError("this model takes the noise level: pass sigma")
+            level = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).reshape(-1, 1, 1, 1)
+            y = torch.cat([y, level.expand(y.shape[0], 1, *y.shape[-2:])], dim=1)
+        elif sigma is not None:
+            raise ValueError("this model has no noise-level input")
         y = self.head(y)
         skips = []
         for enc, down in zip(self.encoders, self.downs):
