@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from denoisecli.errors import DenoiseError
+
+if TYPE_CHECKING:
+    from denoisecli.files import BatchReport, FileResult
 
 app = typer.Typer(
     name="denoise",
@@ -65,18 +68,18 @@ def _progress(*extra: TextColumn) -> Progress:
     )
 
 
-def _report_file(result: object) -> None:
-    if getattr(result, "status") == "failed":
-        console.print(f"[red]failed:[/] {getattr(result, 'reason')}", highlight=False, soft_wrap=True)
+def _report_file(result: FileResult) -> None:
+    if result.status == "failed":
+        console.print(f"[red]failed:[/] {result.reason}", highlight=False, soft_wrap=True)
 
 
-def _summary(report: object, done_word: str) -> None:
+def _summary(report: BatchReport, done_word: str) -> None:
     table = Table(title="summary", show_header=True)
     for col in (done_word, "skipped", "failed"):
         table.add_column(col, justify="right")
-    table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))  # type: ignore[attr-defined]
+    table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))
     console.print(table)
-    if report.failed:  # type: ignore[attr-defined]
+    if report.failed:
         raise typer.Exit(1)
 
 
@@ -150,7 +153,7 @@ def add_noise_cmd(
         with _progress() as bar:
             task = bar.add_task("add-noise", total=None)
 
-            def on_file(result: object) -> None:
+            def on_file(result: FileResult) -> None:
                 _report_file(result)
                 bar.advance(task)
 
@@ -266,15 +269,15 @@ def run_cmd(
             task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
             start, mp, n = time.perf_counter(), 0.0, 0
 
-            def on_file(result: object) -> None:
+            def on_file(result: FileResult) -> None:
                 nonlocal mp, n
                 _report_file(result)
-                if verbose and getattr(result, "status") == "denoised":
-                    detail = getattr(result, "detail")
-                    console.print(f"denoised: {getattr(result, 'dst')}" + (f" ({detail})" if detail else ""), highlight=False, soft_wrap=True)
-                if getattr(result, "status") == "denoised":
-                    mp += getattr(result, "megapixels")
+                if result.status == "denoised":
+                    mp += result.megapixels
                     n += 1
+                    if verbose:
+                        console.print(f"denoised: {result.dst}" + (f" ({result.detail})" if result.detail else ""),
+                                      highlight=False, soft_wrap=True)
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.update(task, advance=1, mps=mp / elapsed, ips=n / elapsed)
 
