@@ -26,7 +26,6 @@ from denoisecli.errors import DenoiseError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
-FORMATS = tuple(FORMAT_SUFFIX)
 DEFAULT_MAX_PIXELS = 120_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -276,9 +275,14 @@ def to_pil(img: LoadedImage) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def output_format(img: LoadedImage, fmt: str | None) -> str:
-    fmt = (fmt or img.format).upper()
-    return "JPEG" if fmt == "JPG" else "TIFF" if fmt == "TIF" else fmt
+def normalize_format(fmt: str | None) -> str | None:
+    """'jpg' -> 'JPEG', 'tif' -> 'TIFF'; an unknown format is a clear error."""
+    if fmt is None:
+        return None
+    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt.upper(), fmt.upper())
+    if name not in FORMAT_SUFFIX:
+        raise DenoiseError(f"format {fmt}: unknown (choose png, jpeg, tiff, webp or bmp)")
+    return name
 
 
 def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quality: int = 95) -> None:
@@ -287,9 +291,7 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     The file keeps its format, bit depth (where the format allows it: PNG and TIFF),
     alpha and metadata.
     """
-    fmt = output_format(img, fmt)
-    if fmt not in FORMATS:
-        raise DenoiseError(f"{path}: cannot write format {fmt} (choose {', '.join(FORMATS)})")
+    fmt = normalize_format(fmt or img.format)
     if fmt == "TIFF":
         data = _tiff_bytes(img)
         atomic_write(Path(path), lambda f: f.write(data))

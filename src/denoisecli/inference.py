@@ -14,7 +14,7 @@ from torch import nn
 from denoisecli.device import resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, read_image, write_image
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
 from denoisecli.weights import load_model, shipped_weights
 
 AUTO_TILE_PIXELS = 2048 * 2048
@@ -202,7 +202,7 @@ def denoise_files(
     """
     opts = options or RunOptions()
     src = Path(src)
-    fmt = output_format_name(opts.format)
+    fmt = normalize_format(opts.format)
     pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"), suffix=FORMAT_SUFFIX[fmt] if fmt else None)
     if on_plan:
         on_plan(len(pairs))
@@ -255,15 +255,6 @@ def denoise_files(
         flush()
         _drain(writes, record, block=True)
     return BatchReport(results)
-
-
-def output_format_name(fmt: str | None) -> str | None:
-    if fmt is None:
-        return None
-    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt.upper(), fmt.upper())
-    if name not in FORMAT_SUFFIX:
-        raise DenoiseError(f"--format {fmt}: unknown (choose png, jpeg, tiff, webp or bmp)")
-    return name
 
 
 def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
