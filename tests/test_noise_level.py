@@ -73,3 +73,9 @@ def test_noise_map_training_and_run_with_sigma(clean_dir, tmp_path):
 def test_sigma_with_a_blind_model_is_a_clear_error(clean_dir, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), "--sigma", "20"])
     assert result.exit_code == 1 and "noise-level input" in result.output
+
+
+def test_estimator_on_a_large_image_uses_crops():
+    clean = torch.from_numpy(smooth_image(1500, 1300)).permute(2, 0, 1).float() / 255
+    est = estimate_sigma(_noisy(clean, 20)) * 255
+    assert est == pytest.approx(20, abs=1.0)

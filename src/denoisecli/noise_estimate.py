@@ -17,6 +17,8 @@ import torch.nn.functional as F
 PATCH = 7
 ITERATIONS = 3
 MAX_PATCHES = 80_000
+CROP = 256
+MAX_CROPS = 3
 Z_99 = 2.326
 
 
@@ -27,8 +29,19 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
     x = image.detach().to("cpu", torch.float64)
     if min(x.shape[-2:]) < patch + 1:
         return 0.0
-    variances = [_channel_variance(x[c], patch) for c in range(x.shape[0])]
+    planes = [crop[c] for crop in _crops(x) for c in range(x.shape[0])]
+    variances = [_channel_variance(p, patch) for p in planes]
     return math.sqrt(sum(variances) / len(variances))
+
+
+def _crops(x: torch.Tensor) -> list[torch.Tensor]:
+    """The whole image if small, else a grid of up to MAX_CROPS x MAX_CROPS crops: bounded memory and time."""
+    h, w = x.shape[-2:]
+    if h * w <= (MAX_CROPS * CROP) ** 2:
+        return [x]
+    tops = [round(i * (h - CROP) / max(1, MAX_CROPS - 1)) for i in range(MAX_CROPS)] if h > CROP else [0]
+    lefts = [round(j * (w - CROP) / max(1, MAX_CROPS - 1)) for j in range(MAX_CROPS)] if w > CROP else [0]
+    return [x[:, t : t + CROP, l : l + CROP] for t in tops for l in lefts]
 
 
 def _channel_variance(plane: torch.Tensor, patch: int) -> float:

@@ -1,0 +1,29 @@
+"""CUDA paths: skipped without a GPU (run with `pytest -m cuda` on a machine that has one)."""
+
+import pytest
+import torch
+
+from denoisecli.inference import Denoiser
+from denoisecli.training import TrainOptions, train
+from denoisecli.weights import load_model
+
+from conftest import TINY_MODEL
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.mark.parametrize("gan", [False, True])
+def test_training_on_cuda_with_mixed_precision(clean_dir, tmp_path, gan):
+    opts = TrainOptions(data=str(clean_dir), out=str(tmp_path / "r"), steps=6, batch=4, patch=24, model=TINY_MODEL,
+                        device="cuda", gan=gan, gan_warmup=2, workers=2)
+    result = train(opts)
+    assert result.step == 6
+    model, _ = load_model(tmp_path / "r" / "model.pt")
+    assert torch.isfinite(model(torch.rand(1, 3, 37, 31))).all()
+
+
+def test_run_on_cuda_matches_cpu(tiny_model_file):
+    x = torch.rand(3, 67, 45)
+    cpu = Denoiser(tiny_model_file, device="cpu")(x)
+    gpu = Denoiser(tiny_model_file, device="cuda")(x)
+    assert (cpu - gpu).abs().max() < 1 / 255
