@@ -14,12 +14,18 @@ DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2,
 
 
 class ResBlock(nn.Module):
-    """conv-ReLU-conv with an identity skip; no normalisation, so outputs scale with the input noise."""
+    """conv-ReLU-conv with an identity skip; no normalisation, so outputs scale with the input noise.
+
+    The second convolution starts at zero, so every block starts as the identity: without
+    normalisation this keeps early training from blowing up at a high learning rate.
+    """
 
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
         self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(x), inplace=True))
