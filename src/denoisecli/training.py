@@ -170,7 +170,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         figures = _validate(gen, tset, noise, opts, device)
         if not figures:
             return {}
-        if (best is None or figures["val_psnr"] > best):
+        if best is None or figures["val_psnr"] > best:
             best = figures["val_psnr"]
             atomic_save(model_payload(gen, config, {**meta, "steps": step, "best_val_psnr": best}), out / "best.pt")
         emit({"event": "val", "step": step, **figures})
