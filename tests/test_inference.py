@@ -63,3 +63,9 @@ def test_cuda_without_cuda_is_a_clear_error(monkeypatch, tiny_model_file):
 def test_auto_device_falls_back_to_cpu(monkeypatch, tiny_model_file):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert Denoiser(tiny_model_file, device="auto").device.type == "cpu"
+
+
+def test_input_outside_unit_range_is_clamped_like_training_data(tiny_model_file):
+    d = Denoiser(tiny_model_file, device="cpu")
+    x = torch.rand(3, 40, 36) * 1.6 - 0.3
+    assert torch.equal(d(x), d(x.clamp(0, 1)))

@@ -90,7 +90,9 @@ class Denoiser:
     """Loads models lazily by channel count and denoises images on one device.
 
     Models with a noise-level input get ``sigma`` (0-255 scale) when given, else the level
-    estimated from each image. Large images go through tiles automatically; on a CUDA
+    estimated from each image. Inputs are clamped to [0, 1], the range the training noise
+    layer produces: an image file never leaves it, and under the literature's protocol
+    (unclipped noisy input) this keeps the model on the data it was trained on. Large images go through tiles automatically; on a CUDA
     out-of-memory error the image is retried with tiles half the size, down to ``MIN_TILE``.
     """
 
@@ -140,7 +142,7 @@ class Denoiser:
             raise DenoiseError(f"{name}: the model is for {_kind(mc)} images, this image is {_kind(c)}")
         if levels is None:
             levels = self.levels(images)
-        x = torch.stack(images).to(self.device, torch.float32)
+        x = torch.stack(images).to(self.device, torch.float32).clamp(0, 1)
         if c != mc:
             x = x.expand(-1, mc, -1, -1)
         tile = self.tile
