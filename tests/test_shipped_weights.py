@@ -10,12 +10,16 @@ from denoisecli.weights import load_model, shipped_weights, weights_dir
 from conftest import smooth_image
 
 
-def test_shipped_colour_model_loads_and_matches_its_config():
-    path = shipped_weights(3)
-    assert path.parent == weights_dir() and path.stat().st_size < 20e6
+import pytest
+
+
+@pytest.mark.parametrize("channels,name", [(3, "color.pt"), (1, "grey.pt")])
+def test_shipped_models_load_and_match_their_config(channels, name):
+    path = shipped_weights(channels)
+    assert path == weights_dir() / name and path.stat().st_size < 20e6
     model, ckpt = load_model(path)
-    assert model.channels == ckpt["config"]["channels"] == 3
-    assert ckpt["config"]["arch"] == "unet"
+    assert model.channels == ckpt["config"]["channels"] == channels
+    assert ckpt["config"]["arch"] == "unet" and ckpt["meta"]["steps"] > 0
 
 
 def test_shipped_model_denoises_a_generated_image():
@@ -30,7 +34,7 @@ def test_grey_images_get_a_model_too():
     noisy = quantize8(ClampedNormalNoise(std=15 / 255).train()(clean[None], generator=seeded_generator(1))[0])
     out = quantize8(Denoiser(device="cpu")(noisy))
     assert out.shape == clean.shape
-    assert psnr(out, clean) > psnr(noisy, clean) + 3
+    assert psnr(out, clean) > psnr(noisy, clean) + 5
 
 
 def test_weights_ship_inside_a_non_editable_install(tmp_path):
@@ -51,3 +55,15 @@ def test_weights_ship_inside_a_non_editable_install(tmp_path):
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert Path(out.stdout.strip()).is_relative_to(tmp_path / "site")
+
+
+@pytest.mark.parametrize("size,tile", [((301, 263), 160), ((257, 331), 200)])
+def test_shipped_model_tiled_matches_whole_within_one_level(size, tile):
+    from denoisecli.inference import denoise_tensor
+
+    model, _ = load_model(shipped_weights(3))
+    clean = torch.from_numpy(smooth_image(*size)).permute(2, 0, 1).float() / 255
+    x = ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(2))
+    whole = denoise_tensor(model, x)
+    tiled = denoise_tensor(model, x, tile=tile)
+    assert (whole - tiled).abs().max() < 1 / 255
