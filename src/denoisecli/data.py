@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.errors import DenoiseError
+from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import list_images, read_image
 from denoisecli.noise import seeded_generator
 
@@ -117,16 +118,14 @@ def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
 
 def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root: Path, channels: int) -> list[torch.Tensor]:
     """The noisy image for each clean one, matched by relative path without extension; all must exist and align."""
-    if not noisy_root.is_dir():
-        raise DenoiseError(f"{noisy_root}: not a folder")
-    by_key = {p.relative_to(noisy_root).with_suffix("").as_posix(): p for p in list_images(noisy_root)}
-    missing = [p.relative_to(root).as_posix() for p, _ in clean if p.relative_to(root).with_suffix("").as_posix() not in by_key]
+    by_key = pair_index(noisy_root)
+    missing = [p.relative_to(root).as_posix() for p, _ in clean if pair_key(p, root) not in by_key]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DenoiseError(f"{noisy_root}: no noisy image for {', '.join(missing[:3])}{more} (pairs are matched by file name)")
     pairs = []
     for p, im in clean:
-        q = by_key[p.relative_to(root).with_suffix("").as_posix()]
+        q = by_key[pair_key(p, root)]
         nim = to_channels(_read_u8(q), channels)
         if nim.shape != im.shape:
             raise DenoiseError(f"{q}: {nim.shape[-1]}x{nim.shape[-2]} does not match its clean image {p} ({im.shape[-1]}x{im.shape[-2]})")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from denoisecli.errors import DenoiseError
+from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
@@ -138,13 +139,14 @@ def evaluate(
     if protocol == "standard" and noise != "gaussian":
         raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
     points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
+    pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
     denoiser = Denoiser(weights, device)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped")
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):
             clean = quantize8(read_image(p).pixels)
-            noisy = _noisy_input(p, clean, clean_dir, noisy_dir, protocol, noise, label, level, seed)
+            noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
             outputs["denoise"] = denoiser(noisy, name=str(p))
             sigma = level["std"] if noise == "gaussian" and "std" in level else None
@@ -178,16 +180,15 @@ def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) 
     return [(f"{names[0]} {v:g}", {**fixed, names[0]: v}) for v in values]
 
 
-def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: Path | None, protocol: str, noise: str,
+def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: dict[str, Path] | None, protocol: str, noise: str,
                  label: str, level: dict[str, float], seed: int) -> torch.Tensor:
     if noisy_dir is not None:
-        rel = path.relative_to(clean_dir).with_suffix("")
-        matches = [q for q in Path(noisy_dir).glob(f"{rel.as_posix()}.*") if q.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}]
-        if not matches:
-            raise DenoiseError(f"{noisy_dir}: no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
-        noisy = quantize8(read_image(matches[0]).pixels)
+        match = noisy_dir.get(pair_key(path, clean_dir))
+        if match is None:
+            raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
+        noisy = quantize8(read_image(match).pixels)
         if noisy.shape != clean.shape:
-            raise DenoiseError(f"{matches[0]}: size or channels differ from its clean image {path}")
+            raise DenoiseError(f"{match}: size or channels differ from its clean image {path}")
         return noisy
     g = seeded_generator(seed, f"{path.name}\x00{label}")
     if protocol == "standard":

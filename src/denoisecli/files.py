@@ -73,3 +73,15 @@ def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Pa
         if out.resolve() in inputs:
             raise DenoiseError(f"{out}: output would overwrite an input file; choose another output")
     return pairs
+
+
+def pair_key(path: Path, root: Path) -> str:
+    """How a noisy file is matched to its clean one: relative path without the extension."""
+    return Path(path).relative_to(root).with_suffix("").as_posix()
+
+
+def pair_index(noisy_root: Path) -> dict[str, Path]:
+    """Every image under ``noisy_root`` by its pair key."""
+    if not Path(noisy_root).is_dir():
+        raise DenoiseError(f"{noisy_root}: not a folder")
+    return {pair_key(p, noisy_root): p for p in list_images(noisy_root)}
