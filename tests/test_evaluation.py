@@ -5,7 +5,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from denoisecli.cli import app
-from denoisecli.errors import DenoiseError
 from denoisecli.evaluation import evaluate
 
 runner = CliRunner()

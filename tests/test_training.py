@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from denoisecli.data import PatchSampler, load_training_images
+from denoisecli.data import PatchSampler, load_training_set
 from denoisecli.errors import DenoiseError
 from denoisecli.training import TrainOptions, train
 from denoisecli.weights import load_checkpoint, load_model
@@ -17,7 +17,7 @@ def opts(clean_dir, out, **kw):
 
 
 def test_patches_are_reproducible_augmented_and_sized(clean_dir):
-    images = load_training_images(clean_dir)
+    images = load_training_set(opts(clean_dir, clean_dir / "unused"), hold_out=False).clean
     assert all(im.shape[0] == 3 and im.dtype == torch.uint8 for im in images)
     sampler = PatchSampler(images, patch=24, seed=1)
     (a, none), (b, _) = sampler.batch(5, 4), sampler.batch(5, 4)

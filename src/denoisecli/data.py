@@ -37,21 +37,15 @@ def _read_u8(path: Path) -> torch.Tensor:
     return (read_image(path).pixels * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
-def load_training_images(
-    root: Path, channels: int | None = None, min_size: int = 1, on_skip: Callable[[str], None] | None = None
-) -> list[torch.Tensor]:
+def _load_folder(
+    root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
+) -> list[tuple[Path, torch.Tensor]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB).
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
     out; no usable image at all is an error.
     """
-    return [im for _, im in _load_folder(Path(root), channels, min_size, on_skip)]
-
-
-def _load_folder(
-    root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
-) -> list[tuple[Path, torch.Tensor]]:
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
     paths = list_images(root)
