@@ -10,9 +10,17 @@ import torch
 from denoisecli.weights import load_checkpoint, load_model
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_gloo_run(clean_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "denoisecli", "train", str(clean_dir), "--out", str(out), "--steps", "4", "--batch", "4",
            "--patch", "24", "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--gan", "--gan-warmup", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
