@@ -63,9 +63,13 @@ class PoissonNoise(nn.Module):
     def forward(self, x: torch.Tensor, peak: float | torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.training:
             return x
-        p = _per_sample(self.peak if peak is None else peak, x)
-        rate = (x.float() * p).clamp_min(0)
-        return (torch.poisson(rate, generator=generator) / p).clamp_(0.0, 1.0).to(x.dtype)
+        return _shot(x, self.peak if peak is None else peak, generator).clamp_(0.0, 1.0)
+
+
+def _shot(x: torch.Tensor, peak: float | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``Poisson(x * peak) / peak``, unclamped, in x's dtype (drawn in float32)."""
+    p = _per_sample(peak, x)
+    return (torch.poisson((x.float() * p).clamp_min(0), generator=generator) / p).to(x.dtype)
 
 
 class PoissonGaussianNoise(nn.Module):
@@ -75,7 +79,7 @@ class PoissonGaussianNoise(nn.Module):
 
     def __init__(self, peak: float = 30.0, std: float = 0.02) -> None:
         super().__init__()
-        self.shot = PoissonNoise(peak)
+        self.peak = float(peak)
         self.read = ClampedNormalNoise(std=std)
 
     def forward(
@@ -87,9 +91,7 @@ class PoissonGaussianNoise(nn.Module):
     ) -> torch.Tensor:
         if not self.training:
             return x
-        p = _per_sample(self.shot.peak if peak is None else peak, x)
-        shot = torch.poisson((x.float() * p).clamp_min(0), generator=generator) / p
-        return self.read(shot.to(x.dtype), std=std, generator=generator)
+        return self.read(_shot(x, self.peak if peak is None else peak, generator), std=std, generator=generator)
 
 
 class SaltPepperNoise(nn.Module):
