@@ -14,10 +14,11 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 @pytest.mark.parametrize("gan", [False, True])
 def test_training_on_cuda_with_mixed_precision(clean_dir, tmp_path, gan):
-    opts = TrainOptions(data=str(clean_dir), out=str(tmp_path / "r"), steps=6, batch=4, patch=24, model=TINY_MODEL,
+    opts = TrainOptions(data=str(clean_dir), out=str(tmp_path / "r"), steps=6, batch=4, patch=24,
+                        model={**TINY_MODEL, "noise_map": True}, mix={"camera": 0.5}, val_every=3,
                         device="cuda", gan=gan, gan_warmup=2, workers=2)
     result = train(opts)
-    assert result.step == 6
+    assert result.step == 6 and result.best_psnr is not None
     model, _ = load_model(tmp_path / "r" / "model.pt")
     assert torch.isfinite(model(torch.rand(1, 3, 37, 31))).all()
 
@@ -27,3 +28,11 @@ def test_run_on_cuda_matches_cpu(tiny_model_file):
     cpu = Denoiser(tiny_model_file, device="cpu")(x)
     gpu = Denoiser(tiny_model_file, device="cuda")(x)
     assert (cpu - gpu).abs().max() < 1 / 255
+
+
+def test_metrics_on_cuda_tensors():
+    from denoisecli.metrics import psnr, ssim
+
+    a, b = torch.rand(3, 40, 37, device="cuda"), torch.rand(3, 40, 37, device="cuda")
+    assert ssim(a, b) == pytest.approx(ssim(a.cpu(), b.cpu()), abs=1e-9)
+    assert psnr(a, b) == pytest.approx(psnr(a.cpu(), b.cpu()), abs=1e-6)

@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.evaluation import evaluate
+from conftest import TINY_MODEL
 
 runner = CliRunner()
 
@@ -91,3 +92,14 @@ def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
     assert all(r["mps"] > 0 and r["peak_mib"] > 0 for r in data["inference"])
     assert set(data["ratios"]) == {"dncnn-17", "ffdnet"} and data["ratios"]["ffdnet"]["48"] > 0
     assert {r["model"] for r in data["training"]} == {"denoise", "dncnn-17", "ffdnet"}
+
+
+def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path):
+    from denoisecli.benchmark import bench
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "m.pt")
+    report = bench("cpu", sizes=(40,), repeats=1, warmup=0, train_steps=1, weights=tmp_path / "m.pt")
+    assert report.ratio("ffdnet", 40) > 0 and report.train_ratio("ffdnet") > 0

@@ -161,3 +161,36 @@ def test_user_levels_maps_cli_options():
         user_levels("gaussian", peak=(1, 2))
     with pytest.raises(DenoiseError, match="out of bounds"):
         user_levels("salt-pepper", amount=(0, 2))
+
+
+def _lag1(r):
+    """Mean correlation of horizontally adjacent noise values, per channel."""
+    return sum(float(torch.corrcoef(torch.stack([p[:, :-1].flatten(), p[:, 1:].flatten()]))[0, 1]) for p in r) / len(r)
+
+
+def test_camera_noise_is_sensor_noise_then_jpeg():
+    """JPEG of the noisy image leaves noise that is weaker but spatially correlated, as in real photos."""
+    x = _flat(0.4, (2, 3, 64, 64))
+    levels = {"peak": 20.0, "std": 0.01}
+    camera = NOISE_MODELS["camera"]().train()(x, quality=80.0, generator=torch.Generator().manual_seed(0), **levels)
+    sensor = NOISE_MODELS["poisson-gaussian"]().train()(x, generator=torch.Generator().manual_seed(0), **levels)
+    assert camera.shape == x.shape and camera.min() >= 0 and camera.max() <= 1
+    assert torch.equal(camera * 255, (camera * 255).round())
+    assert 0.03 < (camera - x).std() < (sensor - x).std()
+    assert _lag1((camera - x)[0]) > _lag1((sensor - x)[0]) + 0.03
+
+
+def test_sampler_mixes_other_noise_into_a_fraction_of_samples():
+    x = _flat(0.5, (200, 3, 16, 16))
+    sampler = NoiseSampler("gaussian", {"std": (0.0, 0.0)}, mix={"salt-pepper": 0.3})
+    y = sampler(x, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    touched = (y != x).flatten(1).any(dim=1).float().mean().item()
+    assert 0.2 < touched < 0.4
+    again = sampler(x, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    assert torch.equal(y, again)
+
+
+@pytest.mark.parametrize("mix", [{"nope": 0.1}, {"jpeg": 0.7, "camera": 0.5}, {"jpeg": -0.1}])
+def test_sampler_refuses_a_bad_mix(mix):
+    with pytest.raises(ValueError):
+        NoiseSampler("gaussian", {"std": (0.0, 0.1)}, mix=mix)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import estimate_sigma
+from denoisecli.noise_estimate import clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -48,14 +48,39 @@ def test_estimator_on_a_clean_flat_image_is_zero():
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 def test_estimator_on_cbsd68_images():
+    """Within 2 of the true sigma from 5 to 50 on a sample of CBSD68 (the whole set, 68 x 6 levels:
+    benchmarks/estimator_accuracy.py, where 2 of 68 images miss by up to 3 at sigma 5, through their own grain)."""
     from denoisecli.image_io import read_image
 
-    paths = sorted(DATA.glob("*.png"))[1::17]
-    errors = []
-    for sigma in (5, 25, 50):
-        for i, p in enumerate(paths):
-            errors.append(estimate_sigma(_noisy(read_image(p).pixels.double(), sigma, i)) * 255 - sigma)
-    assert max(abs(e) for e in errors) < 2.0, errors
+    paths = sorted(DATA.glob("*.png"))[1::11]
+    for sigma in (5, 15, 25, 50):
+        errors = [estimate_sigma(_noisy(read_image(p).pixels.double(), sigma, i)) * 255 - sigma for i, p in enumerate(paths)]
+        assert max(abs(e) for e in errors) < 2.0, (sigma, errors)
+        assert abs(sum(errors) / len(errors)) < 1.0, (sigma, errors)
+
+
+def test_clipped_level_is_what_clamping_leaves_of_the_noise():
+    mid = torch.full((3, 64, 64), 0.5)
+    assert clipped_level(mid, 0.1) == pytest.approx(0.1, rel=0.03)
+    dark = torch.zeros(3, 64, 64)
+    assert clipped_level(dark, 0.1) < 0.07
+    assert clipped_level(mid, 0.0) == 0.0
+    assert clipped_level(dark, 0.1) == clipped_level(dark, 0.1)
+
+
+def test_noise_map_level_given_to_the_model_matches_training(clean_dir):
+    """Training feeds the std of the clamped noise; `run` must feed the same for a given sigma."""
+    from denoisecli.inference import Denoiser
+    from denoisecli.noise import ClampedNormalNoise, seeded_generator
+    from denoisecli.training import _noise_level
+
+    clean = torch.from_numpy(smooth_image(90, 70)).permute(2, 0, 1).float() / 255
+    clean[:, :30] = 1.0
+    noisy = ClampedNormalNoise(std=40 / 255).train()(clean[None], generator=seeded_generator(3))
+    trained = float(_noise_level(noisy, clean[None])[0])
+    sigma, given = Denoiser(sigma=40).levels([noisy[0]])[0]
+    assert sigma == pytest.approx(40 / 255)
+    assert given == pytest.approx(trained, rel=0.05) and given < 0.95 * sigma
 
 
 def test_noise_map_training_and_run_with_sigma(clean_dir, tmp_path):

@@ -20,6 +20,24 @@ def test_shipped_models_load_and_match_their_config(channels, name):
     model, ckpt = load_model(path)
     assert model.channels == ckpt["config"]["channels"] == channels
     assert ckpt["config"]["arch"] == "unet" and ckpt["meta"]["steps"] > 0
+    assert ckpt["config"]["noise_map"] is True and model.noise_map
+    assert ckpt["meta"]["history"], "the shipped file records how it was trained"
+    assert sum(p.numel() for p in model.parameters()) == ckpt["meta"]["parameters"]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_sigma_sets_the_strength_monotonically(channels):
+    """A larger --sigma removes more: the change from the input grows and the output gets smoother."""
+    clean = torch.from_numpy(smooth_image(64, 53, channels=channels)).float()
+    clean = (clean.permute(2, 0, 1) if channels == 3 else clean[None]) / 255
+    noisy = ClampedNormalNoise(std=20 / 255).train()(clean[None], generator=seeded_generator(4))[0]
+    removed, roughness = [], []
+    for sigma in (2, 10, 20, 40, 75):
+        out = Denoiser(device="cpu", sigma=sigma)(noisy)
+        removed.append(float((out - noisy).std()))
+        roughness.append(float((out[..., 1:] - out[..., :-1]).abs().mean()))
+    assert removed == sorted(removed) and removed[0] < 0.8 * removed[-1], removed
+    assert all(b <= a + 1e-4 for a, b in zip(roughness, roughness[1:])) and roughness[-1] < 0.7 * roughness[0], roughness
 
 
 def test_shipped_model_denoises_a_generated_image():
@@ -64,6 +82,7 @@ def test_shipped_model_tiled_matches_whole_within_one_level(size, tile):
     model, _ = load_model(shipped_weights(3))
     clean = torch.from_numpy(smooth_image(*size)).permute(2, 0, 1).float() / 255
     x = ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(2))
-    whole = denoise_tensor(model, x)
-    tiled = denoise_tensor(model, x, tile=tile)
+    level = torch.tensor([25 / 255])
+    whole = denoise_tensor(model, x, sigma=level)
+    tiled = denoise_tensor(model, x, tile=tile, sigma=level)
     assert (whole - tiled).abs().max() < 1 / 255

@@ -19,6 +19,7 @@ FIXED_DEFAULTS: dict[str, dict[str, Range]] = {
     "salt-pepper": {"amount": (0.05, 0.05)},
     "speckle": {"std": (0.1, 0.1)},
     "jpeg": {"quality": (50.0, 50.0)},
+    "camera": {"peak": (30.0, 30.0), "std": (0.01, 0.01), "quality": (85.0, 85.0)},
 }
 
 

@@ -1,5 +1,6 @@
 """Speed on this machine: inference MP/s, peak memory and training patches/s, against reference networks.
 
+A model with a noise-level input is timed with the noise estimator included, as `run` uses it.
 The references (DnCNN-17 and an FFDNet-style network, untrained: speed does not depend
 on the weights) are measured in the same process, so the ratios hold on any machine.
 """
@@ -86,6 +87,22 @@ def machine_name(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
+class _WithEstimate(nn.Module):
+    """A noise-map model timed as `run` uses it: each image's level estimated first (a fixed level when training)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.model(x, torch.full((x.shape[0],), 25 / 255, device=x.device))
+        from denoisecli.noise_estimate import clipped_level, estimate_sigma
+
+        levels = [clipped_level(im, estimate_sigma(im)) for im in x]
+        return self.model(x, torch.tensor(levels, device=x.device, dtype=x.dtype))
+
+
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -164,7 +181,7 @@ def bench(
     dev = resolve_device(device)
     ours, _ = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
-    models: dict[str, nn.Module] = {"denoise": ours}
+    models: dict[str, nn.Module] = {"denoise": _WithEstimate(ours) if getattr(ours, "noise_map", False) else ours}
     for name, config in REFERENCES.items():
         torch.manual_seed(0)
         models[name] = build_model({**config, "channels": channels}).eval()

@@ -103,13 +103,35 @@ class Noise(str, Enum):
     salt_pepper = "salt-pepper"
     speckle = "speckle"
     jpeg = "jpeg"
+    camera = "camera"
 
 
-NOISE_HELP = "Noise model: gaussian (the clamped normal layer), poisson, poisson-gaussian, salt-pepper, speckle, jpeg."
+NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), poisson, poisson-gaussian, salt-pepper, speckle, jpeg, "
+              "camera (poisson-gaussian then JPEG).")
 SIGMA_HELP = "Noise level on the 0-255 scale, a value or a range like 0-55 (gaussian, poisson-gaussian read noise, speckle)."
 PEAK_HELP = "Photon count at white for poisson / poisson-gaussian (lower is noisier), a value or range."
 AMOUNT_HELP = "Fraction of pixels hit for salt-pepper, a value or range like 0-0.1."
-QUALITY_HELP = "JPEG quality 1-100 for jpeg, a value or range like 10-90."
+QUALITY_HELP = "JPEG quality 1-100 for jpeg and camera, a value or range like 10-90."
+
+
+def _parse_mix(items: list[str] | None) -> dict[str, float] | None:
+    """['camera:0.2', 'jpeg:0.1'] -> {'camera': 0.2, 'jpeg': 0.1}; fractions of each batch."""
+    if not items:
+        return None
+    mix: dict[str, float] = {}
+    for item in items:
+        kind, _, frac = item.partition(":")
+        if kind not in {n.value for n in Noise}:
+            raise typer.BadParameter(f"{item!r}: unknown noise {kind!r} (choose {', '.join(n.value for n in Noise)})", param_hint="--mix")
+        try:
+            mix[kind] = float(frac)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: expected KIND:FRACTION like camera:0.2", param_hint="--mix") from None
+        if not 0 <= mix[kind] <= 1:
+            raise typer.BadParameter(f"{item!r}: the fraction must be between 0 and 1", param_hint="--mix")
+    if sum(mix.values()) > 1:
+        raise typer.BadParameter("the fractions add up to more than 1", param_hint="--mix")
+    return mix
 
 
 def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | None, quality: str | None) -> dict | None:
@@ -176,6 +198,7 @@ def train_cmd(
     peak: Annotated[Optional[str], typer.Option(help=PEAK_HELP + " Default 5-100.")] = None,
     amount: Annotated[Optional[str], typer.Option(help=AMOUNT_HELP + " Default 0-0.1.")] = None,
     quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP + " Default 10-90.")] = None,
+    mix: Annotated[Optional[list[str]], typer.Option(help="Give a fraction of each batch another noise at its default levels, e.g. --mix camera:0.25 (repeatable).")] = None,
     noisy: Annotated[Optional[Path], typer.Option(help="Folder of real noisy images matching DATA by file name: train on pairs, no synthetic noise.")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Validation images (default: a few held out of DATA, never trained on).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate (PSNR/SSIM, best.pt) every N steps.", min=1)] = 1000,
@@ -199,13 +222,14 @@ def train_cmd(
     """Train a denoiser from clean images (L1 loss, or --gan: L1 + scaled adversarial loss)."""
     if channels not in (None, 1, 3):
         raise typer.BadParameter("must be 1 or 3", param_hint="--channels")
+    mixed = _parse_mix(mix)
     with user_errors():
         from denoisecli.training import TrainOptions, train
 
         model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks, "noise_map": noise_map}.items() if v is not None}
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
-            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality),
+            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality), mix=mixed,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
             gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, workers=workers, device=device.value,

@@ -116,24 +116,24 @@ class Denoiser:
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
-    def levels(self, images: list[torch.Tensor]) -> list[float] | None:
-        """The noise std (0-1 scale) each image will be denoised for, or None for a blind model."""
+    def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float]] | None:
+        """Per image, the noise sigma (0-1 scale; given or estimated) and the level the model gets
+        for it (what that noise keeps after clamping, as in training), or None for a blind model."""
         model = self.model_for(images[0].shape[0])
         if not getattr(model, "noise_map", False):
             if self.sigma is not None:
                 raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
             return None
-        if self.sigma is not None:
-            return [self.sigma / 255.0] * len(images)
-        from denoisecli.noise_estimate import estimate_sigma
+        from denoisecli.noise_estimate import clipped_level, estimate_sigma
 
-        return [estimate_sigma(im) for im in images]
+        sigmas = [self.sigma / 255.0 if self.sigma is not None else estimate_sigma(im) for im in images]
+        return [(s, clipped_level(im, s)) for im, s in zip(images, sigmas)]
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
         return self.batch([pixels], name)[0]
 
-    def batch(self, images: list[torch.Tensor], name: str = "image", levels: list[float] | None = None) -> list[torch.Tensor]:
+    def batch(self, images: list[torch.Tensor], name: str = "image", levels: list[tuple[float, float]] | None = None) -> list[torch.Tensor]:
         """Denoise same-shape CxHxW images in one forward pass (several small files at once)."""
         c = images[0].shape[0]
         model = self.model_for(c)
@@ -148,7 +148,7 @@ class Denoiser:
         tile = self.tile
         if tile is None and x.shape[-1] * x.shape[-2] > AUTO_TILE_PIXELS:
             tile = AUTO_TILE
-        sigma = torch.tensor(levels, device=self.device, dtype=torch.float32) if levels is not None else None
+        sigma = torch.tensor([lv for _, lv in levels], device=self.device, dtype=torch.float32) if levels is not None else None
         y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
@@ -242,7 +242,7 @@ def denoise_files(
                 return
             for i, ((path, out, img), y) in enumerate(zip(pending, outputs)):
                 img.pixels = y
-                detail = "" if levels is None else f"sigma {levels[i] * 255:.1f}" + (" (estimated)" if opts.sigma is None else "")
+                detail = "" if levels is None else f"sigma {levels[i][0] * 255:.1f}" + (" (estimated)" if opts.sigma is None else "")
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)

@@ -33,7 +33,7 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
     """
     a = x.double().reshape(-1, 1, *x.shape[-2:])
     b = ref.double().reshape(-1, 1, *ref.shape[-2:])
-    k = _gaussian_kernel()
+    k = _gaussian_kernel().to(a.device)
     kh, kw = k.view(1, 1, -1, 1), k.view(1, 1, 1, -1)
 
     def blur(t: torch.Tensor) -> torch.Tensor:

@@ -149,6 +149,33 @@ class JpegNoise(nn.Module):
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255.0
 
 
+class CameraNoise(nn.Module):
+    """A camera's JPEG: sensor noise (shot ``peak`` + read ``std``), then compression at ``quality``.
+
+    Compressing the noisy image is what makes real photos' noise spatially correlated and
+    blotchy, which white noise alone never teaches a model.
+    """
+
+    levels = ("peak", "std", "quality")
+
+    def __init__(self, peak: float = 30.0, std: float = 0.01, quality: float = 85.0) -> None:
+        super().__init__()
+        self.sensor = PoissonGaussianNoise(peak=peak, std=std)
+        self.jpeg = JpegNoise(quality=quality)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        peak: float | torch.Tensor | None = None,
+        std: float | torch.Tensor | None = None,
+        quality: float | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        if not self.training:
+            return x
+        return self.jpeg(self.sensor(x, peak=peak, std=std, generator=generator), quality=quality)
+
+
 def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode one HxWxC uint8 image with Pillow's libjpeg, 4:2:0 like a camera."""
     buf = io.BytesIO()
@@ -166,6 +193,7 @@ NOISE_MODELS: dict[str, type[nn.Module]] = {
     "salt-pepper": SaltPepperNoise,
     "speckle": SpeckleNoise,
     "jpeg": JpegNoise,
+    "camera": CameraNoise,
 }
 
 Range = tuple[float, float]
@@ -177,6 +205,7 @@ DEFAULT_LEVELS: dict[str, dict[str, Range]] = {
     "salt-pepper": {"amount": (0.0, 0.1)},
     "speckle": {"std": (0.0, 0.3)},
     "jpeg": {"quality": (10.0, 90.0)},
+    "camera": {"peak": (10.0, 200.0), "std": (0.0, 10 / 255), "quality": (60.0, 95.0)},
 }
 
 
@@ -204,24 +233,50 @@ def user_levels(kind: str, sigma: Range | None = None, peak: Range | None = None
 
 
 class NoiseSampler:
-    """A noise model plus a range per level: draws one level per sample, so one batch mixes levels."""
+    """A noise model plus a range per level: draws one level per sample, so one batch mixes levels.
 
-    def __init__(self, kind: str, ranges: dict[str, Range], **init: float) -> None:
-        if kind not in NOISE_MODELS:
-            raise ValueError(f"unknown noise {kind!r} (known: {', '.join(NOISE_MODELS)})")
+    ``mix`` maps other noise models to the fraction of samples they take (with their
+    default ranges), so one blind model learns e.g. camera noise beside white noise.
+    """
+
+    def __init__(self, kind: str, ranges: dict[str, Range], mix: dict[str, float] | None = None, **init: float) -> None:
+        for name in [kind, *(mix or {})]:
+            if name not in NOISE_MODELS:
+                raise ValueError(f"unknown noise {name!r} (known: {', '.join(NOISE_MODELS)})")
         self.kind = kind
         self.layer = NOISE_MODELS[kind](**init).train()
         missing = set(self.layer.levels) - set(ranges)
         if missing:
             raise ValueError(f"noise {kind!r} needs a range for {', '.join(sorted(missing))}")
         self.ranges = {k: (float(ranges[k][0]), float(ranges[k][1])) for k in self.layer.levels}
+        self.mix = {k: float(v) for k, v in (mix or {}).items() if v > 0}
+        if any(v < 0 for v in (mix or {}).values()) or sum(self.mix.values()) > 1:
+            raise ValueError(f"mixed-in fractions must be >= 0 and sum to at most 1, got {mix}")
+        self.parts = [(self.layer, self.ranges)] + [
+            (NOISE_MODELS[k]().train(), DEFAULT_LEVELS[k]) for k in self.mix
+        ]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, device_generator: torch.Generator | None = None) -> torch.Tensor:
-        """Levels come from ``generator`` (CPU), the noise itself from ``device_generator`` on x's device."""
+        """Levels and each sample's model come from ``generator`` (CPU), the noise from ``device_generator``."""
+        if not self.mix:
+            return self._apply(self.layer, self.ranges, x, generator, device_generator)
+        pick = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
+        edges = torch.tensor([0.0, *self.mix.values()], dtype=torch.float64).cumsum(0)
+        which = torch.where(pick < edges[-1], torch.searchsorted(edges, pick, right=True), 0)
+        out = torch.empty_like(x)
+        for i, (layer, ranges) in enumerate(self.parts):
+            idx = (which == i).nonzero().flatten().to(x.device)
+            if idx.numel():
+                out[idx] = self._apply(layer, ranges, x[idx], generator, device_generator)
+        return out
+
+    @staticmethod
+    def _apply(layer: nn.Module, ranges: dict[str, Range], x: torch.Tensor, generator: torch.Generator,
+               device_generator: torch.Generator | None) -> torch.Tensor:
         levels = {}
-        for name, (lo, hi) in self.ranges.items():
+        for name, (lo, hi) in ranges.items():
             levels[name] = (lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, dtype=torch.float64)).to(x.device)
-        return self.layer(x, generator=device_generator, **levels)
+        return layer(x, generator=device_generator, **levels)
 
 
 def _per_sample(std: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:

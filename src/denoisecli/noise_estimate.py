@@ -75,3 +75,21 @@ def _tail_variance(patches: torch.Tensor) -> float:
         if tail.mean() <= tail.median():
             return float(tail.mean())
     return float(eig[-1])
+
+
+def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) -> float:
+    """The std that noise of ``sigma`` keeps once an image like this one is clamped to [0, 1].
+
+    Noise-map models learn the level as the std of the noise actually present in their
+    clamped training inputs, which near black and white is below the noise's own sigma; an
+    estimate (or a user's ``--sigma``) is the unclamped figure. Measured on this image (a
+    deterministic sample of at most ``max_pixels``), since how much clamping removes
+    depends on how much of the image lies near the ends of the range.
+    """
+    if sigma <= 0:
+        return 0.0
+    x = image.detach().to("cpu", torch.float32).clamp(0, 1).flatten()
+    if x.numel() > max_pixels:
+        x = x[:: math.ceil(x.numel() / max_pixels)]
+    gen = torch.Generator().manual_seed(0)
+    return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())

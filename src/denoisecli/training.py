@@ -45,6 +45,7 @@ class TrainOptions:
     warmup: int | None = None
     noise: str = "gaussian"
     levels: dict[str, tuple[float, float]] | None = None
+    mix: dict[str, float] | None = None
     noisy: str | None = None
     val: str | None = None
     val_every: int = 1000
@@ -103,7 +104,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     if state is not None and full_config(state["generator"]["config"]) != config:
         raise DenoiseError(f"{last_path}: was trained with {state['generator']['config']}, not {config}; refusing to resume")
     levels = {k: tuple(v) for k, v in (opts.levels or DEFAULT_LEVELS[opts.noise]).items()}
-    noise = NoiseSampler(opts.noise, levels)
+    noise = NoiseSampler(opts.noise, levels, mix=opts.mix)
 
     torch.manual_seed(opts.seed)
     gen = build_model(config)
@@ -135,7 +136,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
-    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "gan": opts.gan,
+    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "gan": opts.gan,
             "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
     writer = dist.is_main
     log = None
@@ -344,6 +345,11 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError("--steps must be at least 1")
     if opts.noise not in DEFAULT_LEVELS:
         raise DenoiseError(f"--noise {opts.noise}: unknown (choose {', '.join(DEFAULT_LEVELS)})")
+    for kind, frac in (opts.mix or {}).items():
+        if kind not in DEFAULT_LEVELS or not 0 <= frac <= 1:
+            raise DenoiseError(f"--mix {kind}:{frac}: needs a known noise and a fraction between 0 and 1")
+    if sum((opts.mix or {}).values()) > 1:
+        raise DenoiseError("--mix: the fractions add up to more than 1")
     for name, (lo, hi) in (opts.levels or {}).items():
         if not 0 <= lo <= hi:
             raise DenoiseError(f"noise {name} range {lo}-{hi}: must satisfy 0 <= low <= high")
