@@ -242,7 +242,7 @@ def denoise_files(
                 return
             for i, ((path, out, img), y) in enumerate(zip(pending, outputs)):
                 img.pixels = y
-                detail = "" if levels is None else f"sigma {levels[i][0] * 255:.1f}" + (" (estimated)" if opts.sigma is None else "")
+                detail = "" if levels is None else f"sigma {levels[i][0] * 255:.1f}" + (", estimated" if opts.sigma is None else "")
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
