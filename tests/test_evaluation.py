@@ -103,3 +103,26 @@ def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path):
     atomic_save(model_payload(build_model(config), config), tmp_path / "m.pt")
     report = bench("cpu", sizes=(40,), repeats=1, warmup=0, train_steps=1, weights=tmp_path / "m.pt")
     assert report.ratio("ffdnet", 40) > 0 and report.train_ratio("ffdnet") > 0
+
+
+def test_oracle_sigma_feeds_the_true_level(clean_dir, tmp_path, tiny_model_file):
+    import torch
+
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
+    torch.manual_seed(0)
+    model = build_model(config)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    atomic_save(model_payload(model, config), tmp_path / "m.pt")
+    est, _ = evaluate(clean_dir, [30], weights=tmp_path / "m.pt", device="cpu")
+    orc, _ = evaluate(clean_dir, [30], weights=tmp_path / "m.pt", device="cpu", oracle=True)
+    assert orc.oracle and orc.to_dict()["oracle_sigma"] is True
+    assert orc.mean("denoise", "sigma 30") != est.mean("denoise", "sigma 30")
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "30", "--weights", str(tiny_model_file), "--oracle-sigma",
+                                 "--device", "cpu"])
+    assert result.exit_code == 1 and "blind" in result.output
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "30", "--weights", str(tmp_path / "m.pt"), "--oracle-sigma",
+                                 "--device", "cpu", "--no-per-image"])
+    assert result.exit_code == 0 and "true sigma" in result.output

@@ -336,6 +336,7 @@ def eval_cmd(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG sheet of crops (clean, noisy, each method) labelled with PSNR.")] = None,
     per_image: Annotated[bool, typer.Option(help="Print the per-image table too.")] = True,
+    oracle_sigma: Annotated[bool, typer.Option("--oracle-sigma", help="Give a noise-level model the true sigma instead of its estimate.")] = False,
 ) -> None:
     """Measure PSNR and SSIM: add noise to clean images, denoise, compare."""
     sigmas = _floats(sigma, "--sigma")
@@ -353,7 +354,7 @@ def eval_cmd(
             report, samples = evaluate(
                 clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value,
                 noise=noise.value, levels=levels, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
-                on_image=lambda score: bar.advance(task) if score.method == "denoise" else None,
+                on_image=lambda score: bar.advance(task) if score.method == "denoise" else None, oracle=oracle_sigma,
             )
         if sheet:
             from denoisecli.sheet import make_sheet
@@ -386,7 +387,8 @@ def eval_cmd(
                            for lv in report.levels() for k in ("psnr", "ssim", "texture")))
     out.print(table)
     out.print("texture: high-frequency energy of the output over that of the clean image (1 = as much fine detail; below 1 = smoothed)")
-    out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}", highlight=False)
+    level_note = "; noise level: the true sigma (--oracle-sigma)" if report.oracle else ""
+    out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}{level_note}", highlight=False)
 
 
 @app.command("bench")

@@ -17,6 +17,7 @@ from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
+from denoisecli.noise_estimate import clipped_level
 
 PROTOCOLS = {
     "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
@@ -43,6 +44,7 @@ class EvalReport:
     seed: int
     weights: str
     scores: list[Score] = field(default_factory=list)
+    oracle: bool = False
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -60,7 +62,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -117,13 +119,15 @@ def evaluate(
     baselines: tuple[str, ...] = (),
     keep_samples: int = 0,
     on_image: Callable[[Score], None] | None = None,
+    oracle: bool = False,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
     ``standard`` is the protocol of the published figures (gaussian noise only);
     ``clipped`` uses the training noise layers and an 8-bit noisy image; ``noisy_dir``
     switches to real pairs. Each image's noise is seeded by (seed, file name, level),
-    so the same command gives the same numbers.
+    so the same command gives the same numbers. ``oracle`` gives a noise-level model the
+    true sigma instead of its estimate, to tell estimator error from model error.
     """
     clean_dir = Path(clean_dir)
     paths = list_images(clean_dir)
@@ -138,18 +142,21 @@ def evaluate(
         raise DenoiseError(f"--protocol {protocol}: unknown (choose standard or clipped)")
     if protocol == "standard" and noise != "gaussian":
         raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
+    if oracle and (noise != "gaussian" or noisy_dir is not None):
+        raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
     denoiser = Denoiser(weights, device)
-    report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped")
+    report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle)
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):
             clean = quantize8(read_image(p).pixels)
             noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
-            outputs["denoise"] = denoiser(noisy, name=str(p))
             sigma = level["std"] if noise == "gaussian" and "std" in level else None
+            given = _oracle_levels(denoiser, noisy, sigma, p) if oracle else None
+            outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given)[0]
             for b in baselines:
                 if b != "noisy":
                     outputs[b] = _classical(b, noisy, sigma)
@@ -163,6 +170,13 @@ def evaluate(
             if i < keep_samples and label == points[0][0]:
                 samples.append(Sample(p.name, label, clean, {k: quantize8(v) for k, v in outputs.items()}))
     return report, samples
+
+
+def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path) -> list[tuple[float, float]]:
+    """The true sigma, fed the way `run` feeds an estimate (what it keeps after clamping)."""
+    if not getattr(denoiser.model_for(noisy.shape[0]), "noise_map", False):
+        raise DenoiseError(f"{path}: --oracle-sigma needs a model with a noise-level input; this one is blind")
+    return [(sigma, clipped_level(noisy, sigma))]
 
 
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:
