@@ -97,9 +97,9 @@ class _WithEstimate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), 25 / 255, device=x.device))
-        from denoisecli.noise_estimate import clipped_level, estimate_sigma
+        from denoisecli.noise_estimate import model_level
 
-        levels = [clipped_level(im, estimate_sigma(im)) for im in x]
+        levels = [model_level(im)[1] for im in x]
         return self.model(x, torch.tensor(levels, device=x.device, dtype=x.dtype))
 
 

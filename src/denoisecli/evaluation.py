@@ -17,7 +17,7 @@ from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
-from denoisecli.noise_estimate import clipped_level
+from denoisecli.noise_estimate import model_level
 
 PROTOCOLS = {
     "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
@@ -176,7 +176,7 @@ def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None,
     """The true sigma, fed the way `run` feeds an estimate (what it keeps after clamping)."""
     if not getattr(denoiser.model_for(noisy.shape[0]), "noise_map", False):
         raise DenoiseError(f"{path}: --oracle-sigma needs a model with a noise-level input; this one is blind")
-    return [(sigma, clipped_level(noisy, sigma))]
+    return [model_level(noisy, sigma)]
 
 
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:

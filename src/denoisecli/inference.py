@@ -124,10 +124,9 @@ class Denoiser:
             if self.sigma is not None:
                 raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
             return None
-        from denoisecli.noise_estimate import clipped_level, estimate_sigma
+        from denoisecli.noise_estimate import model_level
 
-        sigmas = [self.sigma / 255.0 if self.sigma is not None else estimate_sigma(im) for im in images]
-        return [(s, clipped_level(im, s)) for im, s in zip(images, sigmas)]
+        return [model_level(im, None if self.sigma is None else self.sigma / 255.0) for im in images]
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""

@@ -93,3 +93,9 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
         x = x[:: math.ceil(x.numel() / max_pixels)]
     gen = torch.Generator().manual_seed(0)
     return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())
+
+
+def model_level(image: torch.Tensor, sigma: float | None = None) -> tuple[float, float]:
+    """(sigma, level): the noise sigma, given or else estimated, and the level a noise-level model is fed for it."""
+    s = estimate_sigma(image) if sigma is None else sigma
+    return s, clipped_level(image, s)
