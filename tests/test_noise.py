@@ -194,3 +194,16 @@ def test_sampler_mixes_other_noise_into_a_fraction_of_samples():
 def test_sampler_refuses_a_bad_mix(mix):
     with pytest.raises(ValueError):
         NoiseSampler("gaussian", {"std": (0.0, 0.1)}, mix=mix)
+
+
+def test_sampler_reports_each_samples_white_noise_sigma():
+    """Gaussian samples carry their sigma (std * |scale|); noise without a single sigma gets NaN."""
+    x = _flat(0.5, (64, 3, 16, 16))
+    sampler = NoiseSampler("gaussian", {"std": (0.0, 0.3)}, mix={"camera": 0.4}, scale=0.5)
+    y, sigma = sampler.draw(x, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    assert torch.equal(y, sampler(x, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)))
+    white = ~torch.isnan(sigma)
+    assert 0.4 < white.float().mean() < 0.8 and bool((sigma[white] <= 0.15).all())
+    measured = (y - x).flatten(1).std(dim=1)
+    assert torch.allclose(measured[white], sigma[white].float(), atol=0.015)
+    assert ClampedNormalNoise(std=0.1, scale=-2.0).sigma() == pytest.approx(0.2)

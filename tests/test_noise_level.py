@@ -68,19 +68,46 @@ def test_clipped_level_is_what_clamping_leaves_of_the_noise():
     assert clipped_level(dark, 0.1) == clipped_level(dark, 0.1)
 
 
-def test_noise_map_level_given_to_the_model_matches_training(clean_dir):
-    """Training feeds the std of the clamped noise; `run` must feed the same for a given sigma."""
+def _level_model(tmp_path, level):
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True, "level": level}
+    path = tmp_path / f"{level}.pt"
+    atomic_save(model_payload(build_model(config), config), path)
+    return path
+
+
+@pytest.mark.parametrize("level", ["sigma", "clamped"])
+def test_noise_map_level_given_to_the_model_matches_training(tmp_path, level):
+    """`run` feeds a given sigma the way the model was trained: as is ("sigma"), or as the std the
+    noise keeps after clamping ("clamped", which half-white images lower)."""
     from denoisecli.inference import Denoiser
-    from denoisecli.noise import ClampedNormalNoise, seeded_generator
+    from denoisecli.noise import NoiseSampler, seeded_generator
     from denoisecli.training import _noise_level
 
     clean = torch.from_numpy(smooth_image(90, 70)).permute(2, 0, 1).float() / 255
     clean[:, :30] = 1.0
-    noisy = ClampedNormalNoise(std=40 / 255).train()(clean[None], generator=seeded_generator(3))
-    trained = float(_noise_level(noisy, clean[None])[0])
-    sigma, given = Denoiser(sigma=40).levels([noisy[0]])[0]
+    noisy, nominal = NoiseSampler("gaussian", {"std": (40 / 255, 40 / 255)}).draw(clean[None], seeded_generator(3))
+    trained = float(_noise_level(noisy, clean[None], nominal, level)[0])
+    sigma, given = Denoiser(_level_model(tmp_path, level), sigma=40).levels([noisy[0]])[0]
     assert sigma == pytest.approx(40 / 255)
-    assert given == pytest.approx(trained, rel=0.05) and given < 0.95 * sigma
+    assert given == pytest.approx(trained, rel=0.05)
+    assert (given == pytest.approx(sigma)) if level == "sigma" else (given < 0.95 * sigma)
+
+
+def test_training_level_is_measured_where_the_noise_has_no_sigma():
+    from denoisecli.training import _noise_level
+
+    clean = torch.full((2, 3, 32, 32), 0.5)
+    noisy = clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 0.1
+    levels = _noise_level(noisy, clean, torch.tensor([0.3, float("nan")], dtype=torch.float64))
+    assert levels[0] == pytest.approx(0.3) and levels[1] == pytest.approx(0.1, rel=0.05)
+    assert torch.allclose(_noise_level(noisy, clean, torch.tensor([0.3, 0.3]), "clamped"), _noise_level(noisy, clean))
+
+
+def test_unet_refuses_an_unknown_level_meaning():
+    with pytest.raises(ValueError, match="level must be one of"):
+        build_model({"arch": "unet", **TINY_MODEL, "noise_map": True, "level": "std"})
 
 
 def test_noise_map_training_and_run_with_sigma(clean_dir, tmp_path):

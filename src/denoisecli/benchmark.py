@@ -99,7 +99,7 @@ class _WithEstimate(nn.Module):
             return self.model(x, torch.full((x.shape[0],), 25 / 255, device=x.device))
         from denoisecli.noise_estimate import model_level
 
-        levels = [model_level(im)[1] for im in x]
+        levels = [model_level(im, level=self.model.level)[1] for im in x]
         return self.model(x, torch.tensor(levels, device=x.device, dtype=x.dtype))
 
 

@@ -173,10 +173,11 @@ def evaluate(
 
 
 def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path) -> list[tuple[float, float]]:
-    """The true sigma, fed the way `run` feeds an estimate (what it keeps after clamping)."""
-    if not getattr(denoiser.model_for(noisy.shape[0]), "noise_map", False):
+    """The true sigma, fed the way `run` feeds an estimate."""
+    model = denoiser.model_for(noisy.shape[0])
+    if not getattr(model, "noise_map", False):
         raise DenoiseError(f"{path}: --oracle-sigma needs a model with a noise-level input; this one is blind")
-    return [model_level(noisy, sigma)]
+    return [model_level(noisy, sigma, model.level)]
 
 
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:

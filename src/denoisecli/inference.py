@@ -118,7 +118,7 @@ class Denoiser:
 
     def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float]] | None:
         """Per image, the noise sigma (0-1 scale; given or estimated) and the level the model gets
-        for it (what that noise keeps after clamping, as in training), or None for a blind model."""
+        for it (in the meaning it was trained with), or None for a blind model."""
         model = self.model_for(images[0].shape[0])
         if not getattr(model, "noise_map", False):
             if self.sigma is not None:
@@ -126,7 +126,7 @@ class Denoiser:
             return None
         from denoisecli.noise_estimate import model_level
 
-        return [model_level(im, None if self.sigma is None else self.sigma / 255.0) for im in images]
+        return [model_level(im, None if self.sigma is None else self.sigma / 255.0, model.level) for im in images]
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""

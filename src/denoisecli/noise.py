@@ -38,6 +38,11 @@ class ClampedNormalNoise(nn.Module):
     def extra_repr(self) -> str:
         return f"scale={self.scale}, mean={self.mean}, std={self.std}"
 
+    def sigma(self, std: float | torch.Tensor | None = None) -> float | torch.Tensor:
+        """The sigma of the white noise this level adds before clamping: the level a noise-level
+        model learns, since it is what the estimator measures on any image."""
+        return (self.std if std is None else std) * abs(self.scale)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -258,25 +263,33 @@ class NoiseSampler:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, device_generator: torch.Generator | None = None) -> torch.Tensor:
         """Levels and each sample's model come from ``generator`` (CPU), the noise from ``device_generator``."""
+        return self.draw(x, generator, device_generator)[0]
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator,
+             device_generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The noisy batch and each sample's white-noise sigma: NaN where its noise has none
+        (shot, JPEG, camera noise), for the caller to measure instead."""
         if not self.mix:
             return self._apply(self.layer, self.ranges, x, generator, device_generator)
         pick = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
         edges = torch.tensor([0.0, *self.mix.values()], dtype=torch.float64).cumsum(0)
         which = torch.where(pick < edges[-1], torch.searchsorted(edges, pick, right=True), 0)
         out = torch.empty_like(x)
+        sigma = torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=x.device)
         for i, (layer, ranges) in enumerate(self.parts):
             idx = (which == i).nonzero().flatten().to(x.device)
             if idx.numel():
-                out[idx] = self._apply(layer, ranges, x[idx], generator, device_generator)
-        return out
+                out[idx], sigma[idx] = self._apply(layer, ranges, x[idx], generator, device_generator)
+        return out, sigma
 
     @staticmethod
     def _apply(layer: nn.Module, ranges: dict[str, Range], x: torch.Tensor, generator: torch.Generator,
-               device_generator: torch.Generator | None) -> torch.Tensor:
+               device_generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         levels = {}
         for name, (lo, hi) in ranges.items():
             levels[name] = (lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, dtype=torch.float64)).to(x.device)
-        return layer(x, generator=device_generator, **levels)
+        sigma = layer.sigma(**levels) if hasattr(layer, "sigma") else torch.full_like(levels[next(iter(levels))], float("nan"))
+        return layer(x, generator=device_generator, **levels), sigma
 
 
 def _per_sample(std: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:

@@ -80,8 +80,8 @@ def _tail_variance(patches: torch.Tensor) -> float:
 def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) -> float:
     """The std that noise of ``sigma`` keeps once an image like this one is clamped to [0, 1].
 
-    Noise-map models learn the level as the std of the noise actually present in their
-    clamped training inputs, which near black and white is below the noise's own sigma; an
+    Noise-map models with ``level="clamped"`` learned the level as the std of the noise
+    actually present in their clamped training inputs, which near black and white is below the noise's own sigma; an
     estimate (or a user's ``--sigma``) is the unclamped figure. Measured on this image (a
     deterministic sample of at most ``max_pixels``), since how much clamping removes
     depends on how much of the image lies near the ends of the range.
@@ -95,7 +95,8 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
     return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())
 
 
-def model_level(image: torch.Tensor, sigma: float | None = None) -> tuple[float, float]:
-    """(sigma, level): the noise sigma, given or else estimated, and the level a noise-level model is fed for it."""
+def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma") -> tuple[float, float]:
+    """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
+    input means ``level`` (see ``UNet``) is fed for it."""
     s = estimate_sigma(image) if sigma is None else sigma
-    return s, clipped_level(image, s)
+    return s, (s if level == "sigma" else clipped_level(image, s))

@@ -110,7 +110,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     gen = build_model(config)
     if opts.init and state is None:
         init_model, init_ckpt = load_model(Path(opts.init))
-        if full_config(init_ckpt["config"]) != config:
+        if _architecture(full_config(init_ckpt["config"])) != _architecture(config):
             raise DenoiseError(f"{opts.init}: its config {init_ckpt['config']} differs from this run's {config}")
         gen.load_state_dict(init_model.state_dict())
     gen.to(device)
@@ -191,15 +191,15 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             noisy = given[0] if given else None
             clean = clean.to(device, non_blocking=True)
             if noisy is None:
-                noisy = noise(clean, seeded_generator(opts.seed, f"levels{step}/{dist.rank}"),
-                              seeded_generator(opts.seed, f"noise{step}/{dist.rank}", device))
+                noisy, nominal = noise.draw(clean, seeded_generator(opts.seed, f"levels{step}/{dist.rank}"),
+                                            seeded_generator(opts.seed, f"noise{step}/{dist.rank}", device))
             else:
-                noisy = noisy.to(device, non_blocking=True)
+                noisy, nominal = noisy.to(device, non_blocking=True), None
             if device.type == "cuda":
                 clean, noisy = clean.contiguous(memory_format=torch.channels_last), noisy.contiguous(memory_format=torch.channels_last)
             stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
-            level = _noise_level(noisy, clean) if takes_level else None
+            level = _noise_level(noisy, clean, nominal, config.get("level", "sigma")) if takes_level else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
                 l1 = F.l1_loss(denoised.float(), clean)
@@ -253,10 +253,26 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
 
 
-def _noise_level(noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """The std of the noise actually present in each sample: works for every noise model and for real pairs,
-    and is what the estimator measures on a user's image."""
-    return (noisy - clean).flatten(1).float().std(dim=1)
+def _noise_level(noisy: torch.Tensor, clean: torch.Tensor, nominal: torch.Tensor | None = None,
+                 meaning: str = "sigma") -> torch.Tensor:
+    """The level a noise-level model is trained with, per sample (see ``UNet``'s ``level``).
+
+    ``"sigma"``: the white noise's own sigma where the noise has one, so the level does not
+    depend on how much of a patch clamping cut (the estimator does not see that either);
+    elsewhere (camera noise, real pairs) the std of the noise actually present, which is
+    what the estimator measures on such an image. ``"clamped"``: always the measured std.
+    """
+    measured = (noisy - clean).flatten(1).float().std(dim=1)
+    if meaning != "sigma" or nominal is None:
+        return measured
+    nominal = nominal.to(measured)
+    return torch.where(torch.isnan(nominal), measured, nominal)
+
+
+def _architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """What weights must share to start from one another: all but what the level input means,
+    which fine-tuning may change."""
+    return {k: v for k, v in config.items() if k != "level"}
 
 
 def _amp(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -290,13 +306,17 @@ def _validate(gen: torch.nn.Module, tset: TrainingSet, noise: NoiseSampler, opts
         ps, ss = [], []
         for i, (clean, given) in enumerate(tset.val):
             clean = clean.to(device)
+            nominal = None
             if given is not None:
                 noisy = given.to(device)
             else:
                 levels = {k: torch.full((1,), v, dtype=torch.float64, device=device) for k, v in value.items()}
                 g = seeded_generator(opts.seed, f"val{i}/{name}", device)
                 noisy = noise.layer(clean[None], generator=g, **levels)[0]
-            kwargs = {"sigma": _noise_level(noisy[None], clean[None])} if getattr(gen, "noise_map", False) else {}
+                nominal = noise.layer.sigma(**levels) if hasattr(noise.layer, "sigma") else None
+            kwargs = {}
+            if getattr(gen, "noise_map", False):
+                kwargs["sigma"] = _noise_level(noisy[None], clean[None], nominal, gen.level)
             out = quantize8(gen(noisy[None], **kwargs)[0].float())
             ps.append(psnr(out, clean))
             ss.append(ssim(out, clean))

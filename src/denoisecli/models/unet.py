@@ -10,7 +10,9 @@ from torch import nn
 
 from denoisecli.models.config import from_config
 
-DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False}
+DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False, "level": "sigma"}
+
+LEVELS = ("sigma", "clamped")
 
 
 class ResBlock(nn.Module):
@@ -44,16 +46,22 @@ class UNet(nn.Module):
     the output cropped back. The output is ``x - noise``, so an untrained network is
     the identity and the network only has to learn the correction. With ``noise_map``
     the network also takes the noise level (a std per image, as FFDNet and DRUNet do),
-    which lets a user set the strength.
+    which lets a user set the strength. ``level`` says what that input means: ``"sigma"``,
+    the sigma of the white noise (what the noise estimator measures, whatever the image), or
+    ``"clamped"``, the std the noise keeps after clamping to [0, 1], which depends on how
+    dark or bright the image is (models trained before the distinction was made).
     """
 
     def __init__(
-        self, channels: int = 3, width: int = 32, depth: int = 4, blocks: int = 2, unshuffle: int = 2, noise_map: bool = False
+        self, channels: int = 3, width: int = 32, depth: int = 4, blocks: int = 2, unshuffle: int = 2,
+        noise_map: bool = False, level: str = "sigma",
     ) -> None:
         super().__init__()
         if channels < 1 or width < 1 or depth < 1 or blocks < 0 or unshuffle < 1:
             raise ValueError("channels, width, depth and unshuffle must be positive, blocks non-negative")
-        self.channels, self.depth, self.unshuffle, self.noise_map = channels, depth, unshuffle, noise_map
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        self.channels, self.depth, self.unshuffle, self.noise_map, self.level = channels, depth, unshuffle, noise_map, level
         self.stride = unshuffle * 2 ** (depth - 1)
         io_ch = channels * unshuffle * unshuffle
         widths = [width * 2**i for i in range(depth)]
