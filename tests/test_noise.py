@@ -207,3 +207,15 @@ def test_sampler_reports_each_samples_white_noise_sigma():
     measured = (y - x).flatten(1).std(dim=1)
     assert torch.allclose(measured[white], sigma[white].float(), atol=0.015)
     assert ClampedNormalNoise(std=0.1, scale=-2.0).sigma() == pytest.approx(0.2)
+
+
+def test_fixed_levels_are_each_layers_own_defaults():
+    from denoisecli.noise import fixed_levels
+
+    assert fixed_levels("gaussian") == {"std": (0.2, 0.2)}
+    for kind, cls in NOISE_MODELS.items():
+        layer = cls()
+        assert set(fixed_levels(kind)) == set(cls.levels)
+        assert all(lo == hi for lo, hi in fixed_levels(kind).values())
+        if hasattr(layer, "std") and "std" in cls.levels:
+            assert fixed_levels(kind)["std"][0] == layer.std

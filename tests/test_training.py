@@ -193,9 +193,11 @@ def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, mon
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
-def test_worker_processes_give_the_same_run(clean_dir, tmp_path):
-    train(opts(clean_dir, tmp_path / "w0", steps=3, workers=0))
-    train(opts(clean_dir, tmp_path / "w2", steps=3, workers=2))
+@pytest.mark.parametrize("extra", [{}, {"model": {**TINY_MODEL, "noise_map": True}, "mix": {"camera": 0.5}}])
+def test_worker_processes_give_the_same_run(clean_dir, tmp_path, extra):
+    """Patches, noise (JPEG included) and levels made in loader processes are those made in-process."""
+    train(opts(clean_dir, tmp_path / "w0", steps=3, workers=0, **extra))
+    train(opts(clean_dir, tmp_path / "w2", steps=3, workers=2, **extra))
     a = load_checkpoint(tmp_path / "w0" / "model.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "w2" / "model.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

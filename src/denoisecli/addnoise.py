@@ -10,18 +10,7 @@ import torch
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
 from denoisecli.image_io import read_image, write_image
-from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, seeded_generator
-
-FIXED_DEFAULTS: dict[str, dict[str, Range]] = {
-    "gaussian": {"std": (0.2, 0.2)},
-    "poisson": {"peak": (30.0, 30.0)},
-    "poisson-gaussian": {"peak": (30.0, 30.0), "std": (0.02, 0.02)},
-    "salt-pepper": {"amount": (0.05, 0.05)},
-    "speckle": {"std": (0.1, 0.1)},
-    "jpeg": {"quality": (50.0, 50.0)},
-    "camera": {"peak": (30.0, 30.0), "std": (0.01, 0.01), "quality": (85.0, 85.0)},
-}
-
+from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, seeded_generator
 
 def add_noise(
     src: Path,
@@ -43,7 +32,7 @@ def add_noise(
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
     init = {"mean": mean, "scale": scale} if noise == "gaussian" else {}
-    sampler = NoiseSampler(noise, {**FIXED_DEFAULTS[noise], **(levels or {})}, **init)
+    sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
     pairs = plan(Path(src), Path(dst), suffix=".png")
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     results = []

@@ -213,7 +213,7 @@ def train_cmd(
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,
     d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (Adam, betas 0.5/0.999).", min=0)] = 2e-4,
     clip: Annotated[float, typer.Option(help="Gradient-norm clip for the denoiser (0: off).", min=0)] = 1.0,
-    workers: Annotated[Optional[int], typer.Option(help="Patch-making processes (default: 0 on CPU, up to 4 on CUDA).", min=0)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Patch-making processes (default: 0 on CPU, up to 8 on CUDA).", min=0)] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed for weights, patches and noise.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.", min=1)] = 500,

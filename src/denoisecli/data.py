@@ -173,24 +173,37 @@ class PatchSampler:
 
 
 class _StepBatches(IterableDataset):
-    """Batches for steps ``start..total-1``; worker k of W makes every W-th, so they arrive in order."""
+    """Batches for steps ``start..total-1``; worker k of W makes every W-th, so they arrive in order.
 
-    def __init__(self, sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int]) -> None:
-        self.sampler, self.start, self.total, self.batch, self.shard = sampler, start, total, batch, shard
+    With ``noise`` (a callable of the step and the clean batch), each batch comes with its noisy
+    version and the samples' sigmas, made in the worker: slow noise (JPEG through Pillow) then
+    runs beside the model's step instead of before it.
+    """
+
+    def __init__(self, sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int],
+                 noise: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        self.sampler, self.start, self.total, self.batch, self.shard, self.noise = sampler, start, total, batch, shard, noise
 
     def __iter__(self):
         info = get_worker_info()
         k, w = (info.id, info.num_workers) if info is not None else (0, 1)
         for step in range(self.start + k, self.total, w):
             clean, noisy = self.sampler.batch(step, self.batch, self.shard)
-            yield (clean, noisy) if noisy is not None else (clean,)
+            if noisy is not None:
+                yield clean, noisy
+            elif self.noise is not None:
+                yield (clean, *self.noise(step, clean))
+            else:
+                yield (clean,)
 
 
 def batch_loader(
-    sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int], workers: int, pin: bool
+    sampler: PatchSampler, start: int, total: int, batch: int, shard: tuple[int, int], workers: int, pin: bool,
+    noise: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> DataLoader:
-    """Step-ordered batches, made in ``workers`` background processes when that helps (a GPU waiting on data)."""
+    """Step-ordered batches, made in ``workers`` background processes when that helps (a GPU waiting on data);
+    with ``noise``, as (clean, noisy, sigma) (see ``_StepBatches``), else (clean,) or a real pair (clean, noisy)."""
     return DataLoader(
-        _StepBatches(sampler, start, total, batch, shard), batch_size=None, num_workers=workers,
+        _StepBatches(sampler, start, total, batch, shard, noise), batch_size=None, num_workers=workers,
         pin_memory=pin, persistent_workers=False, prefetch_factor=4 if workers else None,
     )

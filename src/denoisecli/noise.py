@@ -8,6 +8,7 @@ per call as floats or [B] tensors, and an optional ``torch.Generator``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 
 import numpy as np
@@ -212,6 +213,13 @@ DEFAULT_LEVELS: dict[str, dict[str, Range]] = {
     "jpeg": {"quality": (10.0, 90.0)},
     "camera": {"peak": (10.0, 200.0), "std": (0.0, 10 / 255), "quality": (60.0, 95.0)},
 }
+
+
+def fixed_levels(kind: str) -> dict[str, Range]:
+    """Each level of a noise model at its layer's own default, as a one-point range: what one
+    noisy copy gets unless told otherwise (the constructor stays the one place for defaults)."""
+    params = inspect.signature(NOISE_MODELS[kind].__init__).parameters
+    return {name: (float(params[name].default), float(params[name].default)) for name in NOISE_MODELS[kind].levels}
 
 
 def user_levels(kind: str, sigma: Range | None = None, peak: Range | None = None, amount: Range | None = None,

@@ -178,8 +178,9 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         return figures
 
     takes_level = bool(config.get("noise_map"))
-    workers = opts.workers if opts.workers is not None else (min(4, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
-    batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda"))
+    workers = opts.workers if opts.workers is not None else (min(8, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
+    batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda",
+                                _Noiser(noise, opts.seed, dist.rank)))
     gen.train()
     t0, seen, latest = time.perf_counter(), 0, {}
     try:
@@ -187,14 +188,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             lr = opts.lr * _lr_factor(step, total, warmup, opts.min_lr_ratio)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            clean, *given = next(batches)
-            noisy = given[0] if given else None
-            clean = clean.to(device, non_blocking=True)
-            if noisy is None:
-                noisy, nominal = noise.draw(clean, seeded_generator(opts.seed, f"levels{step}/{dist.rank}"),
-                                            seeded_generator(opts.seed, f"noise{step}/{dist.rank}", device))
-            else:
-                noisy, nominal = noisy.to(device, non_blocking=True), None
+            clean, noisy, *nominal = (t.to(device, non_blocking=True) for t in next(batches))
+            nominal = nominal[0] if nominal else None
             if device.type == "cuda":
                 clean, noisy = clean.contiguous(memory_format=torch.channels_last), noisy.contiguous(memory_format=torch.channels_last)
             stats: dict[str, Any] = {}
@@ -251,6 +246,19 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     save()
     dist.close()
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
+
+
+class _Noiser:
+    """Step ``step``'s noise for rank ``rank``: levels and noise keyed by (seed, step, rank), so a
+    batch is the same whichever loader process makes it and a resumed run redraws it exactly."""
+
+    def __init__(self, noise: NoiseSampler, seed: int, rank: int) -> None:
+        self.noise, self.seed, self.rank = noise, seed, rank
+
+    def __call__(self, step: int, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.noise.draw(clean, seeded_generator(self.seed, f"levels{step}/{self.rank}"),
+                                   seeded_generator(self.seed, f"noise{step}/{self.rank}"))
 
 
 def _noise_level(noisy: torch.Tensor, clean: torch.Tensor, nominal: torch.Tensor | None = None,
