@@ -166,3 +166,37 @@ def test_many_randomly_corrupted_files_each_end_well(tmp_path, tiny_model_file):
         failed = any(name in line for line in failed_lines)
         assert ok != failed, (name, ok, failed)
     assert len(failed_lines) >= 10
+
+
+def test_a_rerun_removes_temp_files_that_a_killed_run_left(clean_dir, tmp_path, tiny_model_file):
+    """After kill -9 mid-write a hidden temp file remains; the next run over that output removes it,
+    unless it is fresh (another run may be writing it) or not one of ours."""
+    import os
+    import time
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    old = [out / ".a.png.k3j_x9q2.partial", out / "sub" / ".c.png.abcdefgh.partial"]
+    fresh, foreign = out / ".b.png.zzzzzzzz.partial", out / ".notes.txt.aaaaaaaa.partial"
+    for p in [*old, fresh, foreign]:
+        p.write_bytes(b"half an image")
+    hour_ago = time.time() - 3600
+    for p in [*old, foreign]:
+        os.utime(p, (hour_ago, hour_ago))
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(out), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and foreign.exists()
+    assert (out / "a.png").is_file() and (out / "sub" / "c.png").is_file()
+
+
+def test_add_noise_also_removes_stale_temp_files(clean_dir, tmp_path):
+    import os
+
+    out = tmp_path / "noisy"
+    out.mkdir()
+    stale = out / ".a.png.q1w2e3r4.partial"
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    assert runner.invoke(app, ["add-noise", str(clean_dir), str(out)]).exit_code == 0
+    assert not stale.exists() and (out / "a.png").is_file()

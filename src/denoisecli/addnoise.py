@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from denoisecli.atomic import remove_stale_partials
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
 from denoisecli.image_io import read_image, write_image
@@ -34,6 +35,7 @@ def add_noise(
     init = {"mean": mean, "scale": scale} if noise == "gaussian" else {}
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
     pairs = plan(Path(src), Path(dst), suffix=".png")
+    remove_stale_partials([out for _, out in pairs])
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     results = []
     for path, out in pairs:

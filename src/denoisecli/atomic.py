@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -17,6 +18,39 @@ def _umask() -> int:
     return mask
 
 
+PARTIAL = ".partial"
+STALE_AFTER_S = 600.0
+
+
+def remove_stale_partials(outputs: list[Path], older_than: float = STALE_AFTER_S) -> int:
+    """Delete temp files that a killed run (``kill -9``, power cut) left beside these outputs.
+
+    Only our own temp names for these outputs are touched, and only once they are older than
+    any write takes, so a run writing the same files at the same time is left alone.
+    Returns how many were removed.
+    """
+    names: dict[Path, set[str]] = {}
+    for out in outputs:
+        names.setdefault(Path(out).parent, set()).add(Path(out).name)
+    removed, cutoff = 0, time.time() - older_than
+    for folder, wanted in names.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            n = entry.name
+            if not (n.startswith(".") and n.endswith(PARTIAL)) or n[1:-len(PARTIAL)].rpartition(".")[0] not in wanted:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write into a hidden temp file beside ``path``, fsync, then rename over ``path``.
 
@@ -26,7 +60,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL, dir=path.parent)
     except OSError as exc:
         raise DenoiseError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:

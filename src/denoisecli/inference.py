@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
@@ -205,6 +206,7 @@ def denoise_files(
     src = Path(src)
     fmt = normalize_format(opts.format)
     pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"), suffix=FORMAT_SUFFIX[fmt] if fmt else None)
+    remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
     denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma)
