@@ -131,3 +131,12 @@ def test_estimator_on_a_large_image_uses_crops():
     clean = torch.from_numpy(smooth_image(1500, 1300)).permute(2, 0, 1).float() / 255
     est = estimate_sigma(_noisy(clean, 20)) * 255
     assert est == pytest.approx(20, abs=1.0)
+
+
+def test_files_saved_before_the_level_was_recorded_load_as_clamped(tmp_path):
+    from denoisecli.weights import atomic_save, load_model, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt")[0].level == "clamped"
+    assert build_model(config).level == "sigma"

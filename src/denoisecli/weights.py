@@ -13,7 +13,7 @@ from torch import nn
 
 from denoisecli.atomic import atomic_write
 from denoisecli.errors import DenoiseError
-from denoisecli.models import build_model
+from denoisecli.models import build_model, full_config
 
 MODEL_FORMAT = "denoise-model/1"
 SHIPPED = {1: "grey.pt", 3: "color.pt"}
@@ -58,7 +58,7 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     if ckpt.get("format") != MODEL_FORMAT or "config" not in ckpt or "state_dict" not in ckpt:
         raise DenoiseError(f"{path}: not a denoise model file (no config or weights inside)")
     try:
-        model = build_model(ckpt["config"])
+        model = build_model(full_config(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
     except (ValueError, RuntimeError, TypeError) as exc:
         raise DenoiseError(f"{path}: weights do not match their config ({str(exc).splitlines()[0]})") from exc

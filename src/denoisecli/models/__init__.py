@@ -28,8 +28,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {"unet": unet.DEFAULTS, "patchgan": patch
 
 
 def full_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A config with every default filled in, so configs saved before an option existed still compare equal."""
-    return {**_DEFAULTS.get(config.get("arch", ""), {}), **config}
+    """A config with every default filled in, so configs saved before an option existed still compare equal
+    and rebuild the model they were saved from."""
+    full = {**_DEFAULTS.get(config.get("arch", ""), {}), **config}
+    if full.get("arch") == "unet" and full.get("noise_map") and "level" not in config:
+        full["level"] = "clamped"  # saved before the level's meaning was recorded, when it was always this
+    return full
 
 
 def default_config(channels: int) -> dict[str, Any]:
