@@ -33,6 +33,29 @@ def test_standard_noise_is_not_clipped():
     assert noisy.max() > 1.0
 
 
+def test_bm3d_gets_the_unclipped_noisy_image_and_the_true_sigma(monkeypatch):
+    """The published BM3D figures denoise y = x + n as it is; clipping it first would shift them."""
+    import sys
+    import types
+
+    import numpy as np
+    import torch
+
+    from denoisecli.evaluation import _classical
+
+    seen = {}
+
+    def fake_bm3d_rgb(img, sigma):
+        seen.update(lo=img.min(), hi=img.max(), sigma=sigma)
+        return np.zeros_like(img)
+
+    monkeypatch.setitem(sys.modules, "bm3d", types.SimpleNamespace(bm3d_rgb=fake_bm3d_rgb))
+    noisy = torch.linspace(-0.3, 1.3, 3 * 8 * 8).reshape(3, 8, 8)
+    out = _classical("bm3d", noisy, 50 / 255)
+    assert out.shape == noisy.shape
+    assert seen["lo"] < -0.29 and seen["hi"] > 1.29 and seen["sigma"] == 50 / 255
+
+
 def test_real_pairs_and_classical_baseline(clean_dir, tmp_path, tiny_model_file):
     from denoisecli.addnoise import add_noise
 

@@ -88,7 +88,9 @@ def _run_classical(name: str, noisy: torch.Tensor, sigma: float | None) -> torch
         import bm3d
     else:
         from skimage import restoration
-    img = noisy.clamp(0, 1).permute(1, 2, 0).double().numpy()
+    img = noisy.permute(1, 2, 0).double().numpy()
+    if name != "bm3d":
+        img = img.clip(0, 1)  # scikit-image's colour conversions assume [0, 1]; BM3D, as published, takes y unclipped
     grey = img.shape[2] == 1
     if sigma is None:
         from skimage.restoration import estimate_sigma
