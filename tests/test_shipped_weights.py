@@ -38,8 +38,11 @@ def test_sigma_sets_the_strength_monotonically(channels):
         removed.append(float((out - noisy).std()))
         roughness.append(float((out[..., 1:] - out[..., :-1]).abs().mean()))
     assert removed == sorted(removed) and removed[0] < 0.8 * removed[-1], removed
-    # Past sigma ~40 the output is already smoother than the clean image: roughness plateaus, so allow a 2% wiggle there.
-    assert all(b <= 1.02 * a for a, b in zip(roughness, roughness[1:])) and roughness[-1] < 0.7 * roughness[0], roughness
+    # Roughness falls until the output is as smooth as the clean image, then plateaus below it: a wiggle
+    # there is allowed, any rise that puts texture (noise) back above the clean image's level is not.
+    clean_roughness = float((clean[..., 1:] - clean[..., :-1]).abs().mean())
+    assert all(b <= a or b <= clean_roughness for a, b in zip(roughness, roughness[1:])), (roughness, clean_roughness)
+    assert roughness[-1] < 0.7 * roughness[0], roughness
 
 
 def test_shipped_model_denoises_a_generated_image():
