@@ -32,15 +32,18 @@ def test_sigma_sets_the_strength_monotonically(channels):
     clean = torch.from_numpy(smooth_image(64, 53, channels=channels)).float()
     clean = (clean.permute(2, 0, 1) if channels == 3 else clean[None]) / 255
     noisy = ClampedNormalNoise(std=20 / 255).train()(clean[None], generator=seeded_generator(4))[0]
+    def rough(t: torch.Tensor) -> float:
+        return float((t[..., 1:] - t[..., :-1]).abs().mean())
+
     removed, roughness = [], []
     for sigma in (2, 10, 20, 40, 75):
         out = Denoiser(device="cpu", sigma=sigma)(noisy)
         removed.append(float((out - noisy).std()))
-        roughness.append(float((out[..., 1:] - out[..., :-1]).abs().mean()))
+        roughness.append(rough(out))
     assert removed == sorted(removed) and removed[0] < 0.8 * removed[-1], removed
     # Roughness falls until the output is as smooth as the clean image, then plateaus below it: a wiggle
     # there is allowed, any rise that puts texture (noise) back above the clean image's level is not.
-    clean_roughness = float((clean[..., 1:] - clean[..., :-1]).abs().mean())
+    clean_roughness = rough(clean)
     assert all(b <= a or b <= clean_roughness for a, b in zip(roughness, roughness[1:])), (roughness, clean_roughness)
     assert roughness[-1] < 0.7 * roughness[0], roughness
 
