@@ -32,6 +32,7 @@ def test_sigma_sets_the_strength_monotonically(channels):
     clean = torch.from_numpy(smooth_image(64, 53, channels=channels)).float()
     clean = (clean.permute(2, 0, 1) if channels == 3 else clean[None]) / 255
     noisy = ClampedNormalNoise(std=20 / 255).train()(clean[None], generator=seeded_generator(4))[0]
+
     def rough(t: torch.Tensor) -> float:
         return float((t[..., 1:] - t[..., :-1]).abs().mean())
 
