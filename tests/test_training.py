@@ -72,6 +72,25 @@ def test_interrupt_saves_and_resume_matches_uninterrupted_run(clean_dir, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_after_a_crash_logs_each_step_once(clean_dir, tmp_path):
+    def steps_and_losses(out):
+        lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(l["event"], l["step"], round(l.get("loss", 0.0), 6)) for l in lines]
+
+    train(opts(clean_dir, tmp_path / "straight", save_every=2, log_every=1))
+
+    def crash_at_5(stats):
+        if stats["step"] == 5:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        train(opts(clean_dir, tmp_path / "crashed", save_every=2, log_every=1), progress=crash_at_5)
+    assert load_checkpoint(tmp_path / "crashed" / "last.pt")["step"] == 4
+    assert [s for _, s, _ in steps_and_losses(tmp_path / "crashed")] == [1, 2, 3, 4, 5]
+    train(opts(clean_dir, tmp_path / "crashed", save_every=2, log_every=1), resume=True)
+    assert steps_and_losses(tmp_path / "crashed") == steps_and_losses(tmp_path / "straight")
+
+
 def test_existing_run_is_not_overwritten(clean_dir, tmp_path):
     train(opts(clean_dir, tmp_path / "run", steps=1))
     with pytest.raises(DenoiseError, match="--resume"):

@@ -143,6 +143,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", lambda f: f.write(json.dumps(_options_dict(opts), indent=2).encode()))
+        if state is not None:
+            _trim_log(out / "metrics.jsonl", step)
         log = (out / "metrics.jsonl").open("a")
 
     def emit(record: dict[str, Any]) -> None:
@@ -388,6 +390,17 @@ def _options_dict(opts: TrainOptions) -> dict[str, Any]:
     if opts.levels is not None:
         d["levels"] = {k: list(v) for k, v in opts.levels.items()}
     return d
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from: the steps after it are
+    trained again, and their first records would otherwise stay as duplicates in the curves."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) < len(lines):
+        atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
 
 
 def _resumed_options(state: dict[str, Any], given: TrainOptions, path: Path) -> TrainOptions:
