@@ -82,6 +82,11 @@ def test_run_single_file_to_named_output_with_tiles(clean_dir, tiny_model_file, 
     result = runner.invoke(app, ["run", str(tmp_path / "big.png"), "-o", str(target), "--weights", str(tiny_model_file), "--tile", "128"])
     assert result.exit_code == 0, result.output
     assert Image.open(target).size == (170, 150)
+    both = tmp_path / "res" / "ensemble.png"
+    result = runner.invoke(app, ["run", str(tmp_path / "big.png"), "-o", str(both), "--weights", str(tiny_model_file), "--tile", "128",
+                                 "--ensemble"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(both).size == (170, 150) and Image.open(both).tobytes() != Image.open(target).tobytes()
 
 
 def test_run_goes_on_past_a_bad_file_and_exits_1(clean_dir, tiny_model_file, tmp_path):

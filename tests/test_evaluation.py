@@ -149,3 +149,13 @@ def test_oracle_sigma_feeds_the_true_level(clean_dir, tmp_path, tiny_model_file)
     result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "30", "--weights", str(tmp_path / "m.pt"), "--oracle-sigma",
                                  "--device", "cpu", "--no-per-image"])
     assert result.exit_code == 0 and "true sigma" in result.output
+
+
+def test_ensemble_is_scored_and_recorded(clean_dir, tiny_model_file):
+    plain, _ = evaluate(clean_dir, [30], weights=tiny_model_file, device="cpu")
+    both, _ = evaluate(clean_dir, [30], weights=tiny_model_file, device="cpu", ensemble=True)
+    assert both.to_dict()["ensemble"] is True and plain.to_dict()["ensemble"] is False
+    assert both.mean("denoise", "sigma 30") != plain.mean("denoise", "sigma 30")
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "30", "--weights", str(tiny_model_file), "--ensemble",
+                                 "--device", "cpu", "--no-per-image"])
+    assert result.exit_code == 0 and "self-ensemble" in result.output

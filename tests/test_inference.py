@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from denoisecli.errors import DenoiseError
-from denoisecli.inference import Denoiser, denoise_tensor
+from denoisecli.inference import DIHEDRAL, Denoiser, denoise_tensor, dihedral
 from denoisecli.weights import load_model
 
 
@@ -69,3 +69,23 @@ def test_input_outside_unit_range_is_clamped_like_training_data(tiny_model_file)
     d = Denoiser(tiny_model_file, device="cpu")
     x = torch.rand(3, 40, 36) * 1.6 - 0.3
     assert torch.equal(d(x), d(x.clamp(0, 1)))
+
+
+def test_the_eight_flips_and_rotations_are_distinct_and_invert():
+    x = torch.rand(2, 3, 37, 31)
+    seen = [dihedral(x, k, f) for k, f in DIHEDRAL]
+    assert len({t.shape for t in seen}) == 2 and len(seen) == 8
+    assert all(not torch.equal(a, b) for i, a in enumerate(seen) for b in seen[i + 1 :] if a.shape == b.shape)
+    assert all(torch.equal(dihedral(t, k, f, inverse=True), x) for t, (k, f) in zip(seen, DIHEDRAL))
+
+
+class PointwiseColour(Pointwise):
+    channels = 3
+
+
+def test_ensemble_maps_each_output_back_before_averaging(tiny_model_file):
+    """A per-pixel model commutes with every flip and rotation, so its ensemble is itself."""
+    d = Denoiser(tiny_model_file, device="cpu", ensemble=True)
+    d._models[d.weights] = PointwiseColour()
+    x = torch.rand(3, 37, 31)
+    assert torch.allclose(d(x), x * 0.5 + 0.25, atol=1e-6)

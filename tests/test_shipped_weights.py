@@ -1,5 +1,6 @@
 """The shipped weights: present, loadable without code, and a clear gain on a generated image."""
 
+import pytest
 import torch
 
 from denoisecli.inference import Denoiser
@@ -8,9 +9,6 @@ from denoisecli.noise import ClampedNormalNoise, seeded_generator
 from denoisecli.weights import load_model, shipped_weights, weights_dir
 
 from conftest import smooth_image
-
-
-import pytest
 
 
 @pytest.mark.parametrize("channels,name", [(3, "color.pt"), (1, "grey.pt")])
@@ -54,6 +52,14 @@ def test_shipped_model_denoises_a_generated_image():
     noisy = quantize8(ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(0))[0])
     out = quantize8(Denoiser(device="cpu")(noisy))
     assert psnr(out, clean) > psnr(noisy, clean) + 5
+
+
+def test_self_ensemble_beats_the_single_pass():
+    clean = torch.from_numpy(smooth_image(67, 45)).permute(2, 0, 1).float() / 255
+    noisy = quantize8(ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(0))[0])
+    single = psnr(quantize8(Denoiser(device="cpu")(noisy)), clean)
+    ensemble = psnr(quantize8(Denoiser(device="cpu", ensemble=True)(noisy)), clean)
+    assert ensemble > single, (ensemble, single)
 
 
 def test_grey_images_get_a_model_too():

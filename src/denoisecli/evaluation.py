@@ -45,6 +45,7 @@ class EvalReport:
     weights: str
     scores: list[Score] = field(default_factory=list)
     oracle: bool = False
+    ensemble: bool = False
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -62,7 +63,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -122,6 +123,7 @@ def evaluate(
     keep_samples: int = 0,
     on_image: Callable[[Score], None] | None = None,
     oracle: bool = False,
+    ensemble: bool = False,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -129,7 +131,8 @@ def evaluate(
     ``clipped`` uses the training noise layers and an 8-bit noisy image; ``noisy_dir``
     switches to real pairs. Each image's noise is seeded by (seed, file name, level),
     so the same command gives the same numbers. ``oracle`` gives a noise-level model the
-    true sigma instead of its estimate, to tell estimator error from model error.
+    true sigma instead of its estimate, to tell estimator error from model error;
+    ``ensemble`` scores the model's self-ensemble (as `run --ensemble`).
     """
     clean_dir = Path(clean_dir)
     paths = list_images(clean_dir)
@@ -148,8 +151,9 @@ def evaluate(
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
-    denoiser = Denoiser(weights, device)
-    report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle)
+    denoiser = Denoiser(weights, device, ensemble=ensemble)
+    report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
+                        ensemble=ensemble)
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):
