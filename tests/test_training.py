@@ -197,6 +197,23 @@ def test_pair_patches_are_cut_at_the_same_place():
     assert torch.equal(c, n)
 
 
+def test_downscaled_patches_average_twice_the_area():
+    """A pixel checkerboard averages to flat grey over any 2x2 block, so a downscaled patch is flat."""
+    board = ((torch.arange(60)[:, None] + torch.arange(70)[None, :]) % 2 * 255).to(torch.uint8).expand(3, 60, 70)
+    plain = PatchSampler([board], patch=16, seed=0)
+    assert torch.equal(plain.batch(0, 8)[0], PatchSampler([board], patch=16, seed=0, downscale=0.0).batch(0, 8)[0])
+    flat = PatchSampler([board], patch=16, seed=0, downscale=1.0).batch(0, 8)[0]
+    assert flat.shape == (8, 3, 16, 16) and torch.all(flat == 128 / 255)
+    half = PatchSampler([board], patch=16, seed=0, downscale=0.5).batch(0, 200)[0]
+    downscaled = (half == 128 / 255).flatten(1).all(1).float().mean()
+    assert 0.35 < downscaled < 0.65
+    assert torch.equal(half, PatchSampler([board], patch=16, seed=0, downscale=0.5).batch(0, 200)[0])
+    small = PatchSampler([board[:, :20, :20]], patch=16, seed=0, downscale=1.0).batch(0, 4)[0]
+    assert small.shape == (4, 3, 16, 16) and not torch.all(small == 128 / 255), "too small to downscale: cut as is"
+    with pytest.raises(DenoiseError, match="--noisy"):
+        PatchSampler([board], patch=16, noisy=[board], downscale=0.5)
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, monkeypatch):
     import denoisecli.weights as w
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
@@ -133,10 +134,17 @@ class PatchSampler:
     Because every patch is a pure function of its index, a resumed run draws exactly the
     patches an uninterrupted one would, and a torchrun rank takes a slice of the same
     global batch. With ``noisy`` images, the same crop and transform apply to both.
+
+    A ``downscale`` fraction of patches is cut at twice the size and averaged 2x2 down: JPEG
+    training images (CBSD432 is 4:2:0 JPEG) then also give targets with full-resolution
+    colour and no block artefacts, finer than the originals' own.
     """
 
-    def __init__(self, images: list[torch.Tensor], patch: int, seed: int = 0, noisy: list[torch.Tensor] | None = None) -> None:
-        self.images, self.noisy, self.patch, self.seed = images, noisy, patch, seed
+    def __init__(self, images: list[torch.Tensor], patch: int, seed: int = 0, noisy: list[torch.Tensor] | None = None,
+                 downscale: float = 0.0) -> None:
+        if noisy is not None and downscale:
+            raise DenoiseError("--downscale would change the real noise of --noisy pairs; use it with synthetic noise")
+        self.images, self.noisy, self.patch, self.seed, self.downscale = images, noisy, patch, seed, downscale
         weights = torch.tensor([im.shape[-1] * im.shape[-2] for im in images], dtype=torch.float64)
         self.weights = weights / weights.sum()
 
@@ -148,13 +156,19 @@ class PatchSampler:
         g = seeded_generator(self.seed, f"patch{index}")
         k = int(torch.multinomial(self.weights, 1, generator=g))
         h, w = self.images[k].shape[-2:]
-        top = int(torch.randint(0, h - self.patch + 1, (1,), generator=g))
-        left = int(torch.randint(0, w - self.patch + 1, (1,), generator=g))
+        size = self.patch
+        if self.downscale and 2 * size <= min(h, w):
+            if float(torch.rand((), generator=seeded_generator(self.seed, f"scale{index}"))) < self.downscale:
+                size = 2 * size
+        top = int(torch.randint(0, h - size + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=g))
         hflip, vflip = torch.randint(0, 2, (2,), generator=g).tolist()
         rot = int(torch.randint(0, 4, (1,), generator=g))
 
         def cut(im: torch.Tensor) -> torch.Tensor:
-            x = TF.crop(im, top, left, self.patch, self.patch)
+            x = TF.crop(im, top, left, size, size)
+            if size != self.patch:
+                x = F.avg_pool2d(x[None].float(), 2)[0].round_().to(im.dtype)
             x = TF.horizontal_flip(x) if hflip else x
             x = TF.vertical_flip(x) if vflip else x
             return torch.rot90(x, rot, dims=(-2, -1))

@@ -46,6 +46,7 @@ class TrainOptions:
     noise: str = "gaussian"
     levels: dict[str, tuple[float, float]] | None = None
     mix: dict[str, float] | None = None
+    downscale: float = 0.0
     noisy: str | None = None
     val: str | None = None
     val_every: int = 1000
@@ -98,7 +99,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         raise DenoiseError(f"--batch {opts.batch} must be divisible by the number of processes ({dist.world})")
 
     tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None)
-    sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy)
+    sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy, downscale=opts.downscale)
     total = _total_steps(opts, tset.clean)
     config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
     if state is not None and full_config(state["generator"]["config"]) != config:
@@ -136,7 +137,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
-    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "gan": opts.gan,
+    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan,
             "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
     writer = dist.is_main
     log = None
@@ -380,6 +381,8 @@ def _check(opts: TrainOptions) -> None:
             raise DenoiseError(f"--mix {kind}:{frac}: needs a known noise and a fraction between 0 and 1")
     if sum((opts.mix or {}).values()) > 1:
         raise DenoiseError("--mix: the fractions add up to more than 1")
+    if not 0 <= opts.downscale <= 1:
+        raise DenoiseError(f"--downscale {opts.downscale}: must be a fraction between 0 and 1")
     for name, (lo, hi) in (opts.levels or {}).items():
         if not 0 <= lo <= hi:
             raise DenoiseError(f"noise {name} range {lo}-{hi}: must satisfy 0 <= low <= high")
