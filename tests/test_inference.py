@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from denoisecli.device import memory_format, place_model
 from denoisecli.errors import DenoiseError
 from denoisecli.inference import DIHEDRAL, Denoiser, denoise_tensor, dihedral
 from denoisecli.weights import load_model
@@ -89,3 +90,25 @@ def test_ensemble_maps_each_output_back_before_averaging(tiny_model_file):
     d._models[d.weights] = PointwiseColour()
     x = torch.rand(3, 37, 31)
     assert torch.allclose(d(x), x * 0.5 + 0.25, atol=1e-6)
+
+
+def test_channels_last_layout_for_inference_gives_the_same_output(tiny_model_file):
+    model, _ = load_model(tiny_model_file)
+    x = torch.rand(2, 3, 37, 31)
+    reference = denoise_tensor(model, x)
+    placed = place_model(model, torch.device("cpu"))
+    assert placed.head.weight.is_contiguous(memory_format=torch.channels_last)
+    out = denoise_tensor(placed, x)
+    assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - reference).abs().max() < 1e-5
+
+
+def test_denoiser_places_its_model_channels_last(tiny_model_file):
+    d = Denoiser(tiny_model_file, device="cpu")
+    assert d.model_for(3).head.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_on_a_cpu_keeps_the_default_layout():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert memory_format(cpu, training=True) == torch.contiguous_format
+    assert memory_format(cpu) == memory_format(cuda) == memory_format(cuda, training=True) == torch.channels_last

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoisecli.device import resolve_device
+from denoisecli.device import place_model, resolve_device
 from denoisecli.models import build_model
 from denoisecli.weights import load_model, shipped_weights
 
@@ -192,7 +192,7 @@ def bench(
         if torch.cuda.is_bf16_supported():
             dtypes["bfloat16"] = torch.bfloat16
     for name, model in models.items():
-        model.to(dev)
+        place_model(model, dev)
         for size in sizes:
             x = torch.rand(1, channels, size, size, device=dev)
             for dname, dtype in dtypes.items():
@@ -205,6 +205,7 @@ def bench(
                 if on_row:
                     on_row(f"{name} {size}px {dname}")
         if train_steps > 0:
+            place_model(model, dev, training=True)
             report.training.append(TrainRow(name, _train_rate(model, channels, dev, patch, batch, train_steps)))
             if on_row:
                 on_row(f"{name} training")

