@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import clipped_level, estimate_sigma
+from denoisecli.noise_estimate import _texture, clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -40,6 +40,20 @@ def test_estimator_on_a_smooth_image(sigma):
     clean = torch.from_numpy(smooth_image(180, 200)).permute(2, 0, 1).double() / 255
     est = estimate_sigma(_noisy(clean, sigma)) * 255
     assert est == pytest.approx(sigma, abs=1.0)
+
+
+def test_patch_texture_from_box_sums_matches_the_patches_themselves():
+    plane = torch.rand(23, 17, generator=torch.Generator().manual_seed(0))
+    grid = torch.nn.functional.unfold(plane[None, None], 7).squeeze(0).T.reshape(-1, 7, 7)
+    direct = (grid[:, :, 1:] - grid[:, :, :-1]).pow(2).sum((1, 2)) + (grid[:, 1:, :] - grid[:, :-1, :]).pow(2).sum((1, 2))
+    assert _texture(plane, 7).shape == direct.shape == ((23 - 6) * (17 - 6),)
+    assert torch.allclose(_texture(plane, 7), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_estimate_does_not_depend_on_the_input_dtype():
+    clean = torch.from_numpy(smooth_image(61, 47)).permute(2, 0, 1).double() / 255
+    noisy = _noisy(clean, 20)
+    assert estimate_sigma(noisy) == estimate_sigma(noisy.float())
 
 
 def test_estimator_on_a_clean_flat_image_is_zero():
