@@ -24,7 +24,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise DenoiseError(f"--device {name}: unknown device (choose auto, cpu or cuda)")
 
 
-
 def memory_format(device: torch.device, training: bool = False) -> torch.memory_format:
     """Channels-last (NHWC) where it is faster: for inference everywhere (oneDNN on a CPU and
     cuDNN both run 3x3 convolutions faster in it: about 1.5x for the shipped UNet at 1024 px on
