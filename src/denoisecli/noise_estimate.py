@@ -26,7 +26,8 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
     """Noise standard deviation of a CxHxW image (same scale as the pixels), pooled over channels.
 
     Runs in float32 (covariances of centred patches, eigenvalues in float64): on a 1024x1024
-    colour image 2.5 times as fast as all-float64, with the same estimate to 4 decimals."""
+    colour image 2.5 times as fast as all-float64; estimates agree within about 0.01 (on the 0-255
+    scale) and the CBSD68 accuracy table is unchanged."""
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
     x = image.detach().to("cpu", torch.float32)
