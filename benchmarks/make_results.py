@@ -80,12 +80,15 @@ def main() -> None:
                   "(the same as `denoise bench`):", "",
                   "| model | 256 px MP/s | 512 px MP/s | 1024 px MP/s | peak MiB (1024 px) | training patches/s (96 px, batch 16) |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        for model in ["denoise", *REFERENCES]:
+        for model in dict.fromkeys(r.model for r in rep.inference):
             rows = {r.size: r for r in rep.inference if r.model == model and r.dtype == "float32"}
-            tr = next((t.patches_per_s for t in rep.training if t.model == model), float("nan"))
-            lines.append(f"| {model} | " + " | ".join(f"{rows[s].mps:.2f}" for s in (256, 512, 1024))
-                         + f" | {rows[1024].peak_mib:.0f} | {tr:.1f} |")
-        lines += ["", "Ours relative to the references in the same run (above 1: ours is faster): "
+            tr = next((f"{t.patches_per_s:.1f}" for t in rep.training if t.model == model), "(same network)")
+            lines.append(f"| `{model}` | " + " | ".join(f"{rows[s].mps:.2f}" for s in (256, 512, 1024))
+                         + f" | {rows[1024].peak_mib:.0f} | {tr} |")
+        lines += ["", "`denoise` is what `denoise run` does by default (estimate each image's noise level, then "
+                  "denoise it); `denoise --sigma` is the same network with the level given. The references are "
+                  "networks alone. The input is a smooth random image with sigma-25 noise.",
+                  "", "Ours (`denoise`) relative to the references in the same run (above 1: ours is faster): "
                   + "; ".join(f"{ref}: " + ", ".join(f"{rep.ratio(ref, s):.1f}x at {s} px" for s in (256, 512, 1024))
                               + f", {rep.train_ratio(ref):.1f}x in training" for ref in REFERENCES) + "."]
     lines += ["", END]

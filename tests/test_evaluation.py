@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -117,14 +118,28 @@ def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
     assert {r["model"] for r in data["training"]} == {"denoise", "dncnn-17", "ffdnet"}
 
 
-def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path):
-    from denoisecli.benchmark import bench
+def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path, monkeypatch):
+    """`denoise` is timed as `run` works by default (estimate, then denoise, in inference mode);
+    `denoise --sigma` is the network alone. The shipped README figures once missed the estimate."""
+    from denoisecli import noise_estimate
+    from denoisecli.benchmark import SIGMA_GIVEN, bench
     from denoisecli.models import build_model
     from denoisecli.weights import atomic_save, model_payload
 
     config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
     atomic_save(model_payload(build_model(config), config), tmp_path / "m.pt")
-    report = bench("cpu", sizes=(40,), repeats=1, warmup=0, train_steps=1, weights=tmp_path / "m.pt")
+    calls = []
+    real = noise_estimate.estimate_sigma
+
+    def counted(image, *args):
+        calls.append(torch.is_inference_mode_enabled())
+        return real(image, *args)
+
+    monkeypatch.setattr(noise_estimate, "estimate_sigma", counted)
+    report = bench("cpu", sizes=(40,), repeats=2, warmup=1, train_steps=1, weights=tmp_path / "m.pt")
+    assert calls == [True] * 3
+    assert {r.model for r in report.inference} == {"denoise", SIGMA_GIVEN, "dncnn-17", "ffdnet"}
+    assert {r.model for r in report.training} == {"denoise", "dncnn-17", "ffdnet"}
     assert report.ratio("ffdnet", 40) > 0 and report.train_ratio("ffdnet") > 0
 
 

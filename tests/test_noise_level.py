@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import _texture, clipped_level, estimate_sigma
+from denoisecli.noise_estimate import _strides, _texture, clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -42,12 +42,20 @@ def test_estimator_on_a_smooth_image(sigma):
     assert est == pytest.approx(sigma, abs=1.0)
 
 
-def test_patch_texture_from_box_sums_matches_the_patches_themselves():
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
+def test_patch_texture_from_box_sums_matches_the_patches_themselves(stride):
     plane = torch.rand(23, 17, generator=torch.Generator().manual_seed(0))
-    grid = torch.nn.functional.unfold(plane[None, None], 7).squeeze(0).T.reshape(-1, 7, 7)
+    grid = torch.nn.functional.unfold(plane[None, None], 7, stride=stride).squeeze(0).T.reshape(-1, 7, 7)
     direct = (grid[:, :, 1:] - grid[:, :, :-1]).pow(2).sum((1, 2)) + (grid[:, 1:, :] - grid[:, :-1, :]).pow(2).sum((1, 2))
-    assert _texture(plane, 7).shape == direct.shape == ((23 - 6) * (17 - 6),)
-    assert torch.allclose(_texture(plane, 7), direct, rtol=1e-5, atol=1e-6)
+    rows, cols = (23 - 7) // stride[0] + 1, (17 - 7) // stride[1] + 1
+    assert _texture(plane, 7, stride).shape == direct.shape == (rows * cols,)
+    assert torch.allclose(_texture(plane, 7, stride), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_patch_sampling_grid_keeps_about_one_patch_in_k():
+    for k in range(1, 200):
+        rows, cols = _strides(k)
+        assert k <= rows * cols < 1.5 * k + 1 and rows <= cols
 
 
 def test_estimate_does_not_depend_on_the_input_dtype():
@@ -141,10 +149,13 @@ def test_sigma_with_a_blind_model_is_a_clear_error(clean_dir, tiny_model_file):
     assert result.exit_code == 1 and "noise-level input" in result.output
 
 
-def test_estimator_on_a_large_image_uses_crops():
-    clean = torch.from_numpy(smooth_image(1500, 1300)).permute(2, 0, 1).float() / 255
-    est = estimate_sigma(_noisy(clean, 20)) * 255
-    assert est == pytest.approx(20, abs=1.0)
+@pytest.mark.parametrize("sigma", [5, 50])
+def test_estimator_on_a_large_image_pools_its_crops(sigma):
+    """9 crops x 3 channels, a few thousand patches each, pooled into one covariance (one per plane
+    from so few patches read sigma 50 as about 47 on Kodak24 at 1000x1000)."""
+    clean = torch.from_numpy(smooth_image(1100, 1000)).permute(2, 0, 1).float() / 255
+    est = estimate_sigma(_noisy(clean, sigma)) * 255
+    assert est == pytest.approx(sigma, abs=1.0)
 
 
 def test_files_saved_before_the_level_was_recorded_load_as_clamped(tmp_path):

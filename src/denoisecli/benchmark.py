@@ -26,6 +26,7 @@ from denoisecli.models import build_model
 from denoisecli.weights import load_model, shipped_weights
 
 REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
+SIGMA_GIVEN = "denoise --sigma"
 
 
 @dataclass
@@ -87,20 +88,31 @@ def machine_name(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
-class _WithEstimate(nn.Module):
-    """A noise-map model timed as `run` uses it: each image's level estimated first (a fixed level when training)."""
+class _AsRun(nn.Module):
+    """A noise-map model timed as `run` uses it: each image's level estimated first, or the level
+    ``sigma`` (0-1 scale) as given by `--sigma`; training steps get a fixed level."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, sigma: float | None = None) -> None:
         super().__init__()
         self.model = model
+        self.sigma = sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.model(x, torch.full((x.shape[0],), 25 / 255, device=x.device))
+        if self.training or self.sigma is not None:
+            level = 25 / 255 if self.sigma is None else self.sigma
+            return self.model(x, torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype))
         from denoisecli.noise_estimate import model_level
 
         levels = [model_level(im, level=self.model.level)[1] for im in x]
         return self.model(x, torch.tensor(levels, device=x.device, dtype=x.dtype))
+
+
+def _noisy_photo(channels: int, size: int) -> torch.Tensor:
+    """Smooth random shapes with sigma-25 noise: the estimator's work depends on the content, and on
+    uniform random pixels (all texture, no structure) it is not what it is on a photo."""
+    gen = torch.Generator().manual_seed(0)
+    clean = F.interpolate(torch.rand(1, channels, 9, 9, generator=gen), size=(size, size), mode="bicubic", align_corners=True)
+    return (clean + torch.randn(clean.shape, generator=gen) * 25 / 255).clamp(0, 1)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -134,10 +146,11 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def _time_inference(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, dtype: torch.dtype | None) -> list[float]:
     times = []
+    model.eval()
     for i in range(warmup + repeats):
         _sync(x.device)
         t = time.perf_counter()
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             model(x)
         _sync(x.device)
         if i >= warmup:
@@ -181,7 +194,9 @@ def bench(
     dev = resolve_device(device)
     ours, _ = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
-    models: dict[str, nn.Module] = {"denoise": _WithEstimate(ours) if getattr(ours, "noise_map", False) else ours}
+    models: dict[str, nn.Module] = {"denoise": ours}
+    if getattr(ours, "noise_map", False):
+        models = {"denoise": _AsRun(ours), SIGMA_GIVEN: _AsRun(ours, 25 / 255)}
     for name, config in REFERENCES.items():
         torch.manual_seed(0)
         models[name] = build_model({**config, "channels": channels}).eval()
@@ -194,7 +209,7 @@ def bench(
     for name, model in models.items():
         place_model(model, dev)
         for size in sizes:
-            x = torch.rand(1, channels, size, size, device=dev)
+            x = _noisy_photo(channels, size).to(dev)
             for dname, dtype in dtypes.items():
                 _reset_peak(dev)
                 times = _time_inference(model, x, warmup, repeats, dtype)
@@ -204,7 +219,7 @@ def bench(
                 report.inference.append(row)
                 if on_row:
                     on_row(f"{name} {size}px {dname}")
-        if train_steps > 0:
+        if train_steps > 0 and name != SIGMA_GIVEN:
             place_model(model, dev, training=True)
             report.training.append(TrainRow(name, _train_rate(model, channels, dev, patch, batch, train_steps)))
             if on_row:
