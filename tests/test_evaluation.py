@@ -120,7 +120,8 @@ def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
 
 def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path, monkeypatch):
     """`denoise` is timed as `run` works by default (estimate, then denoise, in inference mode);
-    `denoise --sigma` is the network alone. The shipped README figures once missed the estimate."""
+    `denoise --sigma` is the network alone. Until 2026-11-26 the wrapper stayed in training mode,
+    which skipped the estimate, so the published figures were the network's alone."""
     from denoisecli import noise_estimate
     from denoisecli.benchmark import SIGMA_GIVEN, bench
     from denoisecli.models import build_model

@@ -150,7 +150,7 @@ def _time_inference(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int
     for i in range(warmup + repeats):
         _sync(x.device)
         t = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             model(x)
         _sync(x.device)
         if i >= warmup:
