@@ -40,12 +40,15 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
         return 0.0
     planes = [crop[c] for crop in _crops(x) for c in range(x.shape[0])]
     per_plane = max(1, PATCH_BUDGET // len(planes))
-    cols, texture = [], []
+    rows, texture = [], []
     for plane in planes:
         stride = _strides(math.ceil((plane.shape[0] - patch + 1) * (plane.shape[1] - patch + 1) / per_plane))
-        cols.append(F.unfold(plane[None, None], patch, stride=stride).squeeze(0))
+        grid = (plane - plane.mean()).unfold(0, patch, stride[0]).unfold(1, patch, stride[1])
+        row = torch.ones(grid.shape[0] * grid.shape[1], patch * patch + 1)
+        row[:, :-1].view(grid.shape).copy_(grid)
+        rows.append(row)
         texture.append(_texture(plane, patch, stride))
-    variance = _tail_variance(cols, [None] * len(cols))
+    variance = _tail_variance(rows, [None] * len(rows))
     threshold = 2 * _chi2_quantile(2 * patch * (patch - 1))
     previous: list[torch.Tensor] | None = None
     for _ in range(ITERATIONS):
@@ -55,7 +58,7 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
         if previous is not None and all(torch.equal(a, b) for a, b in zip(weak, previous)):
             break
         previous = weak
-        variance = _tail_variance(cols, weak)
+        variance = _tail_variance(rows, weak)
     return math.sqrt(variance)
 
 
@@ -77,7 +80,7 @@ def _strides(k: int) -> tuple[int, int]:
 
 def _texture(plane: torch.Tensor, patch: int, stride: tuple[int, int] = (1, 1)) -> torch.Tensor:
     """Gradient energy (sum of squared horizontal and vertical neighbour differences) of every
-    patch on unfold's grid and in its order, from box sums over the image instead of per-patch copies."""
+    patch on a strided grid, in row-major order, from box sums over the image instead of per-patch copies."""
     x = plane[None, None]
     dx = (x[..., :, 1:] - x[..., :, :-1]).square()
     dy = (x[..., 1:, :] - x[..., :-1, :]).square()
@@ -91,18 +94,23 @@ def _chi2_quantile(k: int, z: float = Z_99) -> float:
     return k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
 
 
-def _tail_variance(cols: list[torch.Tensor], keep: list[torch.Tensor | None]) -> float:
+def _tail_variance(rows: list[torch.Tensor], keep: list[torch.Tensor | None]) -> float:
     """Mean of the largest tail of covariance eigenvalues whose mean does not exceed its median; the
-    covariance pools the kept patches (columns) of every plane, each centred on its own mean."""
-    scatter = torch.zeros(cols[0].shape[0], cols[0].shape[0], dtype=torch.float64)
+    covariance pools the kept patches of every plane, each centred on its own mean.
+
+    Each row is a patch (of a plane less its mean) with a 1 appended, so one product gives the
+    patches' second moments, sums and count, and the centring is done on that small matrix."""
+    size = rows[0].shape[1] - 1
+    scatter = torch.zeros(size, size, dtype=torch.float64)
     count = centres = 0
-    for c, k in zip(cols, keep):
-        chosen = c if k is None else c.index_select(1, k.nonzero().squeeze(1))
-        if chosen.shape[1] < 2:
+    for r, k in zip(rows, keep):
+        chosen = r if k is None else r.index_select(0, k.nonzero().squeeze(1))
+        if chosen.shape[0] < 2:
             continue
-        centred = chosen - chosen.mean(dim=1, keepdim=True)
-        scatter += (centred @ centred.T).double()
-        count, centres = count + chosen.shape[1], centres + 1
+        moments = (chosen.T @ chosen).double()
+        sums = moments[:size, size]
+        scatter += moments[:size, :size] - torch.outer(sums, sums) / chosen.shape[0]
+        count, centres = count + chosen.shape[0], centres + 1
     ascending = torch.linalg.eigvalsh(scatter / max(1, count - centres)).clamp_min(0).tolist()
     for n in range(len(ascending), 0, -1):
         tail = ascending[:n]
