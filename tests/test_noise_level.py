@@ -152,7 +152,7 @@ def test_sigma_with_a_blind_model_is_a_clear_error(clean_dir, tiny_model_file):
 @pytest.mark.parametrize("sigma", [5, 50])
 def test_estimator_on_a_large_image_pools_its_crops(sigma):
     """9 crops x 3 channels, a few thousand patches each, pooled into one covariance (one per plane
-    from so few patches read sigma 50 as about 47 on Kodak24 at 1000x1000)."""
+    from so few patches read sigma 50 as about 47 on Kodak24 upscaled to 1000x1000)."""
     clean = torch.from_numpy(smooth_image(1100, 1000)).permute(2, 0, 1).float() / 255
     est = estimate_sigma(_noisy(clean, sigma)) * 255
     assert est == pytest.approx(sigma, abs=1.0)

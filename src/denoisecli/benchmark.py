@@ -144,38 +144,38 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def _time_inference(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, dtype: torch.dtype | None) -> list[float]:
-    times = []
-    model.eval()
-    for i in range(warmup + repeats):
-        _sync(x.device)
-        t = time.perf_counter()
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            model(x)
-        _sync(x.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return times
+def _inference_seconds(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> float:
+    _sync(x.device)
+    start = time.perf_counter()
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        model(x)
+    _sync(x.device)
+    return time.perf_counter() - start
 
 
-def _train_rate(model: nn.Module, channels: int, device: torch.device, patch: int, batch: int, steps: int) -> float:
-    """Patches/s of Adam + L1 steps on random patches (after one warm-up step)."""
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+def _train_rates(models: dict[str, nn.Module], channels: int, device: torch.device, patch: int, batch: int,
+                 steps: int) -> dict[str, float]:
+    """Patches/s of Adam + L1 steps on random patches (after one warm-up step each), the models
+    taking turns step by step, so a machine that slows down mid-run slows them all alike."""
     x = torch.rand(batch, channels, patch, patch, device=device)
-    t = 0.0
+    opts, seconds = {}, dict.fromkeys(models, 0.0)
+    for name, model in models.items():
+        place_model(model, device, training=True).train()
+        opts[name] = torch.optim.Adam(model.parameters(), lr=1e-4)
     for i in range(steps + 1):
-        _sync(device)
-        start = time.perf_counter()
-        loss = F.l1_loss(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _sync(device)
-        if i:
-            t += time.perf_counter() - start
-    model.eval()
-    return steps * batch / t
+        for name, model in models.items():
+            _sync(device)
+            start = time.perf_counter()
+            loss = F.l1_loss(model(x), x)
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+            _sync(device)
+            if i:
+                seconds[name] += time.perf_counter() - start
+    for model in models.values():
+        place_model(model, device).eval()
+    return {name: steps * batch / t for name, t in seconds.items()}
 
 
 def bench(
@@ -190,7 +190,10 @@ def bench(
     channels: int = 3,
     on_row: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Median time of ``repeats`` runs after ``warmup`` for each model and size; spread is (min, max) MP/s."""
+    """Median time of ``repeats`` runs for each model and size, after ``warmup`` runs (at least one,
+    which also measures peak memory); spread is (min, max) MP/s. The models take turns run by run,
+    so the ratios hold on a VM whose speed drifts during the bench (one timed model after model
+    found the network alone 10% slower than the network with the noise estimate, minutes apart)."""
     dev = resolve_device(device)
     ours, _ = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
@@ -206,23 +209,31 @@ def bench(
         dtypes["float16"] = torch.float16
         if torch.cuda.is_bf16_supported():
             dtypes["bfloat16"] = torch.bfloat16
-    for name, model in models.items():
-        place_model(model, dev)
-        for size in sizes:
-            x = _noisy_photo(channels, size).to(dev)
-            for dname, dtype in dtypes.items():
+    for model in models.values():
+        place_model(model, dev).eval()
+    for size in sizes:
+        x = _noisy_photo(channels, size).to(dev)
+        mp = size * size / 1e6
+        for dname, dtype in dtypes.items():
+            peaks = {}
+            for name, model in models.items():
                 _reset_peak(dev)
-                times = _time_inference(model, x, warmup, repeats, dtype)
-                mp = size * size / 1e6
-                med = statistics.median(times)
-                row = SpeedRow(name, size, dname, mp / med, (mp / max(times), mp / min(times)), med, _peak_mib(dev))
-                report.inference.append(row)
+                for _ in range(max(1, warmup)):
+                    _inference_seconds(model, x, dtype)
+                peaks[name] = _peak_mib(dev)
+            times: dict[str, list[float]] = {name: [] for name in models}
+            for _ in range(repeats):
+                for name, model in models.items():
+                    times[name].append(_inference_seconds(model, x, dtype))
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                report.inference.append(SpeedRow(name, size, dname, mp / med, (mp / max(ts), mp / min(ts)), med, peaks[name]))
                 if on_row:
                     on_row(f"{name} {size}px {dname}")
-        if train_steps > 0 and name != SIGMA_GIVEN:
-            place_model(model, dev, training=True)
-            report.training.append(TrainRow(name, _train_rate(model, channels, dev, patch, batch, train_steps)))
-            if on_row:
-                on_row(f"{name} training")
-        model.to("cpu")
+    if train_steps > 0:
+        trained = {name: model for name, model in models.items() if name != SIGMA_GIVEN}
+        for name, rate in _train_rates(trained, channels, dev, patch, batch, train_steps).items():
+            report.training.append(TrainRow(name, rate))
+        if on_row:
+            on_row("training")
     return report

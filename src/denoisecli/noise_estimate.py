@@ -28,11 +28,11 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
     Every plane (each channel of each crop) contributes the scatter of its own weakly textured
     patches to one covariance, so its eigenvalues come from all of them at once: a 1-megapixel
     image is split into 27 planes, and one covariance per plane from its few thousand patches read
-    sigma 50 as about 47 (Kodak24 at 1000x1000). Patches are sampled on a strided grid, at most
-    PATCH_BUDGET in all, which bounds the time: about 0.13 s on a 1024x1024 colour image on 2 CPU
-    cores, where one covariance per plane from every patch took 1.5 s. Fewer patches on small
-    images would save up to 0.05 s but lowered estimates at sigma 50 by a further 0.1-0.2.
-    benchmarks/estimator_accuracy.py measures the error."""
+    sigma 50 as about 47 (Kodak24 upscaled to 1000x1000). Patches are sampled on a strided grid, at most
+    PATCH_BUDGET in all, which bounds the time: about 0.1 s on a 1024x1024 colour image on 2 CPU
+    cores (1.5 s with one covariance per plane from every patch) and 0.05 s at 256x256. Fewer
+    patches on small images lowered estimates at sigma 50 by a further 0.1-0.2, so they keep the
+    whole budget. benchmarks/estimator_accuracy.py measures the error."""
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
     x = image.detach().to("cpu", torch.float32)
