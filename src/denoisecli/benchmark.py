@@ -111,7 +111,8 @@ def _noisy_photo(channels: int, size: int) -> torch.Tensor:
     """Smooth random shapes with sigma-25 noise: the estimator's work depends on the content, and on
     uniform random pixels (all texture, no structure) it is not what it is on a photo."""
     gen = torch.Generator().manual_seed(0)
-    clean = F.interpolate(torch.rand(1, channels, 9, 9, generator=gen), size=(size, size), mode="bicubic", align_corners=True)
+    coarse = torch.rand(1, channels, 9, 9, generator=gen)
+    clean = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
     return (clean + torch.randn(clean.shape, generator=gen) * 25 / 255).clamp(0, 1)
 
 
@@ -227,7 +228,8 @@ def bench(
                     times[name].append(_inference_seconds(model, x, dtype))
             for name, ts in times.items():
                 med = statistics.median(ts)
-                report.inference.append(SpeedRow(name, size, dname, mp / med, (mp / max(ts), mp / min(ts)), med, peaks[name]))
+                spread = (mp / max(ts), mp / min(ts))
+                report.inference.append(SpeedRow(name, size, dname, mp / med, spread, med, peaks[name]))
                 if on_row:
                     on_row(f"{name} {size}px {dname}")
     if train_steps > 0:
