@@ -23,6 +23,7 @@ from torch import nn
 
 from denoisecli.device import place_model, resolve_device
 from denoisecli.models import build_model
+from denoisecli.noise import ClampedNormalNoise
 from denoisecli.weights import load_model, shipped_weights
 
 REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
@@ -108,12 +109,13 @@ class _AsRun(nn.Module):
 
 
 def _noisy_photo(channels: int, size: int) -> torch.Tensor:
-    """Smooth random shapes with sigma-25 noise: the estimator's work depends on the content, and on
-    uniform random pixels (all texture, no structure) it is not what it is on a photo."""
+    """Smooth random shapes with sigma-25 noise from the training noise layer: the estimator's work
+    depends on the content, and on uniform random pixels (all texture, no structure) it is not
+    what it is on a photo."""
     gen = torch.Generator().manual_seed(0)
     coarse = torch.rand(1, channels, 9, 9, generator=gen)
-    clean = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
-    return (clean + torch.randn(clean.shape, generator=gen) * 25 / 255).clamp(0, 1)
+    clean = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
+    return ClampedNormalNoise(std=25 / 255)(clean, generator=gen)
 
 
 def _reset_peak(device: torch.device) -> None:
