@@ -28,6 +28,7 @@ from denoisecli.weights import load_model, shipped_weights
 
 REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
 SIGMA_GIVEN = "denoise --sigma"
+SIGMA = 25 / 255  # the noise of the bench image, and the level given where none is estimated
 
 
 @dataclass
@@ -100,7 +101,7 @@ class _AsRun(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.sigma is not None:
-            level = 25 / 255 if self.sigma is None else self.sigma
+            level = SIGMA if self.sigma is None else self.sigma
             return self.model(x, torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype))
         from denoisecli.noise_estimate import model_level
 
@@ -115,7 +116,7 @@ def _noisy_photo(channels: int, size: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     coarse = torch.rand(1, channels, 9, 9, generator=gen)
     clean = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
-    return ClampedNormalNoise(std=25 / 255)(clean, generator=gen)
+    return ClampedNormalNoise(std=SIGMA)(clean, generator=gen)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -202,7 +203,7 @@ def bench(
     channels = ours.channels
     models: dict[str, nn.Module] = {"denoise": ours}
     if getattr(ours, "noise_map", False):
-        models = {"denoise": _AsRun(ours), SIGMA_GIVEN: _AsRun(ours, 25 / 255)}
+        models = {"denoise": _AsRun(ours), SIGMA_GIVEN: _AsRun(ours, SIGMA)}
     for name, config in REFERENCES.items():
         torch.manual_seed(0)
         models[name] = build_model({**config, "channels": channels}).eval()
