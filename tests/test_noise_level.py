@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import _strides, _texture, clipped_level, estimate_sigma
+from denoisecli.noise_estimate import _Plane, _strides, _texture, clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -50,6 +50,27 @@ def test_patch_texture_from_box_sums_matches_the_patches_themselves(stride):
     rows, cols = (23 - 7) // stride[0] + 1, (17 - 7) // stride[1] + 1
     assert _texture(plane, 7, stride).shape == direct.shape == (rows * cols,)
     assert torch.allclose(_texture(plane, 7, stride), direct, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [10**6, 1000])
+def test_weak_patch_moments_from_prefix_sums_match_a_direct_sum(budget):
+    """More patches than one block (2,916 at 60x60), so a prefix lookup and a partial block both count."""
+    plane = torch.rand(60, 60, generator=torch.Generator().manual_seed(1))
+    sorted_patches = _Plane(plane, 7, budget)
+    stride = _strides(-(-54 * 54 // budget))
+    patches = torch.nn.functional.unfold((plane - plane.mean())[None, None], 7, stride=stride).squeeze(0).T.double()
+    texture = _texture(plane, 7, stride)
+
+    def close(moments, chosen):
+        second, sums, count = moments
+        assert count == len(chosen)
+        return torch.allclose(second, chosen.T @ chosen, rtol=1e-5, atol=1e-4) and torch.allclose(sums, chosen.sum(0), atol=1e-4)
+
+    assert close(sorted_patches.moments(), patches)
+    for limit in texture.quantile(torch.tensor([0.0, 0.1, 0.37, 0.5, 1.0])).tolist() + [texture.max().item() + 1]:
+        weak = texture < limit
+        assert sorted_patches.weak(limit) == int(weak.sum())
+        assert close(sorted_patches.moments(sorted_patches.weak(limit)), patches[weak])
 
 
 def test_patch_sampling_grid_keeps_about_one_patch_in_k():
