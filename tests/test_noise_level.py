@@ -54,7 +54,8 @@ def test_patch_texture_from_box_sums_matches_the_patches_themselves(stride):
 
 @pytest.mark.parametrize("budget", [10**6, 1000])
 def test_weak_patch_moments_from_prefix_sums_match_a_direct_sum(budget):
-    """More patches than one block (2,916 at 60x60), so a prefix lookup and a partial block both count."""
+    """All 2,916 patches of a 60x60 plane (more than one block: a prefix lookup and a partial block both
+    count), then a sample of 972 (less than one block)."""
     plane = torch.rand(60, 60, generator=torch.Generator().manual_seed(1))
     sorted_patches = _Plane(plane, 7, budget)
     stride = _strides(-(-54 * 54 // budget))
