@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import _Plane, _strides, _texture, clipped_level, estimate_sigma
+from denoisecli.noise_estimate import PATCH, _patch_size, _Plane, _strides, _texture, clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -84,6 +84,20 @@ def test_estimate_does_not_depend_on_the_input_dtype():
     clean = torch.from_numpy(smooth_image(61, 47)).permute(2, 0, 1).double() / 255
     noisy = _noisy(clean, 20)
     assert estimate_sigma(noisy) == estimate_sigma(noisy.float())
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 10), (3, 16, 16), (1, 24, 24)])
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+def test_estimator_on_thumbnails(shape, sigma):
+    """Too few 7x7 patches for a 49x49 covariance read the noise low (0 at 10x10): small images
+    take smaller patches. The mean over 10 noise draws is within 15% of sigma."""
+    c, h, w = shape
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    clean = torch.stack([0.3 + 0.4 * xx, 0.5 + 0.2 * yy, 0.4 + 0.1 * xx * yy])[:c]
+    estimates = [estimate_sigma(_noisy(clean, sigma, seed)) * 255 for seed in range(10)]
+    assert sum(estimates) / 10 == pytest.approx(sigma, rel=0.15)
+    assert _patch_size(clean) < PATCH
+    assert _patch_size(torch.zeros(1, 64, 64)) == _patch_size(torch.zeros(3, 32, 32)) == PATCH
 
 
 def test_estimator_on_a_clean_flat_image_is_zero():

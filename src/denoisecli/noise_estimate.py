@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 PATCH = 7
+SMALLER_PATCHES = (5, 3)
+SAMPLES_PER_DIMENSION = 40
 ITERATIONS = 3
 PATCH_BUDGET = 120_000
 CROP = 256
@@ -23,7 +25,7 @@ MAX_CROPS = 3
 Z_99 = 2.326
 
 
-def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
+def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
     """Noise standard deviation of a CxHxW image (same scale as the pixels), pooled over channels.
 
     Every plane (each channel of each crop) contributes the scatter of its own weakly textured
@@ -34,10 +36,11 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
     every pass's covariance a prefix sum (see ``_Plane``). About 0.04 s on a 256x256 colour image
     and 0.08 s at 1024x1024 on 2 CPU cores. Fewer patches on small images lowered estimates at sigma
     50 by a further 0.1-0.2, so they keep the whole budget. benchmarks/estimator_accuracy.py
-    measures the error."""
+    measures the error. ``patch`` fixes the patch size; by default it is chosen by ``_patch_size``."""
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
     x = image.detach().to("cpu", torch.float32)
+    patch = _patch_size(x) if patch is None else patch
     if min(x.shape[-2:]) < patch + 1:
         return 0.0
     planes = [crop[c] for crop in _crops(x) for c in range(x.shape[0])]
@@ -53,6 +56,18 @@ def estimate_sigma(image: torch.Tensor, patch: int = PATCH) -> float:
         previous = weak
         variance = _tail_variance([p.moments(k) for p, k in zip(sorted_planes, weak)])
     return math.sqrt(variance)
+
+
+def _patch_size(x: torch.Tensor) -> int:
+    """The largest patch (PATCH, then SMALLER_PATCHES) with at least SAMPLES_PER_DIMENSION patches
+    per covariance entry on the diagonal: a covariance from too few patches spreads its eigenvalues,
+    and the tail rule then reads the noise low. With 7x7 patches a 16x16 colour thumbnail read
+    sigma 50 as 42 and a 10x10 one as 0; 3x3 patches read them as 47 (tests/test_noise_level.py)."""
+    h, w = x.shape[-2:]
+    for patch in (PATCH, *SMALLER_PATCHES):
+        if x.shape[0] * (h - patch + 1) * (w - patch + 1) >= SAMPLES_PER_DIMENSION * patch * patch:
+            return patch
+    return SMALLER_PATCHES[-1]
 
 
 class _Plane:
