@@ -175,3 +175,17 @@ def test_ensemble_is_scored_and_recorded(clean_dir, tiny_model_file):
     result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "30", "--weights", str(tiny_model_file), "--ensemble",
                                  "--device", "cpu", "--no-per-image"])
     assert result.exit_code == 0 and "self-ensemble" in result.output
+
+
+def test_bench_peak_leaves_out_the_other_models_weights():
+    """On CUDA every model stays on the device for the whole bench, so a model's peak would count the
+    others' weights: they are taken off, and weights a wrapper shares with the model count as its own."""
+    from denoisecli.benchmark import _AsRun, _others_mib
+    from denoisecli.models import build_model
+
+    ours = build_model({"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True})
+    ref = build_model({"arch": "dncnn", "channels": 3})
+    models = {"denoise": _AsRun(ours), "denoise --sigma": _AsRun(ours, 0.1), "dncnn-17": ref}
+    mib = lambda m: sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers())) / 2**20  # noqa: E731
+    assert _others_mib(models, "denoise") == pytest.approx(mib(ref))
+    assert _others_mib(models, "dncnn-17") == pytest.approx(mib(ours))

@@ -130,7 +130,8 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def _peak_mib(device: torch.device) -> float:
-    """Peak allocated memory on CUDA; peak resident set size of the process on CPU."""
+    """Peak allocated memory on CUDA; peak resident set size of the process on CPU (which holds
+    every model's weights, and the Python runtime, whatever runs)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
@@ -140,6 +141,22 @@ def _peak_mib(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _weight_bytes(model: nn.Module) -> dict[int, int]:
+    """Bytes of each parameter and buffer, keyed by storage address so shared tensors count once."""
+    return {t.data_ptr(): t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())}
+
+
+def _others_mib(models: dict[str, nn.Module], name: str) -> float:
+    """Memory held by the weights of every model but ``name`` (and not shared with it): all the
+    models stay on the device for the whole bench, so CUDA's peak counts their weights too."""
+    own = _weight_bytes(models[name])
+    others: dict[int, int] = {}
+    for other, model in models.items():
+        if other != name:
+            others.update(_weight_bytes(model))
+    return sum(size for ptr, size in others.items() if ptr not in own) / 2**20
 
 
 def _sync(device: torch.device) -> None:
@@ -224,7 +241,7 @@ def bench(
                 _reset_peak(dev)
                 for _ in range(max(1, warmup)):
                     _inference_seconds(model, x, dtype)
-                peaks[name] = _peak_mib(dev)
+                peaks[name] = _peak_mib(dev) - (_others_mib(models, name) if dev.type == "cuda" else 0.0)
             times: dict[str, list[float]] = {name: [] for name in models}
             for _ in range(repeats):
                 for name, model in models.items():
