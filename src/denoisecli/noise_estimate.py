@@ -59,10 +59,10 @@ def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
 
 
 def _patch_size(x: torch.Tensor) -> int:
-    """The largest patch (PATCH, then SMALLER_PATCHES) with at least SAMPLES_PER_DIMENSION patches
-    per covariance entry on the diagonal: a covariance from too few patches spreads its eigenvalues,
-    and the tail rule then reads the noise low. With 7x7 patches a 16x16 colour thumbnail read
-    sigma 50 as 42 and a 10x10 one as 0; 3x3 patches read them as 47 (tests/test_noise_level.py)."""
+    """The largest patch (PATCH, then SMALLER_PATCHES) that leaves at least SAMPLES_PER_DIMENSION
+    patches per dimension of the patch covariance: from too few patches its eigenvalues spread, and
+    the tail rule then reads the noise low. With 7x7 patches a 16x16 colour thumbnail read sigma 50
+    as 42 and a 10x10 one as 0; 3x3 patches read both as about 47 (tests/test_noise_level.py)."""
     h, w = x.shape[-2:]
     for patch in (PATCH, *SMALLER_PATCHES):
         if x.shape[0] * (h - patch + 1) * (w - patch + 1) >= SAMPLES_PER_DIMENSION * patch * patch:
