@@ -186,6 +186,9 @@ def test_bench_peak_leaves_out_the_other_models_weights():
     ours = build_model({"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True})
     ref = build_model({"arch": "dncnn", "channels": 3})
     models = {"denoise": _AsRun(ours), "denoise --sigma": _AsRun(ours, 0.1), "dncnn-17": ref}
-    mib = lambda m: sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers())) / 2**20  # noqa: E731
+
+    def mib(model):
+        return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+
     assert _others_mib(models, "denoise") == pytest.approx(mib(ref))
     assert _others_mib(models, "dncnn-17") == pytest.approx(mib(ours))

@@ -232,6 +232,7 @@ def bench(
             dtypes["bfloat16"] = torch.bfloat16
     for model in models.values():
         place_model(model, dev).eval()
+    others = {name: _others_mib(models, name) if dev.type == "cuda" else 0.0 for name in models}
     for size in sizes:
         x = _noisy_photo(channels, size).to(dev)
         mp = size * size / 1e6
@@ -241,7 +242,7 @@ def bench(
                 _reset_peak(dev)
                 for _ in range(max(1, warmup)):
                     _inference_seconds(model, x, dtype)
-                peaks[name] = _peak_mib(dev) - (_others_mib(models, name) if dev.type == "cuda" else 0.0)
+                peaks[name] = _peak_mib(dev) - others[name]
             times: dict[str, list[float]] = {name: [] for name in models}
             for _ in range(repeats):
                 for name, model in models.items():
