@@ -1,5 +1,7 @@
 """CUDA paths: skipped without a GPU (run with `pytest -m cuda` on a machine that has one)."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,10 +17,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 @pytest.mark.parametrize("gan", [False, True])
 def test_training_on_cuda_with_mixed_precision(clean_dir, tmp_path, gan):
     opts = TrainOptions(data=str(clean_dir), out=str(tmp_path / "r"), steps=6, batch=4, patch=24,
-                        model={**TINY_MODEL, "noise_map": True}, mix={"camera": 0.5}, val_every=3,
+                        model={**TINY_MODEL, "noise_map": True}, mix={"camera": 0.5}, val=str(clean_dir), val_every=3,
                         device="cuda", gan=gan, gan_warmup=2, workers=2)
     result = train(opts)
-    assert result.step == 6 and result.best_psnr is not None
+    assert result.step == 6 and result.best_psnr is not None and math.isfinite(result.best_psnr)
     model, _ = load_model(tmp_path / "r" / "model.pt")
     assert torch.isfinite(model(torch.rand(1, 3, 37, 31))).all()
 
