@@ -137,6 +137,19 @@ def test_validation_keeps_best_and_writes_metrics_and_curves(clean_dir, tmp_path
     assert config["steps"] == 4 and config["val_every"] == 2 and config["noise"] == "gaussian"
 
 
+def test_validation_also_scores_mixed_in_noise(clean_dir, tmp_path):
+    """Camera noise mixed into training is validated too, at the middle of its range; it does not
+    enter val_psnr, which picks best.pt from the main noise alone."""
+    result = train(opts(clean_dir, tmp_path / "run", steps=2, val=str(clean_dir), val_every=2,
+                        model={**TINY_MODEL, "noise_map": True}, mix={"camera": 0.5}))
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (val,) = [r for r in records if r["event"] == "val"]
+    assert 5 < val["val_psnr_camera"] < 60 and 0 < val["val_ssim_camera"] <= 1
+    gaussian = [val[f"val_psnr_s{s}"] for s in (15, 25, 50)]
+    assert val["val_psnr"] == pytest.approx(sum(gaussian) / 3)
+    assert result.best_psnr == val["val_psnr"]
+
+
 def test_held_out_images_are_never_trained_on(tmp_path):
     from denoisecli.data import load_training_set
 
