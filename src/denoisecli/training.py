@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -319,8 +320,8 @@ def _validate(gen: torch.nn.Module, tset: TrainingSet, noise: NoiseSampler, opts
     points = _val_levels(opts.noise, noise.ranges)
     main = _val_points(gen, tset, noise.layer, points[:1] if pairs else points, opts, device)
     figures = dict(main)
-    figures["val_psnr"] = _mean(v for k, v in main if k.startswith("val_psnr_"))
-    figures["val_ssim"] = _mean(v for k, v in main if k.startswith("val_ssim_"))
+    figures["val_psnr"] = statistics.fmean(v for k, v in main if k.startswith("val_psnr_"))
+    figures["val_ssim"] = statistics.fmean(v for k, v in main if k.startswith("val_ssim_"))
     if not pairs:
         for name, (layer, ranges) in zip(noise.mix, noise.parts[1:]):
             mid = {k: (lo + hi) / 2 for k, (lo, hi) in ranges.items()}
@@ -353,11 +354,6 @@ def _val_points(gen: torch.nn.Module, tset: TrainingSet, layer: torch.nn.Module,
             ss.append(ssim(den, clean))
         out += [(f"val_psnr_{name}", sum(ps) / len(ps)), (f"val_ssim_{name}", sum(ss) / len(ss))]
     return out
-
-
-def _mean(values: Any) -> float:
-    vals = list(values)
-    return sum(vals) / max(1, len(vals))
 
 
 def _val_levels(kind: str, ranges: dict[str, tuple[float, float]]) -> list[tuple[str, dict[str, float]]]:
