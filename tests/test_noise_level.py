@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -135,10 +136,10 @@ def _level_model(tmp_path, level):
     return path
 
 
-@pytest.mark.parametrize("level", ["sigma", "clamped"])
+@pytest.mark.parametrize("level", ["estimate", "sigma", "clamped"])
 def test_noise_map_level_given_to_the_model_matches_training(tmp_path, level):
-    """`run` feeds a given sigma the way the model was trained: as is ("sigma"), or as the std the
-    noise keeps after clamping ("clamped", which half-white images lower)."""
+    """`run` feeds a given sigma the way the model was trained: as is ("estimate", "sigma"), or as the std
+    the noise keeps after clamping ("clamped", which half-white images lower)."""
     from denoisecli.inference import Denoiser
     from denoisecli.noise import NoiseSampler, seeded_generator
     from denoisecli.training import _noise_level
@@ -150,7 +151,7 @@ def test_noise_map_level_given_to_the_model_matches_training(tmp_path, level):
     sigma, given = Denoiser(_level_model(tmp_path, level), sigma=40).levels([noisy[0]])[0]
     assert sigma == pytest.approx(40 / 255)
     assert given == pytest.approx(trained, rel=0.05)
-    assert (given == pytest.approx(sigma)) if level == "sigma" else (given < 0.95 * sigma)
+    assert (given == pytest.approx(sigma)) if level != "clamped" else (given < 0.95 * sigma)
 
 
 def test_training_level_is_measured_where_the_noise_has_no_sigma():
@@ -161,6 +162,28 @@ def test_training_level_is_measured_where_the_noise_has_no_sigma():
     levels = _noise_level(noisy, clean, torch.tensor([0.3, float("nan")], dtype=torch.float64))
     assert levels[0] == pytest.approx(0.3) and levels[1] == pytest.approx(0.1, rel=0.05)
     assert torch.allclose(_noise_level(noisy, clean, torch.tensor([0.3, 0.3]), "clamped"), _noise_level(noisy, clean))
+
+
+def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(tmp_path):
+    """Camera noise has no sigma: an "estimate" model trains on the estimator's reading of each noisy
+    patch, the level `run` gives it, in the loader and in validation alike; white noise keeps its sigma."""
+    from denoisecli.inference import Denoiser
+    from denoisecli.noise import NoiseSampler, seeded_generator
+    from denoisecli.training import _noise_level, _Noiser
+
+    clean = torch.from_numpy(np.stack([smooth_image(45, 37, seed=s) for s in range(6)])).permute(0, 3, 1, 2).float() / 255
+    sampler = NoiseSampler("gaussian", {"std": (20 / 255, 20 / 255)}, mix={"camera": 0.5})
+    noisy, nominal = _Noiser(sampler, seed=4, rank=0, estimate=True)(0, clean)
+    raw = _Noiser(sampler, seed=4, rank=0)(0, clean)[1]
+    camera = torch.isnan(raw)
+    assert 0 < int(camera.sum()) < len(clean) and not torch.isnan(nominal).any()
+    assert torch.equal(nominal[~camera], raw[~camera])
+    model = Denoiser(_level_model(tmp_path, "estimate"))
+    for i in camera.nonzero().flatten().tolist():
+        assert float(nominal[i]) == pytest.approx(model.levels([noisy[i]])[0][1], rel=1e-6)
+        measured = float((noisy[i] - clean[i]).std())
+        assert float(_noise_level(noisy[i : i + 1], clean[i : i + 1], None, "estimate")[0]) == pytest.approx(float(nominal[i]), rel=1e-6)
+        assert float(_noise_level(noisy[i : i + 1], clean[i : i + 1], None, "sigma")[0]) == pytest.approx(measured, rel=1e-5)
 
 
 def test_unet_refuses_an_unknown_level_meaning():
@@ -200,4 +223,4 @@ def test_files_saved_before_the_level_was_recorded_load_as_clamped(tmp_path):
     config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
     atomic_save(model_payload(build_model(config), config), tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt")[0].level == "clamped"
-    assert build_model(config).level == "sigma"
+    assert build_model(config).level == "estimate"

@@ -19,7 +19,7 @@ def test_shipped_models_load_and_match_their_config(channels, name):
     assert model.channels == ckpt["config"]["channels"] == channels
     assert ckpt["config"]["arch"] == "unet" and ckpt["meta"]["steps"] > 0
     assert ckpt["config"]["noise_map"] is True and model.noise_map
-    assert ckpt["config"]["level"] == model.level in ("sigma", "clamped"), "the file says what its level input means"
+    assert ckpt["config"]["level"] == model.level in ("estimate", "sigma", "clamped"), "the file says what its level input means"
     assert ckpt["meta"]["history"], "the shipped file records how it was trained"
     assert sum(p.numel() for p in model.parameters()) == ckpt["meta"]["parameters"]
 

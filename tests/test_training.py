@@ -253,7 +253,7 @@ def test_worker_processes_give_the_same_run(clean_dir, tmp_path, extra):
 
 
 def test_init_starts_from_a_model_and_may_change_what_its_level_means(clean_dir, tmp_path):
-    """Fine-tuning an older "clamped"-level model into a "sigma" one is allowed; another shape is not."""
+    """Fine-tuning an older "clamped"-level model into an "estimate" one is allowed; another shape is not."""
     from denoisecli.models import build_model
     from denoisecli.weights import atomic_save, model_payload
 
@@ -265,7 +265,7 @@ def test_init_starts_from_a_model_and_may_change_what_its_level_means(clean_dir,
     model_opts = {**TINY_MODEL, "noise_map": True}
     train(opts(clean_dir, tmp_path / "ft", init=str(tmp_path / "start.pt"), model=model_opts, lr=0.0, steps=2))
     tuned, ckpt = load_model(tmp_path / "ft" / "model.pt")
-    assert ckpt["config"]["level"] == "sigma" and tuned.level == "sigma"
+    assert ckpt["config"]["level"] == "estimate" and tuned.level == "estimate"
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
     with pytest.raises(DenoiseError, match="differs from this run"):
         train(opts(clean_dir, tmp_path / "bad", init=str(tmp_path / "start.pt"), model={**model_opts, "width": 4}))

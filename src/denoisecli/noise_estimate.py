@@ -181,4 +181,4 @@ def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "s
     """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
     input means ``level`` (see ``UNet``) is fed for it."""
     s = estimate_sigma(image) if sigma is None else sigma
-    return s, (s if level == "sigma" else clipped_level(image, s))
+    return s, (clipped_level(image, s) if level == "clamped" else s)

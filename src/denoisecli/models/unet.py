@@ -10,9 +10,9 @@ from torch import nn
 
 from denoisecli.models.config import from_config
 
-DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False, "level": "sigma"}
+DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False, "level": "estimate"}
 
-LEVELS = ("sigma", "clamped")
+LEVELS = ("estimate", "sigma", "clamped")
 
 
 class ResBlock(nn.Module):
@@ -46,15 +46,18 @@ class UNet(nn.Module):
     the output cropped back. The output is ``x - noise``, so an untrained network is
     the identity and the network only has to learn the correction. With ``noise_map``
     the network also takes the noise level (a std per image, as FFDNet and DRUNet do),
-    which lets a user set the strength. ``level`` says what that input means: ``"sigma"``,
-    the sigma of the white noise (what the noise estimator measures, whatever the image), or
+    which lets a user set the strength. ``level`` says what that input means: ``"estimate"``,
+    the sigma of white noise and, for noise that has none (camera, JPEG, real pairs), what the
+    noise estimator reads on the noisy image, so training feeds what `run` will; ``"sigma"``, the
+    same but the std of the noise present where there is no sigma (models trained before
+    2026-11-26: the estimator reads camera noise about 20% lower, so they under-denoise it); or
     ``"clamped"``, the std the noise keeps after clamping to [0, 1], which depends on how
     dark or bright the image is (models trained before the distinction was made).
     """
 
     def __init__(
         self, channels: int = 3, width: int = 32, depth: int = 4, blocks: int = 2, unshuffle: int = 2,
-        noise_map: bool = False, level: str = "sigma",
+        noise_map: bool = False, level: str = "estimate",
     ) -> None:
         super().__init__()
         if channels < 1 or width < 1 or depth < 1 or blocks < 0 or unshuffle < 1:
