@@ -278,7 +278,7 @@ def _noise_level(noisy: torch.Tensor, clean: torch.Tensor, nominal: torch.Tensor
     depend on how much of a patch clamping cut (the estimator does not see that either);
     elsewhere (camera noise, real pairs) what the estimator reads on the noisy sample, the level
     `run` will feed. ``"sigma"``: the same, but the std of the noise actually present where there
-    is no sigma, which the estimator reads about 20% lower on camera noise (CBSD68, peak 30 and
+    is no sigma, which the estimator reads 15-20% lower on camera noise (CBSD68, peak 30 and
     100), so such models under-denoise it. ``"clamped"``: always the measured std.
     """
     measured = (noisy - clean).flatten(1).float().std(dim=1)

@@ -50,7 +50,7 @@ class UNet(nn.Module):
     the sigma of white noise and, for noise that has none (camera, JPEG, real pairs), what the
     noise estimator reads on the noisy image, so training feeds what `run` will; ``"sigma"``, the
     same but the std of the noise present where there is no sigma (models trained before
-    2026-11-26: the estimator reads camera noise about 20% lower, so they under-denoise it); or
+    2026-11-26: the estimator reads camera noise 15-20% lower, so they under-denoise it); or
     ``"clamped"``, the std the noise keeps after clamping to [0, 1], which depends on how
     dark or bright the image is (models trained before the distinction was made).
     """
