@@ -199,3 +199,29 @@ def test_ctrl_c_during_training_saves_a_checkpoint(clean_dir, tmp_path):
     assert step >= 50
     logged = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(logged) <= step
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigint-while-ignored"])
+def test_train_stopped_by_kill_saves_a_checkpoint_and_says_so(clean_dir, tmp_path, how):
+    """`kill PID` (SIGTERM), or SIGINT to a `nohup ... &` job that inherited it ignored, stops a run
+    the way Ctrl-C does: a checkpoint at the step reached, exit code 130."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "denoisecli", "train", str(clean_dir), "--out", str(out), "--steps", "1000000",
+           "--batch", "2", "--patch", "16", "--width", "4", "--depth", "2", "--blocks", "0",
+           "--val-every", "1000000", "--save-every", "1000000"]
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how == "sigint-while-ignored" else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ignore,
+                            env={**os.environ, "COLUMNS": "200"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted at step" in output and "--resume" in output
+    assert load_checkpoint(out / "last.pt")["step"] > 0

@@ -6,6 +6,7 @@ torch is imported inside the commands only, so `denoise --help` and option error
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,21 @@ def user_errors() -> Iterator[None]:
     except DenoiseError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM, and SIGINT even where it was ignored, stop a run as Ctrl-C does (checkpoint, then exit):
+    a job started with `nohup ... &` inherits an ignored SIGINT, and `kill` sends SIGTERM."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _is_main_process() -> bool:
@@ -247,7 +263,8 @@ def train_cmd(
                 bar.update(task, completed=stats["step"], total=stats["total"], loss=stats["loss"],
                            speed=stats["patches_per_s"], val=val_text)
 
-            result = train(opts, resume=resume, progress=on_step)
+            with _stoppable():
+                result = train(opts, resume=resume, progress=on_step)
     if not _is_main_process():
         return
     for line in result.skipped:
