@@ -168,7 +168,7 @@ def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(
     """Camera noise has no sigma: an "estimate" model trains on the estimator's reading of each noisy
     patch, the level `run` gives it, in the loader and in validation alike; white noise keeps its sigma."""
     from denoisecli.inference import Denoiser
-    from denoisecli.noise import NoiseSampler, seeded_generator
+    from denoisecli.noise import NoiseSampler
     from denoisecli.training import _noise_level, _Noiser
 
     clean = torch.from_numpy(np.stack([smooth_image(45, 37, seed=s) for s in range(6)])).permute(0, 3, 1, 2).float() / 255
