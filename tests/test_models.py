@@ -68,3 +68,51 @@ def test_unet_on_cuda_matches_cpu():
     ref = model(x)
     out = model.to("cuda")(x.to("cuda")).cpu()
     assert torch.allclose(ref, out, atol=1e-4)
+
+
+def _zero_writers(model, stream_keep, inner_keep):
+    """Silence every channel not kept: zero the weights and bias that write it. A stream channel no
+    layer writes stays zero all through the network, and so does an inner channel, whatever reads them."""
+    def silence(conv, keep, transposed=False):
+        drop = torch.ones(conv.bias.numel(), dtype=torch.bool)
+        drop[keep] = False
+        with torch.no_grad():
+            if transposed:
+                conv.weight[:, drop] = 0
+            else:
+                conv.weight[drop] = 0
+            conv.bias[drop] = 0
+
+    depth = model.depth
+    stages = [*model.encoders, model.bottleneck]
+    decoders, ups = list(model.decoders)[::-1], list(model.ups)[::-1]
+    silence(model.head, stream_keep[0])
+    for i in range(depth):
+        for block in [*stages[i], *(decoders[i] if i < depth - 1 else [])]:
+            silence(block.conv1, inner_keep[i])
+            silence(block.conv2, stream_keep[i])
+        if i < depth - 1:
+            silence(model.downs[i], stream_keep[i + 1])
+            silence(ups[i], stream_keep[i], transposed=True)
+
+
+def test_narrowing_keeps_the_channels_that_carry_the_signal():
+    """Narrowing a UNet whose extra channels are silent gives the same function at odd sizes, so
+    channels are mapped consistently through skips, downs, ups and every block."""
+    from denoisecli.models.unet import narrowed
+
+    torch.manual_seed(0)
+    wide = build_model({"arch": "unet", "channels": 3, "width": 4, "depth": 3, "blocks": 2, "noise_map": True})
+    for p in wide.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    stream_keep = [torch.tensor([1, 3]), torch.tensor([0, 2, 5, 7]), torch.tensor([0, 1, 2, 3, 8, 9, 12, 15])]
+    inner_keep = [torch.tensor([0, 2]), torch.tensor([1, 3, 4, 6]), torch.tensor([2, 4, 5, 7, 9, 10, 11, 14])]
+    _zero_writers(wide, stream_keep, inner_keep)
+    small = narrowed(wide, 2)
+    assert small.head.out_channels == 2 and count_parameters(small) < count_parameters(wide) / 3
+    x = torch.rand(2, 3, 37, 31)
+    with torch.no_grad():
+        assert torch.allclose(small(x, 0.1), wide(x, 0.1), rtol=1e-4, atol=1e-5)
+    assert torch.equal(narrowed(wide, 4)(x, 0.1), wide(x, 0.1))
+    with pytest.raises(ValueError, match="narrow"):
+        narrowed(wide, 5)

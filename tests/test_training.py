@@ -267,5 +267,25 @@ def test_init_starts_from_a_model_and_may_change_what_its_level_means(clean_dir,
     tuned, ckpt = load_model(tmp_path / "ft" / "model.pt")
     assert ckpt["config"]["level"] == "estimate" and tuned.level == "estimate"
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
-    with pytest.raises(DenoiseError, match="differs from this run"):
-        train(opts(clean_dir, tmp_path / "bad", init=str(tmp_path / "start.pt"), model={**model_opts, "width": 4}))
+    for other in ({"width": 16}, {"depth": 3}):
+        with pytest.raises(DenoiseError, match="differs from this run"):
+            train(opts(clean_dir, tmp_path / "bad", init=str(tmp_path / "start.pt"), model={**model_opts, **other}))
+
+
+def test_init_from_a_wider_model_starts_from_its_strongest_channels(clean_dir, tmp_path):
+    """A narrower --width is a faster network that starts from what the wider one learned."""
+    from denoisecli.models import build_model
+    from denoisecli.models.unet import narrowed
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
+    torch.manual_seed(2)
+    start = build_model(config)
+    for p in start.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    atomic_save(model_payload(start, config), tmp_path / "wide.pt")
+    train(opts(clean_dir, tmp_path / "narrow", init=str(tmp_path / "wide.pt"), model={**TINY_MODEL, "noise_map": True, "width": 4}, lr=0.0, steps=2))
+    tuned, ckpt = load_model(tmp_path / "narrow" / "model.pt")
+    assert ckpt["config"]["width"] == 4
+    expected = narrowed(start, 4).state_dict()
+    assert all(torch.equal(expected[k], v) for k, v in tuned.state_dict().items())

@@ -225,7 +225,7 @@ def train_cmd(
     depth: Annotated[Optional[int], typer.Option(help="UNet resolution levels (default 4).", min=1)] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level (default 2).", min=0)] = None,
     noise_map: Annotated[Optional[bool], typer.Option("--noise-map/--blind", help="Give the model the noise level as an input (then `run --sigma` sets the strength).")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model; with a smaller --width, from its strongest channels).")] = None,
     gan: Annotated[bool, typer.Option("--gan", help="Add a patch-discriminator adversarial loss to L1.")] = False,
     gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,

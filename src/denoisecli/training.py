@@ -23,6 +23,7 @@ from denoisecli.distributed import setup_distributed
 from denoisecli.errors import DenoiseError
 from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
+from denoisecli.models.unet import UNet, narrowed
 from denoisecli.noise import DEFAULT_LEVELS, NoiseSampler, seeded_generator
 from denoisecli.noise_estimate import estimate_sigma
 from denoisecli.weights import atomic_save, load_checkpoint, load_model, model_payload
@@ -112,10 +113,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     torch.manual_seed(opts.seed)
     gen = build_model(config)
     if opts.init and state is None:
-        init_model, init_ckpt = load_model(Path(opts.init))
-        if _architecture(full_config(init_ckpt["config"])) != _architecture(config):
-            raise DenoiseError(f"{opts.init}: its config {init_ckpt['config']} differs from this run's {config}")
-        gen.load_state_dict(init_model.state_dict())
+        gen.load_state_dict(_initial_weights(Path(opts.init), config))
     gen = place_model(gen, device, training=True)
     layout = memory_format(device, training=True)
     amp_dtype, scaler = _amp(device)
@@ -299,6 +297,18 @@ def _estimated_where_missing(noisy: torch.Tensor, nominal: torch.Tensor) -> torc
     for i in missing:
         filled[i] = estimate_sigma(noisy[i])
     return filled
+
+
+def _initial_weights(path: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Weights of ``path`` for a model of ``config``: the same architecture, or a wider UNet
+    narrowed to this run's width (its strongest channels, see ``narrowed``)."""
+    model, ckpt = load_model(path)
+    theirs, ours = _architecture(full_config(ckpt["config"])), _architecture(config)
+    if theirs == ours:
+        return model.state_dict()
+    if isinstance(model, UNet) and {**theirs, "width": ours.get("width")} == ours and ours["width"] < theirs["width"]:
+        return narrowed(model, ours["width"]).state_dict()
+    raise DenoiseError(f"{path}: its config {ckpt['config']} differs from this run's {config} (only a narrower --width can start from it)")
 
 
 def _architecture(config: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,84 @@ def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def narrowed(model: UNet, width: int) -> UNet:
+    """A copy of ``model`` at a smaller ``width`` that keeps its strongest channels, so a faster
+    network starts from what a wider one learned instead of from scratch (then fine-tune it).
+
+    Each resolution level's residual stream (head, blocks, skips, down and up convolutions, tail)
+    is one set of channels that must be kept or dropped together; each block's inner channels are
+    chosen on their own. A channel's strength is the norm of the weights that write it times the
+    norm of those that read it, each relative to its layer's mean, so layers of different scale
+    weigh alike.
+    """
+    base = model.head.out_channels
+    if not 1 <= width <= base:
+        raise ValueError(f"can only narrow a width-{base} UNet to a width from 1 to {base}, not {width}")
+    depth = model.depth
+    keep = [width * 2**i for i in range(depth)]
+    stages = [*model.encoders, model.bottleneck]
+    decoders = list(model.decoders)[::-1]
+    ups = list(model.ups)[::-1]
+    writers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+    readers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+    writers[0].append(model.head.weight)
+    readers[0].append(model.tail.weight.transpose(0, 1))
+    for i in range(depth):
+        for block in [*stages[i], *(decoders[i] if i < depth - 1 else [])]:
+            writers[i].append(block.conv2.weight)
+            readers[i].append(block.conv1.weight.transpose(0, 1))
+        if i < depth - 1:
+            readers[i].append(model.downs[i].weight.transpose(0, 1))
+            writers[i + 1].append(model.downs[i].weight)
+            writers[i].append(ups[i].weight.transpose(0, 1))
+            readers[i + 1].append(ups[i].weight)
+    stream = [_strongest(_strength(writers[i]) * _strength(readers[i]), keep[i]) for i in range(depth)]
+    cfg = {"channels": model.channels, "width": width, "depth": depth, "blocks": len(stages[0]),
+           "unshuffle": model.unshuffle, "noise_map": model.noise_map, "level": model.level}
+    small = UNet(**cfg)
+    with torch.no_grad():
+        _copy(small.head, model.head, stream[0], None)
+        _copy(small.tail, model.tail, None, stream[0])
+        small_stages = [*small.encoders, small.bottleneck]
+        small_decoders = list(small.decoders)[::-1]
+        small_ups = list(small.ups)[::-1]
+        for i in range(depth):
+            pairs = list(zip(small_stages[i], stages[i]))
+            if i < depth - 1:
+                pairs += list(zip(small_decoders[i], decoders[i]))
+                _copy(small.downs[i], model.downs[i], stream[i + 1], stream[i])
+                _copy(small_ups[i], ups[i], stream[i], stream[i + 1], transposed=True)
+            for new, old in pairs:
+                inner = _strongest(_strength([old.conv1.weight]) * _strength([old.conv2.weight.transpose(0, 1)]), keep[i])
+                _copy(new.conv1, old.conv1, inner, stream[i])
+                _copy(new.conv2, old.conv2, stream[i], inner)
+    return small
+
+
+def _strength(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Per output channel (dim 0): the root of the summed squared weights, each layer relative to its mean."""
+    total = torch.zeros(weights[0].shape[0])
+    for w in weights:
+        norm = w.detach().flatten(1).norm(dim=1)
+        total += (norm / norm.mean().clamp_min(1e-12)) ** 2
+    return total.sqrt()
+
+
+def _strongest(score: torch.Tensor, k: int) -> torch.Tensor:
+    return score.topk(k).indices.sort().values
+
+
+def _copy(new: nn.Module, old: nn.Module, out: torch.Tensor | None, inp: torch.Tensor | None, transposed: bool = False) -> None:
+    """Copy the ``out`` x ``inp`` slice of a (transposed) convolution's weights (None: all channels)."""
+    w = old.weight.transpose(0, 1) if transposed else old.weight
+    if out is not None:
+        w = w[out]
+    if inp is not None:
+        w = w[:, inp]
+    new.weight.copy_(w.transpose(0, 1) if transposed else w)
+    new.bias.copy_(old.bias if out is None else old.bias[out])
+
+
 def build(config: dict[str, Any]) -> UNet:
     """Build from a config dict; unknown keys are refused so a typo never trains the wrong model."""
     return from_config(UNet, DEFAULTS, config, "unet")
