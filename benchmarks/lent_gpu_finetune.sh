@@ -33,6 +33,13 @@ if [ "${CHECKS_ON:-1}" = 1 ]; then
   ( export OMP_NUM_THREADS=2
     timeout 200 python3 -m pytest -m cuda tests -q -p no:cacheprovider; echo "pytest rc $? at $(el) s"
     timeout 150 python3 -m denoisecli bench --device $DEV --sizes $SIZES --json $OUT/bench-cuda.json; echo "bench rc $? at $(el) s"
+    # a folder run: the noise estimate runs in read-ahead threads; how close does it get to --sigma?
+    mkdir -p /tmp/fold-clean; ls $DATA | head -48 | while read -r f; do cp "$DATA/$f" /tmp/fold-clean/; done
+    python3 -m denoisecli add-noise /tmp/fold-clean /tmp/fold --sigma 25 > /dev/null 2>&1
+    for how in "" "--sigma 25"; do
+      s=$(date +%s.%N); timeout 60 python3 -m denoisecli run /tmp/fold -o /tmp/fold-out --overwrite --device $DEV $how > /dev/null 2>&1
+      echo "run 48 files ${how:-(estimate)}: rc $? $(python3 -c "print(round($(date +%s.%N) - $s, 2))") s"
+    done
   ) > $OUT/cuda-checks.txt 2>&1 &
   CHECKS=$!
 fi

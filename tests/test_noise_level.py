@@ -186,6 +186,29 @@ def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(
         assert float(_noise_level(noisy[i : i + 1], clean[i : i + 1], None, "sigma")[0]) == pytest.approx(measured, rel=1e-5)
 
 
+def test_a_folder_run_estimates_in_the_read_ahead_threads(tmp_path, monkeypatch):
+    """Each file's level is estimated off the main thread, while the model works on earlier files
+    (on a GPU the estimate takes longer than the network), and is the level of that file alone."""
+    import threading
+
+    from conftest import save
+    from denoisecli import noise_estimate
+    from denoisecli.image_io import read_image
+    from denoisecli.inference import RunOptions, denoise_files
+
+    for i, sigma in enumerate((5, 20, 40)):
+        clean = smooth_image(40, 36, seed=i).astype(np.float64)
+        save(tmp_path / "in" / f"{i}.png", np.clip(clean + np.random.default_rng(i).normal(0, sigma, clean.shape), 0, 255).round().astype(np.uint8))
+    threads, real = [], noise_estimate.model_level
+    monkeypatch.setattr(noise_estimate, "model_level", lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    weights = _level_model(tmp_path, "estimate")
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=weights, batch=1))
+    assert len(threads) == 3 and threading.main_thread() not in threads
+    for result in report.results:
+        alone = real(read_image(result.src).pixels)[0] * 255
+        assert result.detail == f"sigma {alone:.1f}, estimated"
+
+
 def test_unet_refuses_an_unknown_level_meaning():
     with pytest.raises(ValueError, match="level must be one of"):
         build_model({"arch": "unet", **TINY_MODEL, "noise_map": True, "level": "std"})

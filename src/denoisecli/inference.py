@@ -7,6 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Lock
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +19,8 @@ from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
 from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
 from denoisecli.weights import load_model, shipped_weights
+
+T = TypeVar("T")
 
 AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = 1024
@@ -117,23 +121,26 @@ class Denoiser:
         self.sigma = sigma
         self.ensemble = ensemble
         self._models: dict[Path, nn.Module] = {}
+        self._loading = Lock()
         if self.weights is not None:
             model = self._model(self.weights)
             if sigma is not None and not getattr(model, "noise_map", False):
                 raise DenoiseError(f"{self.weights}: --sigma needs a model with a noise-level input; this one is blind")
 
     def _model(self, path: Path) -> nn.Module:
-        if path not in self._models:
-            model, _ = load_model(path)
-            self._models[path] = place_model(model, self.device)
-        return self._models[path]
+        with self._loading:  # read-ahead threads ask for models too (see ``levels``)
+            if path not in self._models:
+                model, _ = load_model(path)
+                self._models[path] = place_model(model, self.device)
+            return self._models[path]
 
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
     def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float]] | None:
         """Per image, the noise sigma (0-1 scale; given or estimated) and the level the model gets
-        for it (in the meaning it was trained with), or None for a blind model."""
+        for it (in the meaning it was trained with), or None for a blind model. Safe to call from
+        other threads: `denoise_files` estimates while the model works on earlier images."""
         model = self.model_for(images[0].shape[0])
         if not getattr(model, "noise_map", False):
             if self.sigma is not None:
@@ -217,8 +224,9 @@ def denoise_files(
     """Denoise a file or a folder into ``dst`` (default: a new sibling folder), keeping names and formats.
 
     Existing outputs are skipped unless ``overwrite``, so a rerun finishes a stopped batch.
-    Files are read and written in background threads while the model works, small images
-    of one size go through the model together, and a bad file is recorded as failed
+    Files are read, their noise estimated, and written in background threads while the model
+    works (on a GPU the estimate takes longer than the network), small images of one size go
+    through the model together, and a bad file is recorded as failed
     while the batch goes on.
     """
     opts = options or RunOptions()
@@ -243,24 +251,31 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        reads = _prefetch(pool, todo, lambda p: read_image(p, opts.max_pixels), ahead=max(2, opts.batch))
+        def read(path: Path) -> tuple[LoadedImage, tuple[float, float] | None]:
+            image = read_image(path, opts.max_pixels)
+            try:
+                levels = denoiser.levels([image.pixels])
+            except DenoiseError as exc:
+                raise DenoiseError(f"{path}: {exc}") from exc
+            return image, levels[0] if levels is not None else None
+
+        reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
-        pending: list[tuple[Path, Path, LoadedImage]] = []
+        pending: list[tuple[Path, Path, LoadedImage, tuple[float, float] | None]] = []
 
         def flush() -> None:
             if not pending:
                 return
             first = str(pending[0][0])
+            levels = None if pending[0][3] is None else [lv for *_, lv in pending]
             try:
-                images = [img.pixels for _, _, img in pending]
-                levels = denoiser.levels(images)
-                outputs = denoiser.batch(images, name=first, levels=levels)
+                outputs = denoiser.batch([img.pixels for _, _, img, _ in pending], name=first, levels=levels)
             except DenoiseError as exc:
-                for path, out, _ in pending:
+                for path, out, _, _ in pending:
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
                 pending.clear()
                 return
-            for i, ((path, out, img), y) in enumerate(zip(pending, outputs)):
+            for i, ((path, out, img, _), y) in enumerate(zip(pending, outputs)):
                 img.pixels = y
                 detail = "" if levels is None else f"sigma {levels[i][0] * 255:.1f}" + (", estimated" if opts.sigma is None else "")
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
@@ -271,9 +286,9 @@ def denoise_files(
             if isinstance(loaded, DenoiseError):
                 record(FileResult(path, out, "failed", str(loaded)))
                 continue
-            if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded, opts.tile)):
+            if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
                 flush()
-            pending.append((path, out, loaded))
+            pending.append((path, out, *loaded))
         flush()
         _drain(writes, record, block=True)
     return BatchReport(results)
@@ -284,8 +299,8 @@ def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
     return tile is None and a.pixels.shape == b.pixels.shape and a.megapixels <= BATCH_MAX_MP
 
 
-def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Callable[[Path], LoadedImage], ahead: int):
-    """Yield ((path, out), image or DenoiseError) in order, decoding up to ``ahead`` files in the background."""
+def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Callable[[Path], T], ahead: int):
+    """Yield ((path, out), what ``read`` gave or its DenoiseError) in order, reading up to ``ahead`` files in the background."""
     queue: deque[tuple[tuple[Path, Path], Future]] = deque()
     it = iter(items)
     for item in it:
