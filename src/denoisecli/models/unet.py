@@ -128,45 +128,40 @@ def narrowed(model: UNet, width: int) -> UNet:
     base = model.head.out_channels
     if not 1 <= width <= base:
         raise ValueError(f"can only narrow a width-{base} UNet to a width from 1 to {base}, not {width}")
-    depth = model.depth
+    depth, levels = model.depth, _levels(model)
     keep = [width * 2**i for i in range(depth)]
-    stages = [*model.encoders, model.bottleneck]
-    decoders = list(model.decoders)[::-1]
-    ups = list(model.ups)[::-1]
-    writers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
-    readers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
-    writers[0].append(model.head.weight)
-    readers[0].append(model.tail.weight.transpose(0, 1))
-    for i in range(depth):
-        for block in [*stages[i], *(decoders[i] if i < depth - 1 else [])]:
-            writers[i].append(block.conv2.weight)
-            readers[i].append(block.conv1.weight.transpose(0, 1))
-        if i < depth - 1:
-            readers[i].append(model.downs[i].weight.transpose(0, 1))
-            writers[i + 1].append(model.downs[i].weight)
-            writers[i].append(ups[i].weight.transpose(0, 1))
-            readers[i + 1].append(ups[i].weight)
+    writers: list[list[torch.Tensor]] = [[model.head.weight]] + [[] for _ in range(depth - 1)]
+    readers: list[list[torch.Tensor]] = [[model.tail.weight.transpose(0, 1)]] + [[] for _ in range(depth - 1)]
+    for i, (blocks, down, up) in enumerate(levels):
+        writers[i] += [b.conv2.weight for b in blocks]
+        readers[i] += [b.conv1.weight.transpose(0, 1) for b in blocks]
+        if down is not None and up is not None:
+            readers[i].append(down.weight.transpose(0, 1))
+            writers[i + 1].append(down.weight)
+            writers[i].append(up.weight.transpose(0, 1))
+            readers[i + 1].append(up.weight)
     stream = [_strongest(_strength(writers[i]) * _strength(readers[i]), keep[i]) for i in range(depth)]
-    cfg = {"channels": model.channels, "width": width, "depth": depth, "blocks": len(stages[0]),
-           "unshuffle": model.unshuffle, "noise_map": model.noise_map, "level": model.level}
-    small = UNet(**cfg)
+    small = UNet(model.channels, width, depth, len(model.bottleneck), model.unshuffle, model.noise_map, model.level)
     with torch.no_grad():
         _copy(small.head, model.head, stream[0], None)
         _copy(small.tail, model.tail, None, stream[0])
-        small_stages = [*small.encoders, small.bottleneck]
-        small_decoders = list(small.decoders)[::-1]
-        small_ups = list(small.ups)[::-1]
-        for i in range(depth):
-            pairs = list(zip(small_stages[i], stages[i]))
-            if i < depth - 1:
-                pairs += list(zip(small_decoders[i], decoders[i]))
-                _copy(small.downs[i], model.downs[i], stream[i + 1], stream[i])
-                _copy(small_ups[i], ups[i], stream[i], stream[i + 1], transposed=True)
-            for new, old in pairs:
+        for i, ((blocks, down, up), (new_blocks, new_down, new_up)) in enumerate(zip(levels, _levels(small))):
+            if down is not None and up is not None:
+                _copy(new_down, down, stream[i + 1], stream[i])
+                _copy(new_up, up, stream[i], stream[i + 1], transposed=True)
+            for new, old in zip(new_blocks, blocks):
                 inner = _strongest(_strength([old.conv1.weight]) * _strength([old.conv2.weight.transpose(0, 1)]), keep[i])
                 _copy(new.conv1, old.conv1, inner, stream[i])
                 _copy(new.conv2, old.conv2, stream[i], inner)
     return small
+
+
+def _levels(model: UNet) -> list[tuple[list[ResBlock], nn.Module | None, nn.Module | None]]:
+    """Per resolution level, top first: its residual blocks (encoder and decoder), the convolution
+    down from it and the one back up to it (None at the bottom)."""
+    decoders, ups = list(model.decoders)[::-1], list(model.ups)[::-1]
+    upper = [([*model.encoders[i], *decoders[i]], model.downs[i], ups[i]) for i in range(model.depth - 1)]
+    return upper + [(list(model.bottleneck), None, None)]
 
 
 def _strength(weights: list[torch.Tensor]) -> torch.Tensor:
