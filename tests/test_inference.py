@@ -1,10 +1,13 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from denoisecli.device import memory_format, place_model
 from denoisecli.errors import DenoiseError
-from denoisecli.inference import DIHEDRAL, Denoiser, denoise_tensor, dihedral
+from denoisecli.inference import DIHEDRAL, Denoiser, _windows, denoise_tensor, dihedral
 from denoisecli.weights import load_model
 
 
@@ -31,6 +34,24 @@ def test_tiled_unet_matches_whole_within_one_level(tiny_model_file, size, tile):
     whole = denoise_tensor(model, x)
     tiled = denoise_tensor(model, x, tile=tile, context=24, blend=8)
     assert (whole - tiled).abs().max() < 1 / 255
+
+
+@pytest.mark.parametrize("size", [1025, 2048, 3000, 4000, 97, 301, 5000])
+@pytest.mark.parametrize("tile,overlap,align", [(1024, 128, 16), (80, 56, 8), (64, 28, 16), (200, 45, 1)])
+def test_windows_cover_the_image_on_the_stride_grid_with_little_waste(size, tile, overlap, align):
+    windows = _windows(size, tile, overlap, align)
+    starts = [s for s, _ in windows]
+    ends = [s + n for s, n in windows]
+    assert starts[0] == 0 and ends[-1] == size and starts == sorted(starts)
+    assert all(s % align == 0 and 0 < n <= tile for s, n in windows)
+    assert all(end - nxt >= overlap for end, nxt in zip(ends, starts[1:]))  # each seam can blend
+    if size > tile:
+        assert sum(n for _, n in windows) <= size + (len(windows) - 1) * (overlap + align)
+
+
+def test_a_photo_goes_through_the_network_once_plus_the_seams():
+    work = sum(n for _, n in _windows(4000, 1024, 128, 16)) * sum(n for _, n in _windows(3000, 1024, 128, 16))
+    assert work < 1.35 * 4000 * 3000  # full-length windows pushed back to the end made it 1.75x
 
 
 def test_tile_smaller_than_overlap_is_refused(tiny_model_file):
@@ -106,6 +127,34 @@ def test_channels_last_layout_for_inference_gives_the_same_output(tiny_model_fil
 def test_denoiser_places_its_model_channels_last(tiny_model_file):
     d = Denoiser(tiny_model_file, device="cpu")
     assert d.model_for(3).head.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+FAULTS_PER_LARGE_TENSOR = """
+import resource, sys, torch
+from denoisecli.device import keep_freed_memory, place_model
+
+def faults():
+    torch.ones(12 << 20)  # 48 MB, over glibc's largest default mmap threshold (32 MB)
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(4):
+        torch.ones(12 << 20)  # freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+before = faults()
+place_model(torch.nn.Conv2d(1, 1, 3), torch.device("cpu"))
+faults()  # the heap grows to hold the block once
+print(before, faults(), keep_freed_memory())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_cpu_inference_reuses_freed_memory_instead_of_faulting_it_in_again():
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_LARGE_TENSOR], capture_output=True, text=True, check=True)
+    before, after, took = out.stdout.split()
+    if took != "True":
+        pytest.skip("not glibc: mallopt is not available")
+    assert int(before) > 4 * 10_000  # each fresh 48 MB block faults in about 12,000 pages
+    assert int(after) < int(before) / 10
 
 
 def test_training_on_a_cpu_keeps_the_default_layout():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import torch
 from torch import nn
 
@@ -33,5 +36,32 @@ def memory_format(device: torch.device, training: bool = False) -> torch.memory_
 
 
 def place_model(model: nn.Module, device: torch.device, training: bool = False) -> nn.Module:
-    """Move a model to ``device`` in the memory layout chosen by ``memory_format``."""
+    """Move a model to ``device`` in the memory layout chosen by ``memory_format``; for inference
+    on a CPU, also keep freed memory in the process (``keep_freed_memory``)."""
+    if device.type == "cpu" and not training:
+        keep_freed_memory()
     return model.to(device=device, memory_format=memory_format(device, training))
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 128 << 20
+TRIM_THRESHOLD = 512 << 20
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc reuse freed memory instead of handing it back to the kernel.
+
+    glibc maps every block over 32 MB afresh and unmaps it on free, and a CPU inference pass of
+    the UNet at 1024x1024 allocates many such blocks (32-channel activations of 512x512 are 32 MB):
+    each pass then paid about 100,000 page faults, 10-20% of its time on a 2-core VM. Blocks up to
+    MMAP_THRESHOLD now come from the heap and up to TRIM_THRESHOLD of free memory stays there for
+    the next tensor: `denoise run` of a 12-megapixel JPEG took 14.6 s against 18.3 s, peak memory
+    1.47 GB against 1.41 (with it a 3-megapixel PNG in the same folder: 1.76 GB; with no limits,
+    2.2 GB for no further gain). Training allocates smaller blocks and gained about 1%, so it is
+    left alone. Returns whether the setting took (False off glibc: macOS, Windows, musl)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
