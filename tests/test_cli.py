@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -125,10 +126,11 @@ def test_run_cuda_without_cuda(clean_dir, tiny_model_file, monkeypatch):
 
 def test_train_cli_l1_and_resume_refusal(clean_dir, tmp_path):
     args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "3", "--batch", "2", "--patch", "24",
-            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu"]
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--no-amp"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert (tmp_path / "r" / "model.pt").exists() and (tmp_path / "r" / "last.pt").exists()
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["amp"] is False, "the run records its precision"
     second = runner.invoke(app, args)
     assert second.exit_code == 1 and "--resume" in second.output
     bad = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "x"), "--sigma", "60-10"])

@@ -14,11 +14,11 @@ from conftest import TINY_MODEL
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("gan", [False, True])
-def test_training_on_cuda_with_mixed_precision(clean_dir, tmp_path, gan):
+@pytest.mark.parametrize(("gan", "amp"), [(False, True), (True, True), (False, False)])
+def test_training_on_cuda_with_mixed_precision(clean_dir, tmp_path, gan, amp):
     opts = TrainOptions(data=str(clean_dir), out=str(tmp_path / "r"), steps=6, batch=4, patch=24,
                         model={**TINY_MODEL, "noise_map": True}, mix={"camera": 0.5}, val=str(clean_dir), val_every=3,
-                        device="cuda", gan=gan, gan_warmup=2, workers=2)
+                        device="cuda", gan=gan, gan_warmup=2, workers=2, amp=amp)
     result = train(opts)
     assert result.step == 6 and result.best_psnr is not None and math.isfinite(result.best_psnr)
     model, _ = load_model(tmp_path / "r" / "model.pt")

@@ -289,3 +289,10 @@ def test_init_from_a_wider_model_starts_from_its_strongest_channels(clean_dir, t
     assert ckpt["config"]["width"] == 4
     expected = narrowed(start, 4).state_dict()
     assert all(torch.equal(expected[k], v) for k, v in tuned.state_dict().items())
+
+
+def test_mixed_precision_only_on_cuda_and_only_when_asked():
+    from denoisecli.training import _amp
+
+    assert _amp(torch.device("cpu")) == (None, None)
+    assert _amp(torch.device("cuda"), enabled=False) == (None, None), "--no-amp trains in float32"

@@ -233,6 +233,7 @@ def train_cmd(
     clip: Annotated[float, typer.Option(help="Gradient-norm clip for the denoiser (0: off).", min=0)] = 1.0,
     workers: Annotated[Optional[int], typer.Option(help="Patch-making processes (default: 0 on CPU, up to 8 on CUDA).", min=0)] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="On CUDA, train in mixed precision (bf16, else fp16); --no-amp: float32. No effect on CPU.")] = True,
     seed: Annotated[int, typer.Option(help="Seed for weights, patches and noise.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.", min=1)] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt, with its own options.")] = False,
@@ -251,7 +252,7 @@ def train_cmd(
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
             gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
-            seed=seed, save_every=save_every,
+            amp=amp, seed=seed, save_every=save_every,
         )
         columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),
                    TextColumn("{task.fields[speed]:.0f} patches/s"))

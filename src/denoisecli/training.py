@@ -63,6 +63,7 @@ class TrainOptions:
     clip: float = 1.0
     workers: int | None = None
     device: str = "auto"
+    amp: bool = True
     seed: int = 0
     save_every: int = 500
     log_every: int = 50
@@ -116,7 +117,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         gen.load_state_dict(_initial_weights(Path(opts.init), config))
     gen = place_model(gen, device, training=True)
     layout = memory_format(device, training=True)
-    amp_dtype, scaler = _amp(device)
+    amp_dtype, scaler = _amp(device, opts.amp)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr)
     disc = opt_d = None
     if opts.gan:
@@ -317,9 +318,10 @@ def _architecture(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "level"}
 
 
-def _amp(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 with a scaler."""
-    if device.type != "cuda":
+def _amp(device: torch.device, enabled: bool = True) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 with a scaler.
+    ``enabled=False`` keeps float32, to tell what reduced precision costs a model from what the data does."""
+    if device.type != "cuda" or not enabled:
         return None, None
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16, None
