@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import PATCH, _patch_size, _Plane, _strides, _texture, clipped_level, estimate_sigma
+from denoisecli.noise_estimate import PATCH, _patch_size, _Planes, _strides, _texture, clipped_level, estimate_sigma
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -49,30 +49,39 @@ def test_patch_texture_from_box_sums_matches_the_patches_themselves(stride):
     grid = torch.nn.functional.unfold(plane[None, None], 7, stride=stride).squeeze(0).T.reshape(-1, 7, 7)
     direct = (grid[:, :, 1:] - grid[:, :, :-1]).pow(2).sum((1, 2)) + (grid[:, 1:, :] - grid[:, :-1, :]).pow(2).sum((1, 2))
     rows, cols = (23 - 7) // stride[0] + 1, (17 - 7) // stride[1] + 1
-    assert _texture(plane, 7, stride).shape == direct.shape == (rows * cols,)
-    assert torch.allclose(_texture(plane, 7, stride), direct, rtol=1e-5, atol=1e-6)
+    assert _texture(plane[None], 7, stride).shape == (1, rows * cols) and direct.shape == (rows * cols,)
+    assert torch.allclose(_texture(plane[None], 7, stride)[0], direct, rtol=1e-5, atol=1e-6)
+    # planes of one batch are each their own: the same numbers as alone, in their own row
+    both = _texture(torch.stack([plane.flip(0), plane]), 7, stride)
+    assert torch.allclose(both[1], direct, rtol=1e-5, atol=1e-6) and torch.allclose(both[0], _texture(plane.flip(0)[None], 7, stride)[0])
 
 
-@pytest.mark.parametrize("budget", [10**6, 1000])
-def test_weak_patch_moments_from_prefix_sums_match_a_direct_sum(budget):
-    """All 2,916 patches of a 60x60 plane (more than one block: a prefix lookup and a partial block both
-    count), then a sample of 972 (less than one block)."""
-    plane = torch.rand(60, 60, generator=torch.Generator().manual_seed(1))
-    sorted_patches = _Plane(plane, 7, budget)
-    stride = _strides(-(-54 * 54 // budget))
-    patches = torch.nn.functional.unfold((plane - plane.mean())[None, None], 7, stride=stride).squeeze(0).T.double()
-    texture = _texture(plane, 7, stride)
+@pytest.mark.parametrize("step", [1, 3])
+def test_weak_patch_moments_from_prefix_sums_match_a_direct_sum(step):
+    """All 2,916 patches of each of two 60x60 planes (more than one block: a prefix lookup, a partial
+    block and the zero padding of the last block all count), then a sample of 972 (less than one
+    block). Each plane's moments are its own, centred on its own mean."""
+    planes = torch.rand(2, 60, 60, generator=torch.Generator().manual_seed(1))
+    planes[1] = planes[1] * 0.3 + 0.6
+    sorted_patches = _Planes(planes, 7, step)
+    stride = _strides(step)
+    texture = _texture(planes, 7, stride)
+    patches = [
+        torch.nn.functional.unfold((plane - plane.mean())[None, None], 7, stride=stride).squeeze(0).T.double()
+        for plane in planes
+    ]
 
     def close(moments, chosen):
         second, sums, count = moments
         assert count == len(chosen)
         return torch.allclose(second, chosen.T @ chosen, rtol=1e-5, atol=1e-4) and torch.allclose(sums, chosen.sum(0), atol=1e-4)
 
-    assert close(sorted_patches.moments(), patches)
+    assert all(close(m, p) for m, p in zip(sorted_patches.moments(), patches))
     for limit in texture.quantile(torch.tensor([0.0, 0.1, 0.37, 0.5, 1.0])).tolist() + [texture.max().item() + 1]:
         weak = texture < limit
-        assert sorted_patches.weak(limit) == int(weak.sum())
-        assert close(sorted_patches.moments(sorted_patches.weak(limit)), patches[weak])
+        counts = sorted_patches.weak(limit)
+        assert counts == weak.sum(1).tolist()
+        assert all(close(m, p[w]) for m, p, w in zip(sorted_patches.moments(counts), patches, weak))
 
 
 def test_patch_sampling_grid_keeps_about_one_patch_in_k():
