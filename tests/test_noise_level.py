@@ -9,7 +9,18 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
-from denoisecli.noise_estimate import PATCH, _patch_size, _Planes, _strides, _texture, clipped_level, estimate_sigma
+from denoisecli.noise_estimate import (
+    PATCH,
+    PATCH_BUDGET,
+    SMALL_IMAGE_PATCHES,
+    _patch_size,
+    _Planes,
+    _step,
+    _strides,
+    _texture,
+    clipped_level,
+    estimate_sigma,
+)
 
 from conftest import TINY_MODEL, smooth_image
 
@@ -88,6 +99,28 @@ def test_patch_sampling_grid_keeps_about_one_patch_in_k():
     for k in range(1, 200):
         rows, cols = _strides(k)
         assert k <= rows * cols < 1.5 * k + 1 and rows <= cols
+
+
+@pytest.mark.parametrize(
+    ("planes", "side", "step"),
+    [
+        (3, 64, 1),  # a thumbnail keeps every patch
+        (3, 128, 1),  # 44,652 positions: sparser would leave under SMALL_IMAGE_PATCHES
+        (3, 256, 4),  # small: one in 4, 47,000 patches instead of 94,000
+        (1, 327, 2),  # grey, 103,041 positions: one in 2 keeps over SMALL_IMAGE_PATCHES
+        (3, 327, 4),  # colour of that size, 309,123 positions: one in 4 where the budget alone gives 3
+        (3, 400, 4),  # 465,708 positions: the budget alone gives 4 too, so nothing changes from here up
+        (27, 256, 15),  # 9 crops of a 1024x1024 colour image: the budget alone
+    ],
+)
+def test_sampling_step_spends_less_on_small_images_and_stays_in_budget(planes, side, step):
+    """Small images sample more sparsely (their network pass is short), never below
+    SMALL_IMAGE_PATCHES; large ones stay within PATCH_BUDGET."""
+    x = torch.zeros(planes, side, side)
+    positions = planes * (side - PATCH + 1) ** 2
+    assert _step(x, PATCH) == step
+    assert positions / step <= PATCH_BUDGET
+    assert step == 1 or positions / step >= SMALL_IMAGE_PATCHES
 
 
 def test_estimate_does_not_depend_on_the_input_dtype():
