@@ -102,24 +102,23 @@ class _Planes:
     BLOCK = 1024
 
     def __init__(self, planes: torch.Tensor, patch: int, step: int) -> None:
-        count = len(planes)
         stride = _strides(step)
         centred = planes - planes.mean((1, 2), keepdim=True)
         windows = centred.unfold(1, patch, stride[0]).unfold(2, patch, stride[1])
         texture = _texture(planes, patch, stride)
         order = torch.from_numpy(np.argsort(texture.numpy(), axis=1))  # numpy's sort: half the time of torch's here
         self.texture = texture.gather(1, order)
-        self.count = order.shape[1]
+        self.per_plane = order.shape[1]
         # every plane's patches, then one zero row that pads each plane's sorted rows to whole blocks
-        rows = torch.empty(count * self.count + 1, patch * patch)
-        rows[:-1].view(count, *windows.shape[1:]).copy_(windows)
+        rows = torch.empty(len(planes) * self.per_plane + 1, patch * patch)
+        rows[:-1].view(windows.shape).copy_(windows)
         rows[-1] = 0
-        picks = F.pad(order + torch.arange(count)[:, None] * self.count, (0, -self.count % self.BLOCK), value=len(rows) - 1)
-        self.patches = rows.index_select(0, picks.flatten()).view(count, -1, patch * patch)
+        picks = F.pad(order + torch.arange(len(planes))[:, None] * self.per_plane, (0, -self.per_plane % self.BLOCK), value=len(rows) - 1)
+        self.patches = rows.index_select(0, picks.flatten()).view(len(planes), -1, patch * patch)
         blocks = self.patches.view(-1, self.BLOCK, patch * patch)
-        second = torch.bmm(blocks.transpose(1, 2), blocks).view(count, -1, patch * patch, patch * patch)
+        second = torch.bmm(blocks.transpose(1, 2), blocks).view(len(planes), -1, patch * patch, patch * patch)
         self.second = F.pad(second.double().cumsum(1), (0, 0, 0, 0, 1, 0))
-        self.sums = F.pad(blocks.sum(1).view(count, -1, patch * patch).double().cumsum(1), (0, 0, 1, 0))
+        self.sums = F.pad(blocks.sum(1).view(len(planes), -1, patch * patch).double().cumsum(1), (0, 0, 1, 0))
 
     def weak(self, limit: float) -> list[int]:
         """How many patches of each plane have texture below ``limit``: the lengths of the weak prefixes."""
@@ -128,7 +127,7 @@ class _Planes:
 
     def moments(self, counts: list[int] | None = None) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Per plane: second moments, sums and count of its ``counts[i]`` least textured patches (all if None)."""
-        counts = [self.count] * len(self.patches) if counts is None else counts
+        counts = [self.per_plane] * len(self.patches) if counts is None else counts
         out = []
         for i, count in enumerate(counts):
             whole = count // self.BLOCK
