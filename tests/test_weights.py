@@ -56,3 +56,35 @@ def test_atomic_save_keeps_old_file_when_save_fails(tmp_path, monkeypatch):
         atomic_save({"step": 2}, target)
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def _benchmark_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_blended_weights_interpolate_and_rebuild(tmp_path):
+    """benchmarks/blend_weights.py (network interpolation): alpha 0 and 1 give back A and B, and the blend
+    is a model file that loads and runs; models of different configs are refused."""
+    blend = _benchmark_script("blend_weights").blend
+    config = {"arch": "unet", "channels": 3, "width": 8, "depth": 2, "blocks": 1}
+    torch.manual_seed(0)
+    a, b = (model_payload(build_model(config), config, {"steps": s}) for s in (10, 20))
+    assert all(torch.equal(blend(a, b, 0.0)["state_dict"][k], v) for k, v in a["state_dict"].items())
+    assert all(torch.allclose(blend(a, b, 1.0)["state_dict"][k], v) for k, v in b["state_dict"].items())
+    half = blend(a, b, 0.5)
+    name = next(k for k, v in a["state_dict"].items() if v.is_floating_point() and not torch.equal(v, b["state_dict"][k]))
+    assert torch.allclose(half["state_dict"][name], (a["state_dict"][name] + b["state_dict"][name]) / 2)
+    atomic_save(half, tmp_path / "half.pt")
+    model, _ = load_model(tmp_path / "half.pt")
+    out = model(torch.rand(1, 3, 37, 31))
+    assert out.shape == (1, 3, 37, 31) and torch.isfinite(out).all()
+    other = {**config, "width": 16}
+    with pytest.raises(DenoiseError, match="different configs"):
+        blend(a, model_payload(build_model(other), other), 0.5)
