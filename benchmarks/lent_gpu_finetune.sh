@@ -22,6 +22,7 @@
 # The measured rate is pessimistic while the checks run beside it (2026-11-26, H200: 43.5 steps/s
 # measured, 61 reached), so the run ends early rather than late.
 set -u
+source "$(dirname "$0")/lent_gpu_lib.sh"
 T0=$(date +%s)
 DEV=${DEV:-cuda}; CAL=${CAL:-45}; END=${END:-525}; WORKERS=${WORKERS:-12}; SIZES=${SIZES:-256,512,1024}
 RUN=${RUN:-runs/color8}; BATCH=${BATCH:-64}; PATCH=${PATCH:-128}; INIT=${INIT:-weights/color.pt}; SEED=${SEED:-11}
@@ -48,31 +49,7 @@ if [ "${CHECKS_ON:-1}" = 1 ]; then
   CHECKS=$!
 fi
 TRAIN="python3 -m denoisecli train $DATA --channels $CHANNELS --init $INIT --width $WIDTH --noise-map --sigma 0-75 ${MIX:+--mix $MIX} ${DOWNSCALE:+--downscale $DOWNSCALE} --lr $LR --batch $BATCH --patch $PATCH --workers $WORKERS --seed $SEED --device $DEV"
-rm -rf /tmp/calib
-$(command -v setsid) $TRAIN --out /tmp/calib --steps 100000 --val-every 100000 --save-every 100000 > /tmp/calib.log 2>&1 &
-CP=$!
-sleep $CAL
-kill -9 -- -$CP 2>/dev/null; pkill -9 -f -- "--out /tmp/calib"; wait $CP 2>/dev/null
-STEPS=$(python3 - "$T0" "$END" "$CAL" "$BATCH" 2>>$LOG <<'EOF'
-import json, sys, time
-t0, end, cal, batch = (float(a) for a in sys.argv[1:])
-try:
-    rows = [json.loads(l) for l in open("/tmp/calib/metrics.jsonl") if '"train"' in l]
-except OSError:
-    rows = []
-if len(rows) < 2:
-    print(f"calibration gave {len(rows)} log lines; no run", file=sys.stderr)
-    print(0)
-    sys.exit()
-(s1, p1), (s2, p2) = [(r["step"], r["patches_per_s"]) for r in (rows[0], rows[-1])]
-t1, t2 = s1 * batch / p1, s2 * batch / p2
-rate = (s2 - s1) / (t2 - t1)
-startup = max(10.0, cal - t2)
-left = t0 + end - time.time() - startup - 20
-print(f"rate {rate:.2f} steps/s (steps {s1}-{s2}), loop started {startup:.0f} s after launch, {left:.0f} s left to train", file=sys.stderr)
-print(max(0, int(rate * left * 0.93) // 100 * 100))
-EOF
-)
+STEPS=$(calibrated_steps $END /tmp/calib.log 2>>$LOG)
 echo "steps $STEPS at $(el) s" >> $LOG
 if [ "$STEPS" -gt 0 ]; then
   VAL=$(( STEPS / 4 ))

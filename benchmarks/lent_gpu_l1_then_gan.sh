@@ -13,6 +13,7 @@
 # to 16 MiB; `cat X.pt.part-* > X.pt`); logs, metrics and the CUDA tests' output come back in
 # one tar, so a call brings back 5 files.
 set -u
+source "$(dirname "$0")/lent_gpu_lib.sh"
 T0=$(date +%s)
 DEV=${DEV:-cuda}; CAL=${CAL:-35}; END1=${END1:-420}; END2=${END2:-545}; WORKERS=${WORKERS:-14}
 RUN=${RUN:-runs/color21}; BATCH=${BATCH:-64}; LR=${LR:-3e-4}; INIT=${INIT:-weights/color.pt}; SEED=${SEED:-22}
@@ -34,31 +35,7 @@ bring() {  # bring RUN_DIR NAME: the model in two parts, its metrics and config 
 CHECKS=$!
 COMMON="--width 32 --noise-map --sigma 0-75 --mix $MIX --downscale 0.25 --patch 128 --workers $WORKERS --device $DEV"
 TRAIN="python3 -m denoisecli train $DATA --init $INIT $COMMON --lr $LR --batch $BATCH --seed $SEED"
-rm -rf /tmp/calib
-$(command -v setsid) $TRAIN --out /tmp/calib --steps 100000 --val-every 100000 --save-every 100000 > $LOGS/calib.txt 2>&1 &
-CP=$!
-sleep $CAL
-kill -9 -- -$CP 2>/dev/null; pkill -9 -f -- "--out /tmp/calib"; wait $CP 2>/dev/null
-STEPS=$(python3 - "$T0" "$END1" "$CAL" "$BATCH" 2>>$LOG <<'EOF'
-import json, sys, time
-t0, end, cal, batch = (float(a) for a in sys.argv[1:])
-try:
-    rows = [json.loads(l) for l in open("/tmp/calib/metrics.jsonl") if '"train"' in l]
-except OSError:
-    rows = []
-if len(rows) < 2:
-    print(f"calibration gave {len(rows)} log lines; no run", file=sys.stderr)
-    print(0)
-    sys.exit()
-(s1, p1), (s2, p2) = [(r["step"], r["patches_per_s"]) for r in (rows[0], rows[-1])]
-t1, t2 = s1 * batch / p1, s2 * batch / p2
-rate = (s2 - s1) / (t2 - t1)
-startup = max(10.0, cal - t2)
-left = t0 + end - time.time() - startup - 15
-print(f"rate {rate:.2f} steps/s (steps {s1}-{s2}), loop started {startup:.0f} s after launch, {left:.0f} s left to train", file=sys.stderr)
-print(max(0, int(rate * left * 0.95) // 100 * 100))
-EOF
-)
+STEPS=$(calibrated_steps $END1 $LOGS/calib.txt 2>>$LOG)
 echo "stage 1: $STEPS steps at $(el) s" >> $LOG
 [ "$STEPS" -gt 0 ] || { wait $CHECKS; pack; exit 1; }
 VAL=$(( STEPS / 4 ))
