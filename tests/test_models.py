@@ -33,6 +33,27 @@ def test_unet_gradients_reach_every_parameter():
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])
+def test_a_per_pixel_noise_level_map_acts_locally(unshuffle):
+    """A [B, 1, H, W] level (FFDNet's spatially variant map) at an odd size: a constant map gives what
+    the per-image level gives, and a map that differs on part of the image changes the output."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "unet", "channels": 3, **TINY_MODEL, "unshuffle": unshuffle, "noise_map": True})
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.rand(2, 3, 37, 31)
+    sigma = torch.tensor([0.05, 0.2])
+    flat = sigma.view(2, 1, 1, 1).expand(2, 1, 37, 31)
+    assert torch.allclose(model(x, flat), model(x, sigma), atol=1e-6)
+    varied = flat.clone()
+    varied[..., 24:] = 0.3
+    out = model(x, varied)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, model(x, sigma), atol=1e-4)
+    with pytest.raises(ValueError, match="per-pixel"):
+        model(x, flat[..., :30])
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2])
 def test_config_controls_size(unshuffle):
     small = build_model({"arch": "unet", "channels": 3, "width": 8, "depth": 2, "unshuffle": unshuffle})
     big = build_model({"arch": "unet", "channels": 3, "width": 16, "depth": 3, "unshuffle": unshuffle})

@@ -79,7 +79,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
-        """``sigma``: the noise std per image ([B] or a float, 0-1 scale), for noise-map models only."""
+        """``sigma``: the noise std (0-1 scale), for noise-map models only: per image ([B] or a float),
+        or per pixel ([B, 1, H, W], as FFDNet allows for noise that varies across the image)."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         y = _pad(x, ph, pw)
@@ -88,7 +89,13 @@ class UNet(nn.Module):
         if self.noise_map:
             if sigma is None:
                 raise ValueError("this model takes the noise level: pass sigma")
-            level = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).reshape(-1, 1, 1, 1)
+            level = torch.as_tensor(sigma, dtype=y.dtype, device=y.device)
+            if level.ndim == 4:
+                if level.shape[1] != 1 or level.shape[-2:] != x.shape[-2:]:
+                    raise ValueError(f"a per-pixel noise level must be [B, 1, {h}, {w}], got {list(level.shape)}")
+                level = F.avg_pool2d(_pad(level, ph, pw), self.unshuffle) if self.unshuffle > 1 else _pad(level, ph, pw)
+            else:
+                level = level.reshape(-1, 1, 1, 1)
             y = torch.cat([y, level.expand(y.shape[0], 1, *y.shape[-2:])], dim=1)
         elif sigma is not None:
             raise ValueError("this model has no noise-level input")
