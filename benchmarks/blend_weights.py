@@ -16,12 +16,7 @@ from pathlib import Path
 import torch
 
 from denoisecli.errors import DenoiseError
-from denoisecli.weights import atomic_save, load_checkpoint
-
-
-def _model_file(path: Path) -> dict:
-    ckpt = load_checkpoint(path)
-    return ckpt["generator"] if "generator" in ckpt and "state_dict" not in ckpt else ckpt
+from denoisecli.weights import atomic_save, load_model
 
 
 def blend(a: dict, b: dict, alpha: float) -> dict:
@@ -42,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     if not 0.0 <= args.alpha <= 1.0:
         raise SystemExit(f"--alpha must be in [0, 1], got {args.alpha}")
-    a, b = _model_file(args.a), _model_file(args.b)
+    (_, a), (_, b) = load_model(args.a), load_model(args.b)
     out = blend(a, b, args.alpha)
     out["meta"] = {**a.get("meta", {}), "blend": {"a": str(args.a), "b": str(args.b), "alpha": args.alpha,
                                                   "a_steps": a.get("meta", {}).get("steps"), "b_steps": b.get("meta", {}).get("steps")}}

@@ -26,16 +26,12 @@ from denoisecli.image_io import list_images, read_image
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise_estimate import estimate_sigma
 from denoisecli.weights import load_model
-
-TILE = 64
+from noise_type import tile_levels  # beside this script
 
 
 def fitted_map(noisy: torch.Tensor, estimate: float) -> torch.Tensor:
     """A 1xHxW noise-std map from a linear fit of tile variance against tile brightness."""
-    _, height, width = noisy.shape
-    tiles = [noisy[:, i : i + TILE, j : j + TILE] for i in range(0, height - TILE + 1, TILE) for j in range(0, width - TILE + 1, TILE)]
-    means = torch.tensor([float(t.mean()) for t in tiles], dtype=torch.float64)
-    variances = torch.tensor([estimate_sigma(t) ** 2 for t in tiles], dtype=torch.float64)
+    means, variances = torch.tensor(tile_levels(noisy), dtype=torch.float64).T
     a, b = torch.linalg.lstsq(torch.stack([means, torch.ones_like(means)], 1), variances[:, None]).solution.flatten().tolist()
     local = F.avg_pool2d(F.pad(noisy.mean(0, keepdim=True)[None], (4, 4, 4, 4), mode="reflect"), 9, 1)[0]
     return (max(a, 0.0) * local + b).clamp_min((0.25 * estimate) ** 2).sqrt().float()

@@ -39,12 +39,16 @@ def whiteness(noisy: torch.Tensor) -> float:
     return 2 * estimate_sigma(F.avg_pool2d(noisy[None], 2)[0]) / full if full > 0 else float("nan")
 
 
+def tile_levels(noisy: torch.Tensor) -> list[tuple[float, float]]:
+    """(mean brightness, estimated noise variance) of each whole TILE x TILE tile: how the noise varies with the signal."""
+    _, height, width = noisy.shape
+    return [(float(t.mean()), estimate_sigma(t) ** 2)
+            for t in (noisy[:, i : i + TILE, j : j + TILE] for i in range(0, height - TILE + 1, TILE) for j in range(0, width - TILE + 1, TILE))]
+
+
 def signal_dependence(noisy: torch.Tensor) -> float:
     """Estimated noise variance in the brightest third of TILE x TILE tiles over that in the darkest third (1 for Gaussian noise)."""
-    _, height, width = noisy.shape
-    tiles = sorted((float(t.mean()), estimate_sigma(t) ** 2)
-                   for t in (noisy[:, i : i + TILE, j : j + TILE] for i in range(0, height - TILE + 1, TILE)
-                             for j in range(0, width - TILE + 1, TILE)))
+    tiles = sorted(tile_levels(noisy))
     third = max(1, len(tiles) // 3)
     dark, bright = (statistics.median(v for _, v in part) for part in (tiles[:third], tiles[-third:]))
     return (bright + 1e-8) / (dark + 1e-8)
@@ -69,7 +73,7 @@ def main() -> None:
         cells = []
         for stat in (whiteness, signal_dependence):
             values = [stat(x) for x in noisy]
-            q = statistics.quantiles(values, n=20)
+            q = statistics.quantiles(values, n=20, method="inclusive")
             cells.append(" / ".join(f"{v:.2f}" for v in (min(values), q[0], statistics.median(values), q[-1], max(values))))
         print(f"{label} | {cells[0]} | {cells[1]}", flush=True)
 

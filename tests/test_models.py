@@ -33,7 +33,7 @@ def test_unet_gradients_reach_every_parameter():
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])
-def test_a_per_pixel_noise_level_map_acts_locally(unshuffle):
+def test_a_constant_per_pixel_level_map_matches_the_per_image_level(unshuffle):
     """A [B, 1, H, W] level (FFDNet's spatially variant map) at an odd size: a constant map gives what
     the per-image level gives, and a map that differs on part of the image changes the output."""
     torch.manual_seed(0)
