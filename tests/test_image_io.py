@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -98,7 +100,9 @@ def test_list_images_is_recursive_case_insensitive_and_excludes(tmp_path):
 ICC = None
 
 
+@functools.cache
 def _icc() -> bytes:
+    """One profile per run: lcms stamps its creation time, so two builds a second apart differ."""
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
