@@ -97,9 +97,6 @@ def test_list_images_is_recursive_case_insensitive_and_excludes(tmp_path):
     assert found == ["a.PNG", "b.jpg"]
 
 
-ICC = None
-
-
 @functools.cache
 def _icc() -> bytes:
     """One profile per run: lcms stamps its creation time, so two builds a second apart differ."""
