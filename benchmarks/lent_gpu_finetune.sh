@@ -17,8 +17,9 @@
 # in two parts (a file coming back is limited to 16 MiB): `cat model.pt.part-* > model.pt`.
 # A call brings back at most 8 files: with the checks on, this script writes exactly 8 into $OUT,
 # so anything added there must replace one. Run one copy per GPU: a second copy started beside it
-# (a grey run, 2026-11-26) logged nothing in its calibration and never trained; two plain
-# `denoise train --steps N` runs side by side worked (weights/README.md, phases 18-19).
+# (a grey run, 2026-11-26) logged nothing in its calibration and never trained (both calibrated
+# into /tmp/calib, and each one's kill matched the other's); for two runs side by side use
+# lent_gpu_pair.sh, which calibrates them together.
 # The measured rate is pessimistic while the checks run beside it (2026-11-26, H200: 43.5 steps/s
 # measured, 61 reached), so the run ends early rather than late.
 set -u

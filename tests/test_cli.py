@@ -227,3 +227,16 @@ def test_train_stopped_by_kill_saves_a_checkpoint_and_says_so(clean_dir, tmp_pat
     assert proc.returncode == 130, output
     assert "interrupted at step" in output and "--resume" in output
     assert load_checkpoint(out / "last.pt")["step"] > 0
+
+
+def test_train_cli_overset(clean_dir, tmp_path):
+    """--overset reaches the trainer; a non-Gaussian noise gets a one-line error, not a traceback."""
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "o"), "--steps", "2", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--noise-map", "--overset", "0.5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "o" / "model.pt")["meta"]["overset"] == 0.5
+    refused = runner.invoke(app, args[:3] + [str(tmp_path / "p")] + args[4:] + ["--mix", "camera:0.3"])
+    assert refused.exit_code == 1 and "--overset needs white Gaussian noise" in refused.output
+    assert "Traceback" not in refused.output
+    assert runner.invoke(app, args[:-1] + ["2"]).exit_code == 2

@@ -242,7 +242,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, mon
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("extra", [{}, {"model": {**TINY_MODEL, "noise_map": True}, "mix": {"camera": 0.5}}])
+@pytest.mark.parametrize("extra", [{}, {"model": {**TINY_MODEL, "noise_map": True}, "mix": {"camera": 0.5}},
+                                   {"model": {**TINY_MODEL, "noise_map": True}, "overset": 0.5}])
 def test_worker_processes_give_the_same_run(clean_dir, tmp_path, extra):
     """Patches, noise (JPEG included) and levels made in loader processes are those made in-process."""
     train(opts(clean_dir, tmp_path / "w0", steps=3, workers=0, **extra))
@@ -296,3 +297,59 @@ def test_mixed_precision_only_on_cuda_and_only_when_asked():
 
     assert _amp(torch.device("cpu")) == (None, None)
     assert _amp(torch.device("cuda"), enabled=False) == (None, None), "--no-amp trains in float32"
+
+
+def test_overset_samples_get_a_higher_level_and_their_own_noisier_copy():
+    """A picked sample's level lies between its sigma and the top of the range, its copy carries noise of that level."""
+    from denoisecli.noise import NoiseSampler
+    from denoisecli.training import _Noiser
+
+    sampler = NoiseSampler("gaussian", {"std": (0.0, 0.3)})
+    clean = torch.full((64, 1, 37, 31), 0.5)
+    noisy, sigma, over, again = _Noiser(sampler, seed=2, rank=0, overset=0.5)(7, clean)
+    picked = ~torch.isnan(over)
+    assert 16 < int(picked.sum()) < 48
+    assert (over[picked] >= sigma[picked]).all() and (over[picked] <= 0.3 + 1e-9).all()
+    measured = (again[picked] - clean[picked]).flatten(1).std(1).double()
+    assert torch.allclose(measured, over[picked], rtol=0.15, atol=0.01), (measured, over[picked])
+    assert (again[~picked] == 0).all()
+    same = _Noiser(sampler, seed=2, rank=0, overset=0.5)(7, clean)
+    assert all(torch.equal(a, b) for a, b in zip((noisy, sigma, again), (same[0], same[1], same[3])))
+    assert torch.equal(over.isnan(), same[2].isnan()) and torch.equal(over[picked], same[2][picked])
+    assert len(_Noiser(sampler, seed=2, rank=0)(7, clean)) == 2, "without --overset the batch is as before"
+
+
+def test_overset_targets_are_the_models_own_output_at_the_raised_level():
+    from denoisecli.models import build_model
+    from denoisecli.training import _overset_targets
+
+    torch.manual_seed(3)
+    gen = build_model({"arch": "unet", "channels": 1, **TINY_MODEL, "noise_map": True})
+    for p in gen.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    clean, again = torch.rand(4, 1, 37, 31), torch.rand(4, 1, 37, 31)
+    level = torch.tensor([0.1, 0.2, 0.05, 0.0])
+    over = torch.tensor([float("nan"), 0.25, float("nan"), 0.3], dtype=torch.float64)
+    new_level, target = _overset_targets(gen, level, clean, over, again)
+    assert torch.equal(new_level, torch.tensor([0.1, 0.25, 0.05, 0.3]))
+    assert torch.equal(target[[0, 2]], clean[[0, 2]])
+    with torch.no_grad():
+        expected = gen(again[[1, 3]], torch.tensor([0.25, 0.3]))
+    assert torch.allclose(target[[1, 3]], expected) and not target.requires_grad
+    assert torch.isfinite(target).all()
+
+
+def test_overset_training_runs_and_is_refused_where_it_has_no_meaning(clean_dir, tmp_path):
+    model = {**TINY_MODEL, "noise_map": True}
+    result = train(opts(clean_dir, tmp_path / "o", model=model, overset=0.5, steps=4))
+    assert result.step == 4
+    _, ckpt = load_model(tmp_path / "o" / "model.pt")
+    assert ckpt["meta"]["overset"] == 0.5
+    lines = [json.loads(l) for l in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all(torch.isfinite(torch.tensor(l["loss"])) for l in lines)
+    with pytest.raises(DenoiseError, match="--overset needs white Gaussian noise"):
+        train(opts(clean_dir, tmp_path / "m", model=model, overset=0.5, mix={"camera": 0.3}))
+    with pytest.raises(DenoiseError, match="--overset needs a model with a noise-level input"):
+        train(opts(clean_dir, tmp_path / "b", overset=0.5))
+    with pytest.raises(DenoiseError, match="--overset 1.5"):
+        train(opts(clean_dir, tmp_path / "r", model=model, overset=1.5))

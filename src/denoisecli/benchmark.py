@@ -7,6 +7,8 @@ on the weights) are measured in the same process, so the ratios hold on any mach
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import platform
 import resource
 import statistics
@@ -120,9 +122,20 @@ def _noisy_photo(channels: int, size: int) -> torch.Tensor:
 
 
 def _reset_peak(device: torch.device) -> None:
+    """Start a model's peak from what the process really holds now.
+
+    On CPU, glibc keeps freed heap memory mapped (after large frees it also raises its mmap
+    threshold, so later buffers come from the heap), so without a trim the resident set at the
+    reset carried whatever the previous model or size had freed, and a model's peak depended on
+    what ran before it (978 or 1,237 MiB for the same network in two runs of the same bench).
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -50,6 +50,7 @@ class TrainOptions:
     levels: dict[str, tuple[float, float]] | None = None
     mix: dict[str, float] | None = None
     downscale: float = 0.0
+    overset: float = 0.0
     noisy: str | None = None
     val: str | None = None
     val_every: int = 1000
@@ -138,7 +139,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
     meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan,
-            "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
+            "overset": opts.overset, "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
     writer = dist.is_main
     log = None
     if writer:
@@ -182,9 +183,11 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
 
     takes_level = bool(config.get("noise_map"))
     estimate = takes_level and config.get("level") == "estimate"
+    if opts.overset and not (takes_level and config.get("level") in ("sigma", "estimate")):
+        raise DenoiseError("--overset needs a model with a noise-level input (--noise-map) whose level is the noise's sigma")
     workers = opts.workers if opts.workers is not None else (min(8, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
     batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda",
-                                _Noiser(noise, opts.seed, dist.rank, estimate)))
+                                _Noiser(noise, opts.seed, dist.rank, estimate, opts.overset)))
     gen.train()
     t0, seen, latest = time.perf_counter(), 0, {}
     try:
@@ -192,15 +195,18 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             lr = opts.lr * _lr_factor(step, total, warmup, opts.min_lr_ratio)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            clean, noisy, *nominal = (t.to(device, non_blocking=True) for t in next(batches))
-            nominal = nominal[0] if nominal else None
+            clean, noisy, *extra = (t.to(device, non_blocking=True) for t in next(batches))
+            nominal = extra[0] if extra else None
             clean, noisy = clean.contiguous(memory_format=layout), noisy.contiguous(memory_format=layout)
             stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
             level = _noise_level(noisy, clean, nominal, config.get("level", "sigma")) if takes_level else None
+            target = clean
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if len(extra) == 3:
+                    level, target = _overset_targets(gen, level, clean, *extra[1:])
                 denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
-                l1 = F.l1_loss(denoised.float(), clean)
+                l1 = F.l1_loss(denoised.float(), target)
             if adversarial:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     scores = disc_ddp(torch.cat([clean, denoised.detach()])).float()
@@ -257,16 +263,54 @@ class _Noiser:
 
     ``estimate``: fill in the estimator's reading where a noise has no sigma, here in the loader
     processes rather than in the training loop (about 0.03 s per 128x128 colour patch on a CPU core).
+    ``overset``: also pick that fraction of the white-noise samples to be fed a level above their
+    sigma, and draw each such sample's clean patch again at that level (see ``_overset_targets``):
+    returns (noisy, sigma, over_level, over_noisy), over_level NaN where a sample keeps its own.
     """
 
-    def __init__(self, noise: NoiseSampler, seed: int, rank: int, estimate: bool = False) -> None:
-        self.noise, self.seed, self.rank, self.estimate = noise, seed, rank, estimate
+    def __init__(self, noise: NoiseSampler, seed: int, rank: int, estimate: bool = False, overset: float = 0.0) -> None:
+        self.noise, self.seed, self.rank, self.estimate, self.overset = noise, seed, rank, estimate, overset
 
-    def __call__(self, step: int, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, step: int, clean: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             noisy, sigma = self.noise.draw(clean, seeded_generator(self.seed, f"levels{step}/{self.rank}"),
                                            seeded_generator(self.seed, f"noise{step}/{self.rank}"))
-            return noisy, (_estimated_where_missing(noisy, sigma) if self.estimate else sigma)
+            level = _estimated_where_missing(noisy, sigma) if self.estimate else sigma
+            if not self.overset:
+                return noisy, level
+            return (noisy, level, *self._overset(step, clean, sigma))
+
+    def _overset(self, step: int, clean: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = seeded_generator(self.seed, f"overset{step}/{self.rank}")
+        layer, (_, top) = self.noise.layer, self.noise.ranges["std"]
+        top = float(layer.sigma(top))
+        pick = (torch.rand(sigma.shape[0], generator=g, dtype=torch.float64) < self.overset) & (sigma < top)
+        over = torch.full_like(sigma, float("nan"))
+        over[pick] = sigma[pick] + (top - sigma[pick]) * torch.rand(int(pick.sum()), generator=g, dtype=torch.float64)
+        again = torch.zeros_like(clean)
+        if pick.any():
+            again[pick] = layer(clean[pick], std=over[pick] / abs(layer.scale), generator=g)
+        return over, again
+
+
+def _overset_targets(gen: torch.nn.Module, level: torch.Tensor, clean: torch.Tensor, over_level: torch.Tensor,
+                     over_noisy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levels and targets where some samples are fed a level L above their noise's sigma.
+
+    Such a sample's target is not the clean patch but what the model itself makes of the same
+    patch with noise of level L (no gradient through it): so `--sigma` set above the noise
+    really present smooths about as much as that level would. Trained on exact levels only, the
+    grey model extrapolated there: at 3-4x the true level it left a pattern on the 2x2
+    pixel-unshuffle grid, as rough as the clean image (weights/README.md, `grey.pt` phase 7).
+    """
+    pick = ~torch.isnan(over_level)
+    if not pick.any():
+        return level, clean
+    with torch.no_grad():
+        smoother = gen(over_noisy[pick], over_level[pick].to(level)).float()
+    level, target = level.clone(), clean.clone()
+    level[pick], target[pick] = over_level[pick].to(level), smoother
+    return level, target
 
 
 def _noise_level(noisy: torch.Tensor, clean: torch.Tensor, nominal: torch.Tensor | None = None,
@@ -432,6 +476,10 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError("--mix: the fractions add up to more than 1")
     if not 0 <= opts.downscale <= 1:
         raise DenoiseError(f"--downscale {opts.downscale}: must be a fraction between 0 and 1")
+    if not 0 <= opts.overset <= 1:
+        raise DenoiseError(f"--overset {opts.overset}: must be a fraction between 0 and 1")
+    if opts.overset and (opts.noise != "gaussian" or opts.mix or opts.noisy):
+        raise DenoiseError("--overset needs white Gaussian noise alone (no --mix, no --noisy): only it has a sigma to raise")
     for name, (lo, hi) in (opts.levels or {}).items():
         if not 0 <= lo <= hi:
             raise DenoiseError(f"noise {name} range {lo}-{hi}: must satisfy 0 <= low <= high")
