@@ -203,7 +203,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             level = _noise_level(noisy, clean, nominal, config.get("level", "sigma")) if takes_level else None
             target = clean
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if len(extra) == 3:
+                if opts.overset:
                     level, target = _overset_targets(gen, level, clean, *extra[1:])
                 denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
                 l1 = F.l1_loss(denoised.float(), target)
