@@ -215,7 +215,7 @@ def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(
 
     clean = torch.from_numpy(np.stack([smooth_image(45, 37, seed=s) for s in range(6)])).permute(0, 3, 1, 2).float() / 255
     sampler = NoiseSampler("gaussian", {"std": (20 / 255, 20 / 255)}, mix={"camera": 0.5})
-    noisy, nominal = _Noiser(sampler, seed=4, rank=0, estimate=True)(0, clean)
+    noisy, nominal = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
     raw = _Noiser(sampler, seed=4, rank=0)(0, clean)[1]
     camera = torch.isnan(raw)
     assert 0 < int(camera.sum()) < len(clean) and not torch.isnan(nominal).any()
@@ -289,3 +289,115 @@ def test_files_saved_before_the_level_was_recorded_load_as_clamped(tmp_path):
     atomic_save(model_payload(build_model(config), config), tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt")[0].level == "clamped"
     assert build_model(config).level == "estimate"
+
+
+def _signal_dependent(clean, peak, read=2 / 255, seed=0):
+    """Shot noise (variance clean / peak) plus read noise: camera noise without its JPEG."""
+    gen = torch.Generator().manual_seed(seed)
+    return clean + torch.randn(clean.shape, generator=gen) * (clean / peak + read**2).sqrt()
+
+
+def _halves(image):
+    """A smooth image, dark on the left, bright on the right."""
+    clean = torch.from_numpy(smooth_image(*image)).permute(2, 0, 1).float() / 255
+    clean[..., : image[1] // 2] *= 0.2
+    return clean
+
+
+@pytest.mark.parametrize("size", [(67, 53), (128, 128), (201, 300)])
+def test_level_map_is_flat_for_white_noise_and_keeps_its_scale(size):
+    from denoisecli.noise_estimate import level_map
+
+    noisy = _noisy(_halves(size), 20)
+    m = level_map(noisy, 20 / 255)
+    assert m.shape == (1, *size) and m.dtype == torch.float32 and torch.isfinite(m).all()
+    assert float(m.square().mean().sqrt()) == pytest.approx(20 / 255, rel=0.03)
+    assert float(m.max() / m.min()) < 1.5
+
+
+@pytest.mark.parametrize("size", [(67, 53), (201, 300)])
+def test_level_map_follows_brightness_for_shot_noise(size):
+    """Shot noise is stronger where the image is brighter: the map says so, by about the true ratio."""
+    from denoisecli.noise_estimate import level_map
+
+    clean = _halves(size)
+    noisy = _signal_dependent(clean, peak=30)
+    m = level_map(noisy, estimate_sigma(noisy))[0]
+    true = (clean.mean(0) / 30 + (2 / 255) ** 2).sqrt()
+    half = size[1] // 2
+    measured = float(m[:, half + 4 :].mean() / m[:, : half - 4].mean())
+    expected = float(true[:, half + 4 :].mean() / true[:, : half - 4].mean())
+    assert measured > 1.5 and measured == pytest.approx(expected, rel=0.15)
+
+
+def test_level_map_of_a_tiny_or_noiseless_image_is_flat():
+    from denoisecli.noise_estimate import level_map
+
+    assert torch.equal(level_map(torch.rand(3, 5, 9), 0.1), torch.full((1, 5, 9), 0.1))
+    assert torch.equal(level_map(torch.rand(1, 40, 30), 0.0), torch.zeros(1, 40, 30))
+    with pytest.raises(ValueError, match="CxHxW"):
+        level_map(torch.rand(40, 30), 0.1)
+
+
+def test_map_models_get_a_per_pixel_level_in_training_and_in_run(tmp_path):
+    """A "map" model is fed ``level_map`` of each noisy image, scaled by the estimate where the noise
+    has no sigma and by the sigma where it has one, in training as in `run` (given --sigma too)."""
+    from denoisecli.inference import Denoiser
+    from denoisecli.noise_estimate import level_input, level_map, model_level
+    from denoisecli.training import _noise_level
+
+    clean = torch.stack([_halves((40, 36)), torch.from_numpy(smooth_image(40, 36, seed=3)).permute(2, 0, 1).float() / 255])
+    noisy = _signal_dependent(clean, peak=30)
+    levels = _noise_level(noisy, clean, torch.tensor([float("nan"), 0.1], dtype=torch.float64), "map")
+    assert levels.shape == (2, 1, 40, 36)
+    assert torch.allclose(levels[0], level_map(noisy[0], estimate_sigma(noisy[0])))
+    assert torch.allclose(levels[1], level_map(noisy[1], 0.1))
+    from denoisecli.noise import NoiseSampler
+    from denoisecli.training import _Noiser
+
+    sampler = NoiseSampler("gaussian", {"std": (20 / 255, 20 / 255)}, mix={"camera": 0.5})
+    loaded, spread = _Noiser(sampler, seed=4, rank=0, level="map")(0, clean)
+    _, estimated_level = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
+    assert spread.shape == (2, 1, 40, 36) and torch.equal(_noise_level(loaded, clean, spread, "map"), spread)
+    for i in range(2):
+        assert torch.allclose(spread[i], level_map(loaded[i], float(estimated_level[i])))
+    given = Denoiser(_level_model(tmp_path, "map"), sigma=25.5).levels([noisy[1]])[0]
+    assert given[0] == pytest.approx(0.1) and torch.allclose(given[1], levels[1])
+    estimated = model_level(noisy[0], level="map")
+    assert torch.allclose(level_input([estimated[1], estimated[1]], "cpu"), levels[0].expand(2, 1, 40, 36))
+    assert level_input([0.1, 0.2], "cpu").shape == (2,)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_map_model_runs_tiled_and_ensembled_like_whole(tmp_path, ensemble):
+    """Tiles cut the level map with the image, and the 8 flips and rotations turn it with the image."""
+    from denoisecli.inference import Denoiser
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True, "level": "map"}
+    torch.manual_seed(0)
+    model = build_model(config)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    path = tmp_path / "map.pt"
+    atomic_save(model_payload(model, config), path)
+    noisy = _signal_dependent(_halves((97, 83)), peak=30).clamp(0, 1)
+    whole = Denoiser(path, ensemble=ensemble)(noisy)
+    tiled = Denoiser(path, tile=64, ensemble=ensemble)(noisy)
+    assert whole.shape == noisy.shape and (whole - tiled).abs().max() < 1 / 255
+    config["level"] = "estimate"
+    atomic_save(model_payload(model, config), tmp_path / "estimate.pt")
+    flat = Denoiser(tmp_path / "estimate.pt", ensemble=ensemble)(noisy)
+    assert not torch.allclose(whole, flat, atol=1e-4)
+
+
+def test_level_map_training_end_to_end_and_its_refusal(clean_dir, tmp_path):
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "3", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--mix", "camera:0.5", "--val-every", "3"]
+    assert runner.invoke(app, [*args, "--noise-map", "--level-map"]).exit_code == 0
+    from denoisecli.weights import load_model
+
+    assert load_model(tmp_path / "r" / "model.pt")[0].level == "map"
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "r" / "model.pt"), "-v"])
+    assert result.exit_code == 0 and result.output.count("estimated") == 5, result.output
+    refused = runner.invoke(app, [*args[:3], str(tmp_path / "r2"), *args[4:], "--level-map"])
+    assert refused.exit_code == 1 and "--level-map needs a model with a noise-level input" in refused.output

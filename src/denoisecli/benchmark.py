@@ -106,10 +106,9 @@ class _AsRun(nn.Module):
         if self.training or self.sigma is not None:
             level = SIGMA if self.sigma is None else self.sigma
             return self.model(x, torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import model_level
+        from denoisecli.noise_estimate import level_input, model_level
 
-        levels = [model_level(im, level=self.model.level)[1] for im in x]
-        return self.model(x, torch.tensor(levels, device=x.device, dtype=x.dtype))
+        return self.model(x, level_input([model_level(im, level=self.model.level)[1] for im in x], x.device, x.dtype))
 
 
 def _noisy_photo(channels: int, size: int) -> torch.Tensor:

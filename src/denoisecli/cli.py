@@ -226,6 +226,7 @@ def train_cmd(
     depth: Annotated[Optional[int], typer.Option(help="UNet resolution levels (default 4).", min=1)] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level (default 2).", min=0)] = None,
     noise_map: Annotated[Optional[bool], typer.Option("--noise-map/--blind", help="Give the model the noise level as an input (then `run --sigma` sets the strength).")] = None,
+    level_map: Annotated[bool, typer.Option("--level-map", help="With --noise-map: feed the level as a per-pixel map that follows brightness where the noise does (camera noise); `run` feeds the same.")] = False,
     init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model; with a smaller --width, from its strongest channels).")] = None,
     gan: Annotated[bool, typer.Option("--gan", help="Add a patch-discriminator adversarial loss to L1.")] = False,
     gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
@@ -247,6 +248,8 @@ def train_cmd(
         from denoisecli.training import TrainOptions, train
 
         model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks, "noise_map": noise_map}.items() if v is not None}
+        if level_map:
+            model["level"] = "map"
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality), mix=mixed, downscale=downscale, overset=overset,

@@ -178,7 +178,7 @@ def evaluate(
     return report, samples
 
 
-def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path) -> list[tuple[float, float]]:
+def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path) -> list[tuple[float, float | torch.Tensor]]:
     """The true sigma, fed the way `run` feeds an estimate."""
     model = denoiser.model_for(noisy.shape[0])
     if not getattr(model, "noise_map", False):

@@ -92,9 +92,15 @@ def denoise_tensor(
     result matches the whole-image output.
     """
     h, w = x.shape[-2:]
-    run = (lambda t: model(t, sigma)) if sigma is not None else model
+    per_pixel = sigma is not None and sigma.ndim == 4
+
+    def run(rows: slice, cols: slice) -> torch.Tensor:
+        if sigma is None:
+            return model(x[..., rows, cols])
+        return model(x[..., rows, cols], sigma[..., rows, cols] if per_pixel else sigma)
+
     if tile is None or (h <= tile and w <= tile):
-        return run(x).clamp_(0, 1)
+        return run(slice(None), slice(None)).clamp_(0, 1)
     overlap = 2 * context + blend
     align = int(getattr(model, "stride", 1))
     if tile <= overlap + align:
@@ -107,7 +113,7 @@ def denoise_tensor(
         for left, tw in _windows(w, tile, overlap, align):
             wx = _axis_weights(left, tw, w, context, blend)
             win = (wy[:, None] * wx[None, :]).to(device=x.device, dtype=x.dtype)
-            out[..., top : top + th, left : left + tw] += run(x[..., top : top + th, left : left + tw]) * win
+            out[..., top : top + th, left : left + tw] += run(slice(top, top + th), slice(left, left + tw)) * win
             weight[..., top : top + th, left : left + tw] += win
     return (out / weight).clamp_(0, 1)
 
@@ -148,7 +154,7 @@ class Denoiser:
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
-    def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float]] | None:
+    def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float | torch.Tensor]] | None:
         """Per image, the noise sigma (0-1 scale; given or estimated) and the level the model gets
         for it (in the meaning it was trained with), or None for a blind model. Safe to call from
         other threads: `denoise_files` estimates while the model works on earlier images."""
@@ -165,7 +171,8 @@ class Denoiser:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
         return self.batch([pixels], name)[0]
 
-    def batch(self, images: list[torch.Tensor], name: str = "image", levels: list[tuple[float, float]] | None = None) -> list[torch.Tensor]:
+    def batch(self, images: list[torch.Tensor], name: str = "image",
+              levels: list[tuple[float, float | torch.Tensor]] | None = None) -> list[torch.Tensor]:
         """Denoise same-shape CxHxW images in one forward pass (several small files at once)."""
         c = images[0].shape[0]
         model = self.model_for(c)
@@ -180,9 +187,12 @@ class Denoiser:
         tile = self.tile
         if tile is None and x.shape[-1] * x.shape[-2] > AUTO_TILE_PIXELS:
             tile = AUTO_TILE
-        sigma = torch.tensor([lv for _, lv in levels], device=self.device, dtype=torch.float32) if levels is not None else None
+        from denoisecli.noise_estimate import level_input
+
+        sigma = level_input([lv for _, lv in levels], self.device) if levels is not None else None
         if self.ensemble:
-            y = sum(dihedral(self._run(model, dihedral(x, k, f), tile, name, sigma), k, f, inverse=True) for k, f in DIHEDRAL)
+            turned = (lambda k, f: dihedral(sigma, k, f)) if sigma is not None and sigma.ndim == 4 else (lambda k, f: sigma)
+            y = sum(dihedral(self._run(model, dihedral(x, k, f), tile, name, turned(k, f)), k, f, inverse=True) for k, f in DIHEDRAL)
             y = y / len(DIHEDRAL)
         else:
             y = self._run(model, x, tile, name, sigma)
@@ -262,7 +272,7 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> tuple[LoadedImage, tuple[float, float] | None]:
+        def read(path: Path) -> tuple[LoadedImage, tuple[float, float | torch.Tensor] | None]:
             image = read_image(path, opts.max_pixels)
             try:
                 levels = denoiser.levels([image.pixels])
@@ -272,7 +282,7 @@ def denoise_files(
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
-        pending: list[tuple[Path, Path, LoadedImage, tuple[float, float] | None]] = []
+        pending: list[tuple[Path, Path, LoadedImage, tuple[float, float | torch.Tensor] | None]] = []
 
         def flush() -> None:
             if not pending:

@@ -220,8 +220,73 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
     return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())
 
 
-def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma") -> tuple[float, float]:
+def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma") -> tuple[float, float | torch.Tensor]:
     """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
-    input means ``level`` (see ``UNet``) is fed for it."""
+    input means ``level`` (see ``UNet``) is fed for it: a number, or for ``"map"`` a 1xHxW map."""
     s = estimate_sigma(image) if sigma is None else sigma
+    if level == "map":
+        return s, level_map(image, s)
     return s, (clipped_level(image, s) if level == "clamped" else s)
+
+
+def level_input(levels: list[float | torch.Tensor], device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The inputs of ``model_level`` for a batch, as the model takes them: [B] numbers or [B, 1, H, W] maps."""
+    if isinstance(levels[0], torch.Tensor):
+        return torch.stack(list(levels)).to(device, dtype)
+    return torch.tensor(levels, device=device, dtype=dtype)
+
+
+MAP_BINS = 8
+MAP_SAMPLES = 1 << 16
+MAP_RANGE = (0.25, 4.0)
+_LAPLACIAN = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+_SOBEL = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
+
+
+def level_map(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A 1xHxW noise-std map whose mean square is about ``sigma`` squared and which follows
+    brightness where the noise does.
+
+    Camera noise is mostly shot noise, whose variance grows with the signal, so one level per
+    image over-smooths the shadows and leaves noise in the highlights. The shape comes from a
+    line fitted to the noise variance against brightness: ``MAP_BINS`` brightness bands, each
+    band's variance read from the Laplacian residual (Immerkaer, 1996) of its least textured
+    half, so texture and edges do not pass for noise and a band's own noise does not decide which
+    of its pixels count. White noise gives a flat map, so a model trained on these maps sees its
+    per-image level there. The statistics are read on every other pixel and the map is made on
+    the 2x2 grid a pixel-unshuffle UNet averages it to anyway (a 10x10 brightness window): about
+    as fast as ``estimate_sigma``. The shape is clamped to ``MAP_RANGE``; ``sigma`` (given or
+    ``estimate_sigma``'s) sets the scale.
+    """
+    if image.ndim != 3:
+        raise ValueError("expected a CxHxW image")
+    x = image.detach().float()
+    h, w = x.shape[-2:]
+    flat = torch.full((1, h, w), float(sigma), dtype=torch.float32, device=x.device)
+    if sigma <= 0 or min(h, w) < 8:
+        return flat
+    kernels = torch.tensor([_LAPLACIAN, _SOBEL, list(zip(*_SOBEL))], dtype=x.dtype, device=x.device)[:, None]
+    filtered = F.conv2d(x[:, None], kernels, stride=2)
+    luma = x.mean(0)[None, None]
+    step = max(1, math.ceil(filtered[0, 0].numel() / MAP_SAMPLES))
+    residual = (filtered[:, 0].square().mean(0).flatten() / 36.0)[::step]
+    texture = filtered[:, 1:].abs().sum((0, 1)).flatten()[::step]
+    brightness = F.avg_pool2d(luma, 3, 2).flatten()[::step]
+    means, variances = [], []
+    for band in torch.argsort(brightness).tensor_split(MAP_BINS):
+        if band.numel() < 32:
+            continue
+        calm = band[texture[band] <= texture[band].median()]
+        means.append(brightness[calm].mean())
+        variances.append(residual[calm].median())
+    if len(means) < 2:
+        return flat
+    m, v = torch.stack(means).double(), torch.stack(variances).double()
+    slope = max(float(((m - m.mean()) * (v - v.mean())).sum() / (m - m.mean()).square().sum().clamp_min(1e-12)), 0.0)
+    intercept = max(float(v.mean() - slope * m.mean()), 0.0)
+    blocks = F.avg_pool2d(F.pad(luma, (0, w % 2, 0, h % 2), mode="replicate"), 2)
+    local = F.avg_pool2d(F.pad(blocks, (2, 2, 2, 2), mode="replicate"), 5, 1)
+    variance = slope * local + intercept
+    shape = (variance / variance.mean().clamp_min(1e-12)).sqrt().clamp(*MAP_RANGE)
+    full = shape[0, 0].repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
+    return (float(sigma) * full)[None].float()

@@ -25,7 +25,7 @@ from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
 from denoisecli.models.unet import UNet, narrowed
 from denoisecli.noise import DEFAULT_LEVELS, NoiseSampler, seeded_generator
-from denoisecli.noise_estimate import estimate_sigma
+from denoisecli.noise_estimate import estimate_sigma, level_map
 from denoisecli.weights import atomic_save, load_checkpoint, load_model, model_payload
 
 TRAIN_FORMAT = "denoise-train/1"
@@ -182,12 +182,13 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         return figures
 
     takes_level = bool(config.get("noise_map"))
-    estimate = takes_level and config.get("level") == "estimate"
+    if config.get("level") == "map" and not takes_level:
+        raise DenoiseError("--level-map needs a model with a noise-level input (--noise-map)")
     if opts.overset and not (takes_level and config.get("level") in ("sigma", "estimate")):
         raise DenoiseError("--overset needs a model with a noise-level input (--noise-map) whose level is the noise's sigma")
     workers = opts.workers if opts.workers is not None else (min(8, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
     batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda",
-                                _Noiser(noise, opts.seed, dist.rank, estimate, opts.overset)))
+                                _Noiser(noise, opts.seed, dist.rank, config.get("level", "sigma") if takes_level else None, opts.overset)))
     gen.train()
     t0, seen, latest = time.perf_counter(), 0, {}
     try:
@@ -261,21 +262,25 @@ class _Noiser:
     """Step ``step``'s noise for rank ``rank``: levels and noise keyed by (seed, step, rank), so a
     batch is the same whichever loader process makes it and a resumed run redraws it exactly.
 
-    ``estimate``: fill in the estimator's reading where a noise has no sigma, here in the loader
-    processes rather than in the training loop (about 0.03 s per 128x128 colour patch on a CPU core).
+    ``level``: what the model's level input means; for ``"estimate"`` and ``"map"`` the estimator's
+    reading fills in where a noise has no sigma, and ``"map"`` spreads it into ``level_map``'s
+    per-pixel map, here in the loader processes rather than in the training loop (about 0.01 s
+    and 0.002 s per 128x128 colour patch on a CPU core; a GPU loop would wait for them).
     ``overset``: also pick that fraction of the white-noise samples to be fed a level above their
     sigma, and draw each such sample's clean patch again at that level (see ``_overset_targets``):
     returns (noisy, sigma, over_level, over_noisy), over_level NaN where a sample keeps its own.
     """
 
-    def __init__(self, noise: NoiseSampler, seed: int, rank: int, estimate: bool = False, overset: float = 0.0) -> None:
-        self.noise, self.seed, self.rank, self.estimate, self.overset = noise, seed, rank, estimate, overset
+    def __init__(self, noise: NoiseSampler, seed: int, rank: int, level: str | None = None, overset: float = 0.0) -> None:
+        self.noise, self.seed, self.rank, self.level, self.overset = noise, seed, rank, level, overset
 
     def __call__(self, step: int, clean: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             noisy, sigma = self.noise.draw(clean, seeded_generator(self.seed, f"levels{step}/{self.rank}"),
                                            seeded_generator(self.seed, f"noise{step}/{self.rank}"))
-            level = _estimated_where_missing(noisy, sigma) if self.estimate else sigma
+            level = _estimated_where_missing(noisy, sigma) if self.level in ("estimate", "map") else sigma
+            if self.level == "map":
+                level = _spread(noisy, level)
             if not self.overset:
                 return noisy, level
             return (noisy, level, *self._overset(step, clean, sigma))
@@ -322,15 +327,26 @@ def _noise_level(noisy: torch.Tensor, clean: torch.Tensor, nominal: torch.Tensor
     elsewhere (camera noise, real pairs) what the estimator reads on the noisy sample, the level
     `run` will feed. ``"sigma"``: the same, but the std of the noise actually present where there
     is no sigma, which the estimator reads 15-20% lower on camera noise (CBSD68, peak 30 and
-    100), so such models under-denoise it. ``"clamped"``: always the measured std.
+    100), so such models under-denoise it. ``"map"``: the ``"estimate"`` level spread into a
+    [B, 1, H, W] map by ``level_map``, as `run` feeds it (a ``nominal`` the loader has already
+    spread is kept). ``"clamped"``: always the measured std.
     """
+    if meaning == "map" and nominal is not None and nominal.ndim == 4:
+        return nominal.to(noisy.dtype)
     measured = (noisy - clean).flatten(1).float().std(dim=1)
     if meaning == "clamped":
         return measured
     nominal = torch.full_like(measured, float("nan")) if nominal is None else nominal.to(measured)
-    if meaning == "estimate":
+    if meaning in ("estimate", "map"):
         nominal = _estimated_where_missing(noisy, nominal)
+    if meaning == "map":
+        return _spread(noisy, nominal).to(measured)
     return torch.where(torch.isnan(nominal), measured, nominal)
+
+
+def _spread(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Each sample's level as ``level_map`` spreads it over that sample: [B, 1, H, W]."""
+    return torch.stack([level_map(im, float(s)) for im, s in zip(noisy, levels)])
 
 
 def _estimated_where_missing(noisy: torch.Tensor, nominal: torch.Tensor) -> torch.Tensor:

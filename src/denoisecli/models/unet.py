@@ -12,7 +12,7 @@ from denoisecli.models.config import from_config
 
 DEFAULTS: dict[str, Any] = {"channels": 3, "width": 32, "depth": 4, "blocks": 2, "unshuffle": 2, "noise_map": False, "level": "estimate"}
 
-LEVELS = ("estimate", "sigma", "clamped")
+LEVELS = ("estimate", "map", "sigma", "clamped")
 
 
 class ResBlock(nn.Module):
@@ -48,7 +48,9 @@ class UNet(nn.Module):
     the network also takes the noise level (a std per image, as FFDNet and DRUNet do),
     which lets a user set the strength. ``level`` says what that input means: ``"estimate"``,
     the sigma of white noise and, for noise that has none (camera, JPEG, real pairs), what the
-    noise estimator reads on the noisy image, so training feeds what `run` will; ``"sigma"``, the
+    noise estimator reads on the noisy image, so training feeds what `run` will; ``"map"``, that level
+    spread over the image as a per-pixel map that follows brightness where the noise does
+    (``noise_estimate.level_map``: camera noise grows with the signal); ``"sigma"``, the
     same but the std of the noise present where there is no sigma (models trained before
     2026-11-26: the estimator reads camera noise 15-20% lower, so they under-denoise it); or
     ``"clamped"``, the std the noise keeps after clamping to [0, 1], which depends on how
