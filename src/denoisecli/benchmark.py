@@ -95,7 +95,8 @@ def machine_name(device: torch.device) -> str:
 
 class _AsRun(nn.Module):
     """A noise-map model timed as `run` uses it: each image's level estimated first, or the level
-    ``sigma`` (0-1 scale) as given by `--sigma`; training steps get a fixed level."""
+    ``sigma`` (0-1 scale) as given by `--sigma`, fed as `run` feeds it (a ``"map"`` model's map is
+    made either way); training steps get a fixed level."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None) -> None:
         super().__init__()
@@ -103,12 +104,12 @@ class _AsRun(nn.Module):
         self.sigma = sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or self.sigma is not None:
-            level = SIGMA if self.sigma is None else self.sigma
-            return self.model(x, torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype))
+        if self.training:
+            return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
         from denoisecli.noise_estimate import level_input, model_level
 
-        return self.model(x, level_input([model_level(im, level=self.model.level)[1] for im in x], x.device, x.dtype))
+        levels = [model_level(im, self.sigma, self.model.level)[1] for im in x]
+        return self.model(x, level_input(levels, x.device, x.dtype))
 
 
 def _noisy_photo(channels: int, size: int) -> torch.Tensor:
