@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from denoisecli.cli import app
@@ -328,6 +329,24 @@ def test_level_map_follows_brightness_for_shot_noise(size):
     measured = float(m[:, half + 4 :].mean() / m[:, : half - 4].mean())
     expected = float(true[:, half + 4 :].mean() / true[:, : half - 4].mean())
     assert measured > 1.5 and measured == pytest.approx(expected, rel=0.15)
+
+
+def test_level_map_box_mean_matches_a_replicate_padded_pool():
+    """The map's local brightness uses numpy running sums for speed; they must be the pool they replace."""
+    from denoisecli.noise_estimate import _box_mean
+
+    a = torch.rand(37, 31)
+    expected = F.avg_pool2d(F.pad(a[None, None], (2, 2, 2, 2), mode="replicate"), 5, 1)[0, 0]
+    assert torch.allclose(torch.from_numpy(_box_mean(a.numpy(), 2)), expected, atol=1e-6)
+
+
+def test_level_map_takes_any_float_dtype_and_gives_float32():
+    from denoisecli.noise_estimate import level_map
+
+    noisy = _signal_dependent(_halves((37, 31)), peak=30).clamp(0, 1)
+    m64 = level_map(noisy.double(), 0.05)
+    assert m64.dtype == torch.float32 and m64.shape == (1, 37, 31)
+    assert torch.allclose(m64, level_map(noisy, 0.05), rtol=1e-4)
 
 
 def test_level_map_of_a_tiny_or_noiseless_image_is_flat():

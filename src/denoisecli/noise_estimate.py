@@ -26,10 +26,8 @@ CROP = 256
 MAX_CROPS = 3
 Z_99 = 2.326
 MAP_BINS = 8
-MAP_SAMPLES = 1 << 16
+MAP_SAMPLES = 1 << 13
 MAP_RANGE = (0.25, 4.0)
-_LAPLACIAN = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
-_SOBEL = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 
 
 def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
@@ -249,42 +247,59 @@ def level_map(image: torch.Tensor, sigma: float) -> torch.Tensor:
     image over-smooths the shadows and leaves noise in the highlights. The shape comes from a
     line fitted to the noise variance against brightness: ``MAP_BINS`` brightness bands, each
     band's variance read from the Laplacian residual (Immerkaer, 1996) of its least textured
-    half, so texture and edges do not pass for noise and a band's own noise does not decide which
-    of its pixels count. White noise gives a flat map, so a model trained on these maps sees its
-    per-image level there. The statistics are read on every other pixel and the map is made on
-    the 2x2 grid a pixel-unshuffle UNet averages it to anyway (a 10x10 brightness window): 3.6 ms
-    at 256x256 on 2 CPU cores, under half of ``estimate_sigma``'s time but 7% of `run`'s. The shape is clamped to ``MAP_RANGE``; ``sigma`` (given or
-    ``estimate_sigma``'s) sets the scale.
+    half (Sobel on the channel mean), so texture and edges do not pass for noise and a band's own
+    noise does not decide which of its pixels count. White noise gives a flat map, so a model
+    trained on these maps sees its per-image level there. The statistics are read on every other
+    column and every other (or, past ``MAP_SAMPLES`` points, every 4th, 6th...) row, with
+    separable filters in numpy, and the map is made on the 2x2 grid a pixel-unshuffle UNet
+    averages it to anyway (a 10x10 brightness window): it runs in the loader on every training
+    patch and in `run` on every image, so it must stay a small share of either (1 ms at 256x256
+    on 2 CPU cores, a seventh of ``estimate_sigma``'s time). The shape is clamped to
+    ``MAP_RANGE``; ``sigma`` (given or ``estimate_sigma``'s) sets the scale.
     """
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
-    x = image.detach().float()
-    h, w = x.shape[-2:]
-    flat = torch.full((1, h, w), float(sigma), dtype=torch.float32, device=x.device)
+    h, w = image.shape[-2:]
+    flat = torch.full((1, h, w), float(sigma), dtype=torch.float32, device=image.device)
     if sigma <= 0 or min(h, w) < 8:
         return flat
-    kernels = torch.tensor([_LAPLACIAN, _SOBEL, list(zip(*_SOBEL))], dtype=x.dtype, device=x.device)[:, None]
-    filtered = F.conv2d(x[:, None], kernels, stride=2)
-    luma = x.mean(0)[None, None]
-    step = max(1, math.ceil(filtered[0, 0].numel() / MAP_SAMPLES))
-    residual = (filtered[:, 0].square().mean(0).flatten() / 36.0)[::step]
-    texture = filtered[:, 1:].abs().sum((0, 1)).flatten()[::step]
-    brightness = F.avg_pool2d(luma, 3, 2).flatten()[::step]
-    means, variances = [], []
-    for band in torch.argsort(brightness).tensor_split(MAP_BINS):
-        if band.numel() < 32:
-            continue
-        calm = band[texture[band] <= texture[band].median()]
-        means.append(brightness[calm].mean())
-        variances.append(residual[calm].median())
-    if len(means) < 2:
+    x = image.detach().float().cpu().numpy()
+    luma = x.mean(0)
+    rows, cols = (h - 1) // 2, (w - 1) // 2
+    row_step = 2 * max(1, math.ceil(rows * cols / MAP_SAMPLES))
+    up, mid, down = (slice(i, i + 2 * rows - 1, row_step) for i in range(3))
+    left, centre, right = (slice(i, i + 2 * cols - 1, 2) for i in range(3))
+    across = x[:, up] - 2 * x[:, mid] + x[:, down]
+    laplacian = across[..., left] - 2 * across[..., centre] + across[..., right]
+    residual = np.square(laplacian).mean(0).ravel() / 36.0
+    smooth, slope_y, total = luma[up] + 2 * luma[mid] + luma[down], luma[up] - luma[down], luma[up] + luma[mid] + luma[down]
+    sobel_x = smooth[:, left] - smooth[:, right]
+    sobel_y = slope_y[:, left] + 2 * slope_y[:, centre] + slope_y[:, right]
+    texture = (np.abs(sobel_x) + np.abs(sobel_y)).ravel()
+    brightness = ((total[:, left] + total[:, centre] + total[:, right]) / 9.0).ravel()
+    n = brightness.size // MAP_BINS
+    if n < 32:
         return flat
-    m, v = torch.stack(means).double(), torch.stack(variances).double()
-    slope = max(float(((m - m.mean()) * (v - v.mean())).sum() / (m - m.mean()).square().sum().clamp_min(1e-12)), 0.0)
+    bands = np.argsort(brightness)[: n * MAP_BINS].reshape(MAP_BINS, n)
+    calm = np.take_along_axis(bands, np.argpartition(texture[bands], n // 2, axis=1)[:, : n // 2 + 1], 1)
+    m = brightness[calm].mean(1, dtype=np.float64)
+    v = np.partition(residual[calm], n // 4, axis=1)[:, n // 4].astype(np.float64)
+    dm = m - m.mean()
+    slope = max(float((dm * (v - v.mean())).sum() / max(float((dm * dm).sum()), 1e-12)), 0.0)
     intercept = max(float(v.mean() - slope * m.mean()), 0.0)
-    blocks = F.avg_pool2d(F.pad(luma, (0, w % 2, 0, h % 2), mode="replicate"), 2)
-    local = F.avg_pool2d(F.pad(blocks, (2, 2, 2, 2), mode="replicate"), 5, 1)
-    variance = slope * local + intercept
-    shape = (variance / variance.mean().clamp_min(1e-12)).sqrt().clamp(*MAP_RANGE)
-    full = shape[0, 0].repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
-    return (float(sigma) * full)[None].float()
+    if h % 2 or w % 2:
+        luma = np.pad(luma, ((0, h % 2), (0, w % 2)), mode="edge")
+    blocks = (luma[0::2, 0::2] + luma[1::2, 0::2] + luma[0::2, 1::2] + luma[1::2, 1::2]) / 4.0
+    variance = slope * _box_mean(blocks, 2) + intercept
+    shape = torch.from_numpy(np.clip(np.sqrt(variance / max(float(variance.mean()), 1e-12)), *MAP_RANGE))
+    full = shape[:, None, :, None].expand(-1, 2, -1, 2).reshape(2 * shape.shape[0], 2 * shape.shape[1])[:h, :w]
+    return (float(sigma) * full)[None].to(image.device, torch.float32)
+
+
+def _box_mean(a: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over each (2 radius + 1)-square window, edges replicated: running sums, which numpy
+    does faster at these sizes than torch's pooling."""
+    k = 2 * radius + 1
+    padded = np.pad(a, radius, mode="edge")
+    rows = sum(padded[i : i + a.shape[0]] for i in range(k))
+    return sum(rows[:, i : i + a.shape[1]] for i in range(k)) / (k * k)
