@@ -240,3 +240,15 @@ def test_train_cli_overset(clean_dir, tmp_path):
     assert refused.exit_code == 1 and "--overset needs white Gaussian noise" in refused.output
     assert "Traceback" not in refused.output
     assert runner.invoke(app, args[:-1] + ["2"]).exit_code == 2
+
+
+def test_train_cli_edge_weight(clean_dir, tmp_path):
+    """--edge-weight reaches the trainer and its term the log; a negative weight is refused before torch loads."""
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "e"), "--steps", "2", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--edge-weight", "0.1"]
+    result = runner.invoke(app, args + ["--val-every", "100"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "e" / "model.pt")["meta"]["edge_weight"] == 0.1
+    logged = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("edge", 0) > 0 for r in logged if r["event"] == "train")
+    assert runner.invoke(app, args[:-1] + ["-1"]).exit_code == 2

@@ -353,3 +353,25 @@ def test_overset_training_runs_and_is_refused_where_it_has_no_meaning(clean_dir,
         train(opts(clean_dir, tmp_path / "b", overset=0.5))
     with pytest.raises(DenoiseError, match="--overset 1.5"):
         train(opts(clean_dir, tmp_path / "r", model=model, overset=1.5))
+
+
+def test_edge_l1_charges_lost_detail_not_offsets_and_passes_gradients():
+    from denoisecli.training import edge_l1
+
+    sharp = torch.rand(2, 3, 37, 31)
+    assert float(edge_l1(sharp, sharp)) == 0.0
+    assert float(edge_l1(sharp + 0.1, sharp)) == pytest.approx(0.0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False).requires_grad_()
+    loss = edge_l1(blurred, sharp)
+    loss.backward()
+    assert loss.item() > 0.1 and torch.isfinite(blurred.grad).all() and blurred.grad.abs().sum() > 0
+
+
+def test_edge_weight_adds_the_edge_term_to_the_loss(clean_dir, tmp_path):
+    seen = []
+    train(opts(clean_dir, tmp_path / "edge", edge_weight=0.5), progress=seen.append)
+    steps = [s for s in seen if "edge" in s]
+    assert len(steps) == 6
+    assert all(s["loss"] == pytest.approx(s["l1"] + 0.5 * s["edge"], rel=1e-5) for s in steps)
+    with pytest.raises(DenoiseError, match="edge-weight"):
+        train(opts(clean_dir, tmp_path / "bad", edge_weight=-1.0))

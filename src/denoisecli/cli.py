@@ -228,6 +228,7 @@ def train_cmd(
     noise_map: Annotated[Optional[bool], typer.Option("--noise-map/--blind", help="Give the model the noise level as an input (then `run --sigma` sets the strength).")] = None,
     level_map: Annotated[bool, typer.Option("--level-map", help="With --noise-map: feed the level as a per-pixel map that follows brightness where the noise does (camera noise); `run` feeds the same.")] = False,
     init: Annotated[Optional[Path], typer.Option(help="Start the denoiser from this model.pt (fine-tuning, e.g. a GAN from an L1 model; with a smaller --width, from its strongest channels).")] = None,
+    edge_weight: Annotated[float, typer.Option(help="Add this weight times the L1 of the Laplacians (an edge loss: charges for lost detail as well as left noise).", min=0)] = 0.0,
     gan: Annotated[bool, typer.Option("--gan", help="Add a patch-discriminator adversarial loss to L1.")] = False,
     gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,
@@ -255,7 +256,7 @@ def train_cmd(
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality), mix=mixed, downscale=downscale, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
-            gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
+            edge_weight=edge_weight, gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
             amp=amp, seed=seed, save_every=save_every,
         )
         columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),
