@@ -133,6 +133,11 @@ FAULTS_PER_LARGE_TENSOR = """
 import resource, torch
 from denoisecli.device import keep_freed_memory, place_model
 
+# One thread: with two, an intra-op worker sometimes holds glibc's main arena while the main thread
+# allocates, which then lands in another arena whose freed heap goes back to the kernel (2 of 4
+# blocks faulted again in 4 of 30 runs on the 2-core VM, 0 of 30 with one thread).
+torch.set_num_threads(1)
+
 def faults():
     torch.ones(12 << 20)  # 48 MB, over glibc's largest default mmap threshold (32 MB)
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
