@@ -252,3 +252,15 @@ def test_train_cli_edge_weight(clean_dir, tmp_path):
     logged = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("edge", 0) > 0 for r in logged if r["event"] == "train")
     assert runner.invoke(app, args[:-1] + ["-1"]).exit_code == 2
+
+
+def test_train_cli_gan_skip_white(clean_dir, tmp_path):
+    """--gan-skip-white reaches the trainer and the model's meta; without --gan it is a one-line error."""
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "g"), "--steps", "2", "--batch", "4", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--mix", "camera:0.5", "--gan-skip-white"]
+    result = runner.invoke(app, args + ["--gan", "--gan-warmup", "0", "--val-every", "100"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "g" / "model.pt")["meta"]["gan_skip_white"] is True
+    refused = runner.invoke(app, args[:3] + [str(tmp_path / "h")] + args[4:])
+    assert refused.exit_code == 1 and "--gan-skip-white needs --gan" in refused.output
+    assert "Traceback" not in refused.output

@@ -216,7 +216,7 @@ def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(
 
     clean = torch.from_numpy(np.stack([smooth_image(45, 37, seed=s) for s in range(6)])).permute(0, 3, 1, 2).float() / 255
     sampler = NoiseSampler("gaussian", {"std": (20 / 255, 20 / 255)}, mix={"camera": 0.5})
-    noisy, nominal = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
+    noisy, nominal, _ = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
     raw = _Noiser(sampler, seed=4, rank=0)(0, clean)[1]
     camera = torch.isnan(raw)
     assert 0 < int(camera.sum()) < len(clean) and not torch.isnan(nominal).any()
@@ -375,8 +375,8 @@ def test_map_models_get_a_per_pixel_level_in_training_and_in_run(tmp_path):
     from denoisecli.training import _Noiser
 
     sampler = NoiseSampler("gaussian", {"std": (20 / 255, 20 / 255)}, mix={"camera": 0.5})
-    loaded, spread = _Noiser(sampler, seed=4, rank=0, level="map")(0, clean)
-    _, estimated_level = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
+    loaded, spread, _ = _Noiser(sampler, seed=4, rank=0, level="map")(0, clean)
+    _, estimated_level, _ = _Noiser(sampler, seed=4, rank=0, level="estimate")(0, clean)
     assert spread.shape == (2, 1, 40, 36) and torch.equal(_noise_level(loaded, clean, spread, "map"), spread)
     for i in range(2):
         assert torch.allclose(spread[i], level_map(loaded[i], float(estimated_level[i])))

@@ -55,6 +55,65 @@ def test_gan_training_has_finite_losses_and_changes_the_output(clean_dir, tmp_pa
     assert not torch.equal(model(x), x)
 
 
+def test_noiser_marks_the_white_noise_samples_of_a_mix():
+    from denoisecli.noise import NoiseSampler
+    from denoisecli.training import _Noiser
+
+    sampler = NoiseSampler("gaussian", {"std": (0.05, 0.2)}, mix={"camera": 0.5})
+    clean = torch.rand(32, 3, 37, 31)
+    noisy, level, white = _Noiser(sampler, seed=3, rank=0, level="estimate")(0, clean)
+    assert white.dtype == torch.bool and 4 < int(white.sum()) < 28
+    _, raw, _ = _Noiser(sampler, seed=3, rank=0)(0, clean)
+    assert torch.equal(white, ~raw.isnan()), "white: exactly the samples that have a sigma"
+    assert torch.isfinite(level).all()
+
+
+def test_adversarial_samples_skip_white_noise_only_when_asked():
+    from denoisecli.training import _adversarial_samples
+
+    white = torch.tensor([True, False, True, False, False])
+    assert _adversarial_samples(white, 5, skip_white=False) == [0, 1, 2, 3, 4]
+    assert _adversarial_samples(white, 5, skip_white=True) == [1, 3, 4]
+    assert _adversarial_samples(None, 3, skip_white=True) == [0, 1, 2], "real pairs: all judged"
+    assert _adversarial_samples(torch.ones(4, dtype=torch.bool), 4, skip_white=True) == []
+
+
+def test_gan_skip_white_judges_only_the_mixed_noise(clean_dir, tmp_path, monkeypatch):
+    from denoisecli.models.patchgan import PatchDiscriminator
+
+    sizes = []
+    forward = PatchDiscriminator.forward
+    monkeypatch.setattr(PatchDiscriminator, "forward", lambda self, x: sizes.append(len(x)) or forward(self, x))
+    seen = []
+    run = opts(clean_dir, tmp_path / "skip", steps=8, batch=6, gan=True, gan_warmup=0, gan_weight=0.1,
+               gan_skip_white=True, mix={"camera": 0.5})
+    train(run, progress=seen.append)
+    judged = [s for s in seen if "adv" in s]
+    assert judged and all(torch.isfinite(torch.tensor([s["d_loss"], s["adv"]])).all() for s in judged)
+    # per judged step: the discriminator's real+fake batch (2n), then the generator's (n), n < 6
+    pairs = list(zip(sizes[::2], sizes[1::2]))
+    assert len(pairs) == len(judged) and all(d == 2 * g and 0 < g < 6 for d, g in pairs)
+    sizes.clear()
+    train(opts(clean_dir, tmp_path / "all", steps=3, batch=6, gan=True, gan_warmup=0, mix={"camera": 0.5}))
+    assert sizes == [12, 6] * 3, "without the option every sample is judged"
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(gan_skip_white=True), "needs --gan"),
+    (dict(gan=True, gan_skip_white=True), "none would be judged"),
+])
+def test_gan_skip_white_refuses_what_it_cannot_do(clean_dir, tmp_path, kw, message):
+    with pytest.raises(DenoiseError, match=message):
+        train(opts(clean_dir, tmp_path / "bad", **kw))
+
+
+def test_gan_skip_white_is_refused_under_torchrun(clean_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DenoiseError, match="not under torchrun"):
+        train(opts(clean_dir, tmp_path / "ddp", gan=True, gan_skip_white=True, mix={"camera": 0.5}))
+    assert not (tmp_path / "ddp").exists()
+
+
 def test_interrupt_saves_and_resume_matches_uninterrupted_run(clean_dir, tmp_path):
     train(opts(clean_dir, tmp_path / "straight", gan=True, gan_warmup=2))
 
@@ -306,7 +365,7 @@ def test_overset_samples_get_a_higher_level_and_their_own_noisier_copy():
 
     sampler = NoiseSampler("gaussian", {"std": (0.0, 0.3)})
     clean = torch.full((64, 1, 37, 31), 0.5)
-    noisy, sigma, over, again = _Noiser(sampler, seed=2, rank=0, overset=0.5)(7, clean)
+    noisy, sigma, white, over, again = _Noiser(sampler, seed=2, rank=0, overset=0.5)(7, clean)
     picked = ~torch.isnan(over)
     assert 16 < int(picked.sum()) < 48
     assert (over[picked] >= sigma[picked]).all() and (over[picked] <= 0.3 + 1e-9).all()
@@ -314,9 +373,10 @@ def test_overset_samples_get_a_higher_level_and_their_own_noisier_copy():
     assert torch.allclose(measured, over[picked], rtol=0.15, atol=0.01), (measured, over[picked])
     assert (again[~picked] == 0).all()
     same = _Noiser(sampler, seed=2, rank=0, overset=0.5)(7, clean)
-    assert all(torch.equal(a, b) for a, b in zip((noisy, sigma, again), (same[0], same[1], same[3])))
-    assert torch.equal(over.isnan(), same[2].isnan()) and torch.equal(over[picked], same[2][picked])
-    assert len(_Noiser(sampler, seed=2, rank=0)(7, clean)) == 2, "without --overset the batch is as before"
+    assert white.all(), "white Gaussian noise alone: every sample has a sigma"
+    assert all(torch.equal(a, b) for a, b in zip((noisy, sigma, again), (same[0], same[1], same[4])))
+    assert torch.equal(over.isnan(), same[3].isnan()) and torch.equal(over[picked], same[3][picked])
+    assert len(_Noiser(sampler, seed=2, rank=0)(7, clean)) == 3, "without --overset: noisy, level, white"
 
 
 def test_overset_targets_are_the_models_own_output_at_the_raised_level():

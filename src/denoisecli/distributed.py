@@ -36,9 +36,14 @@ class Dist:
             tdist.destroy_process_group()
 
 
+def world_size() -> int:
+    """Processes in the torchrun job (1 outside one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup_distributed(device_name: str) -> Dist:
     """Join the torchrun job if there is one: nccl on CUDA (one GPU per local rank), gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return Dist(False, 0, 1, torch.device("cpu"))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

@@ -19,7 +19,7 @@ from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
 from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_training_set
 from denoisecli.device import memory_format, place_model, resolve_device
-from denoisecli.distributed import setup_distributed
+from denoisecli.distributed import setup_distributed, world_size
 from denoisecli.errors import DenoiseError
 from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
@@ -61,6 +61,7 @@ class TrainOptions:
     gan: bool = False
     gan_weight: float = 1e-3
     gan_warmup: int | None = None
+    gan_skip_white: bool = False
     d_lr: float = 2e-4
     clip: float = 1.0
     workers: int | None = None
@@ -99,6 +100,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     elif last_path.exists():
         raise DenoiseError(f"{out}: already holds a training run (last.pt); pass --resume to continue it or pick another --out")
     _check(opts)
+    if opts.gan_skip_white and world_size() > 1:
+        raise DenoiseError("--gan-skip-white: not under torchrun yet (the ranks' discriminators would judge different numbers of patches, and a rank with none would stall the others)")
     dist = setup_distributed(opts.device)
     device = dist.device if dist.enabled else resolve_device(opts.device)
     if opts.batch % dist.world:
@@ -139,7 +142,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
-    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan,
+    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan, "gan_skip_white": opts.gan_skip_white,
             "overset": opts.overset, "edge_weight": opts.edge_weight, "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
     writer = dist.is_main
     log = None
@@ -198,7 +201,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             for group in opt_g.param_groups:
                 group["lr"] = lr
             clean, noisy, *extra = (t.to(device, non_blocking=True) for t in next(batches))
-            nominal = extra[0] if extra else None
+            nominal, white = (extra[0], extra[1]) if extra else (None, None)
             clean, noisy = clean.contiguous(memory_format=layout), noisy.contiguous(memory_format=layout)
             stats: dict[str, Any] = {}
             adversarial = disc is not None and step >= gan_warmup
@@ -206,7 +209,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             target = clean
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if opts.overset:
-                    level, target = _overset_targets(gen, level, clean, *extra[1:])
+                    level, target = _overset_targets(gen, level, clean, *extra[2:])
                 denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
                 l1 = F.l1_loss(denoised.float(), target)
             loss = l1
@@ -214,9 +217,12 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 edge = edge_l1(denoised.float(), target)
                 loss = loss + opts.edge_weight * edge
                 stats["edge"] = edge.item()
-            if adversarial:
+            judged = _adversarial_samples(white, len(clean), opts.gan_skip_white) if adversarial else []
+            if judged:
+                pick = torch.tensor(judged, device=device)
+                real_in, fake_in = clean.index_select(0, pick), denoised.index_select(0, pick)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    scores = disc_ddp(torch.cat([clean, denoised.detach()])).float()
+                    scores = disc_ddp(torch.cat([real_in, fake_in.detach()])).float()
                 real, fake = scores.chunk(2)
                 d_loss = F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
                 opt_d.zero_grad(set_to_none=True)
@@ -224,7 +230,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 _step(opt_d, scaler)
                 stats["d_loss"] = d_loss.item()
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    adv = -disc(denoised).float().mean()
+                    adv = -disc(fake_in).float().mean() * len(judged) / len(clean)
                 loss = loss + opts.gan_weight * adv
                 stats["adv"] = adv.item()
             opt_g.zero_grad(set_to_none=True)
@@ -262,9 +268,25 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
 
 
+def _adversarial_samples(white: torch.Tensor | None, batch: int, skip_white: bool) -> list[int]:
+    """The samples the adversarial term judges: all, or with ``skip_white`` those whose noise is
+    not white Gaussian (camera, JPEG, real pairs: ``white`` is None for pairs, so all of them).
+
+    A discriminator pulls outputs towards looking like clean images, which keeps camera detail
+    but moves white-noise outputs off the least-error estimate that PSNR rewards: over the whole
+    batch, every adversarial fine-tune so far traded Gaussian PSNR for camera texture along one
+    curve (model card, phases 20-21). White samples then train on L1 alone. The generator's term
+    keeps each judged sample's weight of a whole-batch mean, so --gan-weight means the same."""
+    if not skip_white or white is None:
+        return list(range(batch))
+    return (~white.bool()).nonzero().flatten().tolist()
+
+
 class _Noiser:
     """Step ``step``'s noise for rank ``rank``: levels and noise keyed by (seed, step, rank), so a
     batch is the same whichever loader process makes it and a resumed run redraws it exactly.
+    Returns (noisy, level, white, ...): ``white`` marks the samples whose noise is white Gaussian
+    (they have a sigma), for ``_adversarial_samples``.
 
     ``level``: what the model's level input means; for ``"estimate"`` and ``"map"`` the estimator's
     reading fills in where a noise has no sigma, and ``"map"`` spreads it into ``level_map``'s
@@ -272,7 +294,7 @@ class _Noiser:
     and 0.002 s per 128x128 colour patch on a CPU core; a GPU loop would wait for them).
     ``overset``: also pick that fraction of the white-noise samples to be fed a level above their
     sigma, and draw each such sample's clean patch again at that level (see ``_overset_targets``):
-    returns (noisy, sigma, over_level, over_noisy), over_level NaN where a sample keeps its own.
+    returns (noisy, sigma, white, over_level, over_noisy), over_level NaN where a sample keeps its own.
     """
 
     def __init__(self, noise: NoiseSampler, seed: int, rank: int, level: str | None = None, overset: float = 0.0) -> None:
@@ -282,12 +304,13 @@ class _Noiser:
         with torch.no_grad():
             noisy, sigma = self.noise.draw(clean, seeded_generator(self.seed, f"levels{step}/{self.rank}"),
                                            seeded_generator(self.seed, f"noise{step}/{self.rank}"))
+            white = ~torch.isnan(sigma)
             level = _estimated_where_missing(noisy, sigma) if self.level in ("estimate", "map") else sigma
             if self.level == "map":
                 level = _spread(noisy, level)
             if not self.overset:
-                return noisy, level
-            return (noisy, level, *self._overset(step, clean, sigma))
+                return noisy, level, white
+            return (noisy, level, white, *self._overset(step, clean, sigma))
 
     def _overset(self, step: int, clean: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = seeded_generator(self.seed, f"overset{step}/{self.rank}")
@@ -509,6 +532,10 @@ def _check(opts: TrainOptions) -> None:
             raise DenoiseError(f"--mix {kind}:{frac}: needs a known noise and a fraction between 0 and 1")
     if sum((opts.mix or {}).values()) > 1:
         raise DenoiseError("--mix: the fractions add up to more than 1")
+    if opts.gan_skip_white and not opts.gan:
+        raise DenoiseError("--gan-skip-white needs --gan")
+    if opts.gan_skip_white and opts.noisy is None and (opts.noise == "gaussian" and not opts.mix):
+        raise DenoiseError("--gan-skip-white: every patch has white Gaussian noise, so none would be judged (add --mix camera:0.3, say)")
     if opts.edge_weight < 0:
         raise DenoiseError(f"--edge-weight {opts.edge_weight}: must not be negative")
     if not 0 <= opts.downscale <= 1:
