@@ -219,8 +219,10 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 stats["edge"] = edge.item()
             judged = _adversarial_samples(white, len(clean), opts.gan_skip_white) if adversarial else []
             if judged:
-                pick = torch.tensor(judged, device=device)
-                real_in, fake_in = clean.index_select(0, pick), denoised.index_select(0, pick)
+                real_in, fake_in = clean, denoised
+                if len(judged) < len(clean):
+                    pick = torch.tensor(judged, device=device)
+                    real_in, fake_in = clean.index_select(0, pick), denoised.index_select(0, pick)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     scores = disc_ddp(torch.cat([real_in, fake_in.detach()])).float()
                 real, fake = scores.chunk(2)
