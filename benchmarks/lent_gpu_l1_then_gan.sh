@@ -5,6 +5,7 @@
 # camera detail, and an adversarial fine-tune brings most of that detail back. Run on the lent
 # machine from the repo root, carrying gpudata/CBSD432 (see lent_gpu_finetune.sh), e.g.:
 #     INIT=weights/color.pt RUN=runs/color21 END1=420 END2=545 bash benchmarks/lent_gpu_l1_then_gan.sh
+# The shipped phase 28's adversarial stage (camera patches only): add GAN_WEIGHT=2e-3 GAN_OPTS=--gan-skip-white.
 # Stage 1 trains L1 at BATCH/LR for CAL seconds to measure its rate, then for as many steps as end
 # it about END1 seconds after the start (a full cosine). Stage 2 (`--gan`, phase 20's recipe:
 # batch 16, lr 5e-5, weight 1e-3 from step 0) starts from stage 1's model.pt with GAN_STEPS steps,
@@ -17,7 +18,7 @@ source "$(dirname "$0")/lent_gpu_lib.sh"
 T0=$(date +%s)
 DEV=${DEV:-cuda}; CAL=${CAL:-35}; END1=${END1:-420}; END2=${END2:-545}; WORKERS=${WORKERS:-14}
 RUN=${RUN:-runs/color21}; BATCH=${BATCH:-64}; LR=${LR:-3e-4}; INIT=${INIT:-weights/color.pt}; SEED=${SEED:-22}
-MIX=${MIX:-camera:0.3}; DATA=${DATA:-gpudata/CBSD432}; GAN_STEPS=${GAN_STEPS:-2000}; GAN_WEIGHT=${GAN_WEIGHT:-1e-3}
+MIX=${MIX:-camera:0.3}; DATA=${DATA:-gpudata/CBSD432}; GAN_STEPS=${GAN_STEPS:-2000}; GAN_WEIGHT=${GAN_WEIGHT:-1e-3}; GAN_OPTS=${GAN_OPTS:-}
 OUT=${OUT:?set OUT to the folder that comes back}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 LOGS=/tmp/logs; mkdir -p $LOGS; LOG=$LOGS/log.txt
@@ -43,7 +44,7 @@ timeout -s INT $(until_ $(( END1 + 20 ))) $TRAIN --out $RUN --steps $STEPS --val
 echo "stage 1 rc $? at $(el) s" >> $LOG
 bring $RUN l1
 timeout -s INT $(until_ $END2) python3 -m denoisecli train $DATA --init $RUN/model.pt $COMMON --lr 5e-5 --batch 16 \
-  --seed $(( SEED + 1 )) --steps $GAN_STEPS --val-every $(( GAN_STEPS / 2 )) --save-every 500 --gan --gan-weight $GAN_WEIGHT --gan-warmup 0 \
+  --seed $(( SEED + 1 )) --steps $GAN_STEPS --val-every $(( GAN_STEPS / 2 )) --save-every 500 --gan --gan-weight $GAN_WEIGHT --gan-warmup 0 $GAN_OPTS \
   --out $RUN-gan > $LOGS/train-gan.txt 2>&1
 echo "stage 2 rc $? at $(el) s" >> $LOG
 bring $RUN-gan gan
