@@ -101,10 +101,21 @@ def test_gan_skip_white_judges_only_the_mixed_noise(clean_dir, tmp_path, monkeyp
 @pytest.mark.parametrize("kw,message", [
     (dict(gan_skip_white=True), "needs --gan"),
     (dict(gan=True, gan_skip_white=True), "none would be judged"),
+    (dict(gan=True, gan_skip_white=True, mix={"gaussian": 0.5}), "none would be judged"),
+    (dict(gan=True, gan_skip_white=True, noise="camera", mix={"gaussian": 1.0}), "none would be judged"),
 ])
 def test_gan_skip_white_refuses_what_it_cannot_do(clean_dir, tmp_path, kw, message):
     with pytest.raises(DenoiseError, match=message):
         train(opts(clean_dir, tmp_path / "bad", **kw))
+
+
+def test_all_white_counts_only_noises_that_take_a_share():
+    from denoisecli.training import _all_white
+    assert _all_white("gaussian", None) and _all_white("gaussian", {"gaussian": 0.3, "camera": 0.0})
+    assert not _all_white("gaussian", {"camera": 0.3})
+    assert not _all_white("camera", {"gaussian": 0.5}), "camera keeps half the patches"
+    assert _all_white("camera", {"gaussian": 1.0}), "the mix leaves camera nothing"
+    assert not _all_white("jpeg", None)
 
 
 def test_gan_skip_white_is_refused_under_torchrun(clean_dir, tmp_path, monkeypatch):

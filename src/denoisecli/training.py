@@ -24,7 +24,7 @@ from denoisecli.errors import DenoiseError
 from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
 from denoisecli.models.unet import UNet, narrowed
-from denoisecli.noise import DEFAULT_LEVELS, NoiseSampler, seeded_generator
+from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, NoiseSampler, seeded_generator
 from denoisecli.noise_estimate import estimate_sigma, level_map
 from denoisecli.weights import atomic_save, load_checkpoint, load_model, model_payload
 
@@ -522,6 +522,15 @@ def _total_steps(opts: TrainOptions, images: list[torch.Tensor]) -> int:
     return DEFAULT_STEPS
 
 
+def _all_white(noise: str, mix: dict[str, float] | None) -> bool:
+    """Whether every noise that takes a share of the patches is white (has a sigma): then
+    ``--gan-skip-white`` would judge nothing. The main noise takes what the mix leaves."""
+    shares = {k: v for k, v in (mix or {}).items() if v > 0}
+    if sum(shares.values()) < 1:
+        shares[noise] = 1.0
+    return all(hasattr(NOISE_MODELS[kind], "sigma") for kind in shares)
+
+
 def _check(opts: TrainOptions) -> None:
     if opts.batch < 1 or opts.patch < 8:
         raise DenoiseError("--batch must be at least 1 and --patch at least 8")
@@ -536,7 +545,7 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError("--mix: the fractions add up to more than 1")
     if opts.gan_skip_white and not opts.gan:
         raise DenoiseError("--gan-skip-white needs --gan")
-    if opts.gan_skip_white and opts.noisy is None and (opts.noise == "gaussian" and not opts.mix):
+    if opts.gan_skip_white and opts.noisy is None and _all_white(opts.noise, opts.mix):
         raise DenoiseError("--gan-skip-white: every patch has white Gaussian noise, so none would be judged (add --mix camera:0.3, say)")
     if opts.edge_weight < 0:
         raise DenoiseError(f"--edge-weight {opts.edge_weight}: must not be negative")
