@@ -525,10 +525,10 @@ def _total_steps(opts: TrainOptions, images: list[torch.Tensor]) -> int:
 def _all_white(noise: str, mix: dict[str, float] | None) -> bool:
     """Whether every noise that takes a share of the patches is white (has a sigma): then
     ``--gan-skip-white`` would judge nothing. The main noise takes what the mix leaves."""
-    shares = {k: v for k, v in (mix or {}).items() if v > 0}
-    if sum(shares.values()) < 1:
-        shares[noise] = 1.0
-    return all(hasattr(NOISE_MODELS[kind], "sigma") for kind in shares)
+    kinds = {kind for kind, share in (mix or {}).items() if share > 0}
+    if sum((mix or {}).values()) < 1:
+        kinds.add(noise)
+    return all(hasattr(NOISE_MODELS[kind], "sigma") for kind in kinds)
 
 
 def _check(opts: TrainOptions) -> None:
