@@ -236,7 +236,7 @@ def test_train_cli_overset(clean_dir, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(tmp_path / "o" / "model.pt")["meta"]["overset"] == 0.5
-    refused = runner.invoke(app, args[:3] + [str(tmp_path / "p")] + args[4:] + ["--mix", "camera:0.3"])
+    refused = runner.invoke(app, args[:3] + [str(tmp_path / "p")] + args[4:] + ["--noise", "camera"])
     assert refused.exit_code == 1 and "--overset needs white Gaussian noise" in refused.output
     assert "Traceback" not in refused.output
     assert runner.invoke(app, args[:-1] + ["2"]).exit_code == 2

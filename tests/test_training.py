@@ -390,6 +390,20 @@ def test_overset_samples_get_a_higher_level_and_their_own_noisier_copy():
     assert len(_Noiser(sampler, seed=2, rank=0)(7, clean)) == 3, "without --overset: noisy, level, white"
 
 
+def test_overset_picks_only_samples_whose_noise_has_a_sigma():
+    """With camera noise mixed in, only white-noise samples are over-set: camera noise has no level to raise."""
+    from denoisecli.noise import NoiseSampler
+    from denoisecli.training import _Noiser
+
+    sampler = NoiseSampler("gaussian", {"std": (0.0, 0.25)}, mix={"camera": 0.5})
+    clean = torch.full((48, 3, 37, 31), 0.5)
+    noisy, sigma, white, over, again = _Noiser(sampler, seed=5, rank=0, overset=1.0)(3, clean)
+    picked = ~torch.isnan(over)
+    assert 8 < int((~white).sum()) < 40, "both noises present"
+    assert torch.equal(picked, white), "every white sample is picked at --overset 1, no camera sample is"
+    assert (again[~white] == 0).all() and torch.isfinite(noisy).all()
+
+
 def test_overset_targets_are_the_models_own_output_at_the_raised_level():
     from denoisecli.models import build_model
     from denoisecli.training import _overset_targets
@@ -418,8 +432,10 @@ def test_overset_training_runs_and_is_refused_where_it_has_no_meaning(clean_dir,
     assert ckpt["meta"]["overset"] == 0.5
     lines = [json.loads(l) for l in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(torch.isfinite(torch.tensor(l["loss"])) for l in lines)
+    mixed = train(opts(clean_dir, tmp_path / "m", model=model, overset=0.5, mix={"camera": 0.5}, steps=2))
+    assert mixed.step == 2, "camera patches mixed in keep their own level; the white ones can be over-set"
     with pytest.raises(DenoiseError, match="--overset needs white Gaussian noise"):
-        train(opts(clean_dir, tmp_path / "m", model=model, overset=0.5, mix={"camera": 0.3}))
+        train(opts(clean_dir, tmp_path / "c", model=model, overset=0.5, noise="camera", levels=None))
     with pytest.raises(DenoiseError, match="--overset needs a model with a noise-level input"):
         train(opts(clean_dir, tmp_path / "b", overset=0.5))
     with pytest.raises(DenoiseError, match="--overset 1.5"):

@@ -217,7 +217,7 @@ def train_cmd(
     quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP + " Default 10-90.")] = None,
     mix: Annotated[Optional[list[str]], typer.Option(help="Give a fraction of each batch another noise at its default levels, e.g. --mix camera:0.25 (repeatable).")] = None,
     downscale: Annotated[float, typer.Option(help="Fraction of patches cut at twice the size and averaged 2x2 down: sharper targets, full-resolution colour from 4:2:0 JPEGs.", min=0, max=1)] = 0.0,
-    overset: Annotated[float, typer.Option(help="Fraction of patches fed a noise level above their own, with the model's own output at that level as target, so an over-set --sigma smooths more instead of adding artifacts (white Gaussian noise only).", min=0, max=1)] = 0.0,
+    overset: Annotated[float, typer.Option(help="Fraction of patches fed a noise level above their own, with the model's own output at that level as target, so an over-set --sigma smooths more instead of adding artifacts (with --noise gaussian; patches of a mixed-in noise without a sigma keep their own level).", min=0, max=1)] = 0.0,
     noisy: Annotated[Optional[Path], typer.Option(help="Folder of real noisy images matching DATA by file name: train on pairs, no synthetic noise.")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Validation images (default: a few held out of DATA, never trained on).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate (PSNR/SSIM, best.pt) every N steps.", min=1)] = 1000,

@@ -297,6 +297,7 @@ class _Noiser:
     ``overset``: also pick that fraction of the white-noise samples to be fed a level above their
     sigma, and draw each such sample's clean patch again at that level (see ``_overset_targets``):
     returns (noisy, sigma, white, over_level, over_noisy), over_level NaN where a sample keeps its own.
+    Samples of a mixed-in noise without a sigma (camera, jpeg) are never picked: no level to raise.
     """
 
     def __init__(self, noise: NoiseSampler, seed: int, rank: int, level: str | None = None, overset: float = 0.0) -> None:
@@ -553,8 +554,8 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError(f"--downscale {opts.downscale}: must be a fraction between 0 and 1")
     if not 0 <= opts.overset <= 1:
         raise DenoiseError(f"--overset {opts.overset}: must be a fraction between 0 and 1")
-    if opts.overset and (opts.noise != "gaussian" or opts.mix or opts.noisy):
-        raise DenoiseError("--overset needs white Gaussian noise alone (no --mix, no --noisy): only it has a sigma to raise")
+    if opts.overset and (opts.noise != "gaussian" or opts.noisy):
+        raise DenoiseError("--overset needs white Gaussian noise as --noise (no --noisy): only it has a sigma to raise")
     for name, (lo, hi) in (opts.levels or {}).items():
         if not 0 <= lo <= hi:
             raise DenoiseError(f"noise {name} range {lo}-{hi}: must satisfy 0 <= low <= high")
