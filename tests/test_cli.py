@@ -264,3 +264,15 @@ def test_train_cli_gan_skip_white(clean_dir, tmp_path):
     refused = runner.invoke(app, args[:3] + [str(tmp_path / "h")] + args[4:])
     assert refused.exit_code == 1 and "--gan-skip-white needs --gan" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_train_cli_ema(clean_dir, tmp_path):
+    """--ema reaches the trainer and the model's meta; a decay of 1 (nothing would move) is refused as a usage error."""
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "m"), "--steps", "2", "--batch", "2", "--patch", "24",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--ema", "0.9"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "m" / "model.pt")["meta"]["ema"] == 0.9
+    assert load_checkpoint(tmp_path / "m" / "last.pt")["ema"]["n_averaged"] == 3, "the start plus one update per step"
+    refused = runner.invoke(app, args[:-1] + ["1"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output

@@ -462,3 +462,46 @@ def test_edge_weight_adds_the_edge_term_to_the_loss(clean_dir, tmp_path):
     assert all(s["loss"] == pytest.approx(s["l1"] + 0.5 * s["edge"], rel=1e-5) for s in steps)
     with pytest.raises(DenoiseError, match="edge-weight"):
         train(opts(clean_dir, tmp_path / "bad", edge_weight=-1.0))
+
+
+def test_ema_saves_the_average_of_the_start_and_the_trained_weights(clean_dir, tmp_path):
+    """One step at decay 0.25: model.pt is 0.25 x the starting weights + 0.75 x the trained ones;
+    last.pt keeps the raw weights that training continues from."""
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL}
+    torch.manual_seed(2)
+    start = build_model(config)
+    atomic_save(model_payload(start, config), tmp_path / "start.pt")
+    train(opts(clean_dir, tmp_path / "ema", init=str(tmp_path / "start.pt"), steps=1, lr=1e-2, warmup=0, ema=0.25))
+    saved = load_checkpoint(tmp_path / "ema" / "model.pt")
+    raw = load_checkpoint(tmp_path / "ema" / "last.pt")["generator"]["state_dict"]
+    assert saved["meta"]["ema"] == 0.25
+    begin = start.state_dict()
+    moved = [k for k in begin if begin[k].is_floating_point() and not torch.equal(begin[k], raw[k])]
+    assert moved, "the step changed the weights"
+    for k in begin:
+        assert torch.allclose(saved["state_dict"][k], 0.25 * begin[k] + 0.75 * raw[k], atol=1e-6), k
+    model, _ = load_model(tmp_path / "ema" / "model.pt")
+    out = model(torch.rand(1, 3, 37, 31))
+    assert out.shape == (1, 3, 37, 31) and torch.isfinite(out).all()
+
+
+def test_ema_resumes_exactly_and_bad_decays_are_refused(clean_dir, tmp_path):
+    train(opts(clean_dir, tmp_path / "straight", ema=0.5))
+
+    def stop_at_3(stats):
+        if stats["step"] == 3:
+            raise KeyboardInterrupt
+
+    train(opts(clean_dir, tmp_path / "split", ema=0.5), progress=stop_at_3)
+    train(opts(clean_dir, tmp_path / "split"), resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "model.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "split" / "model.pt")["state_dict"]
+    raw = load_checkpoint(tmp_path / "split" / "last.pt")["generator"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], raw[k]) for k in a), "model.pt holds the average, not the raw weights"
+    for bad in (1.0, -0.1):
+        with pytest.raises(DenoiseError, match="--ema"):
+            train(opts(clean_dir, tmp_path / "bad", ema=bad))

@@ -233,6 +233,7 @@ def train_cmd(
     gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term in the denoiser's loss.", min=0)] = 1e-3,
     gan_warmup: Annotated[Optional[int], typer.Option(help="L1-only steps before the adversarial term (default 10% of steps).", min=0)] = None,
     gan_skip_white: Annotated[bool, typer.Option("--gan-skip-white", help="With --gan: judge only the patches whose noise is not white Gaussian (--mix camera, jpeg...); white-noise patches train on L1 alone.")] = False,
+    ema: Annotated[float, typer.Option(help="Save an exponential moving average of the weights, with this decay per step, as model.pt and best.pt (0.999 averages about the last 1,000 steps; 0: off).", min=0, max=0.999999)] = 0.0,
     d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (Adam, betas 0.5/0.999).", min=0)] = 2e-4,
     clip: Annotated[float, typer.Option(help="Gradient-norm clip for the denoiser (0: off).", min=0)] = 1.0,
     workers: Annotated[Optional[int], typer.Option(help="Patch-making processes (default: 0 on CPU, up to 8 on CUDA).", min=0)] = None,
@@ -257,7 +258,7 @@ def train_cmd(
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality), mix=mixed, downscale=downscale, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
-            edge_weight=edge_weight, gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, gan_skip_white=gan_skip_white, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
+            edge_weight=edge_weight, gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, gan_skip_white=gan_skip_white, ema=ema, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
             amp=amp, seed=seed, save_every=save_every,
         )
         columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),

@@ -64,6 +64,7 @@ class TrainOptions:
     gan_skip_white: bool = False
     d_lr: float = 2e-4
     clip: float = 1.0
+    ema: float = 0.0
     workers: int | None = None
     device: str = "auto"
     amp: bool = True
@@ -138,12 +139,15 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, best = int(state["step"]), state.get("best_psnr")
+    ema = _ema(gen, opts.ema, state.get("ema") if state is not None else None) if opts.ema else None
+    shipped = ema.module if ema is not None else gen
     gen_ddp, disc_ddp = dist.wrap(gen), dist.wrap(disc) if disc is not None else None
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
     meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan, "gan_skip_white": opts.gan_skip_white,
-            "overset": opts.overset, "edge_weight": opts.edge_weight, "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None}
+            "overset": opts.overset, "edge_weight": opts.edge_weight, "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None,
+            "ema": opts.ema}
     writer = dist.is_main
     log = None
     if writer:
@@ -165,6 +169,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         atomic_save(
             {
                 "format": TRAIN_FORMAT, "options": _options_dict(opts), "generator": payload,
+                "ema": ema.state_dict() if ema is not None else None,
                 "discriminator": disc.state_dict() if disc is not None else None,
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
@@ -172,16 +177,16 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             },
             last_path,
         )
-        atomic_save(payload, out / "model.pt")
+        atomic_save(model_payload(shipped, config, payload["meta"]) if ema is not None else payload, out / "model.pt")
 
     def validate() -> dict[str, float]:
         nonlocal best
-        figures = _validate(gen, tset, noise, opts, device)
+        figures = _validate(shipped, tset, noise, opts, device)
         if not figures:
             return {}
         if best is None or figures["val_psnr"] > best:
             best = figures["val_psnr"]
-            atomic_save(model_payload(gen, config, {**meta, "steps": step, "best_val_psnr": best}), out / "best.pt")
+            atomic_save(model_payload(shipped, config, {**meta, "steps": step, "best_val_psnr": best}), out / "best.pt")
         emit({"event": "val", "step": step, **figures})
         return figures
 
@@ -244,6 +249,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             _step(opt_g, scaler)
             if scaler is not None:
                 scaler.update()
+            if ema is not None:
+                ema.update_parameters(gen)
             if not math.isfinite(loss.item()):
                 raise DenoiseError(f"training diverged at step {step} (loss {loss.item()}); lower --lr or --gan-weight")
             step += 1
@@ -268,6 +275,21 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     save()
     dist.close()
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
+
+
+def _ema(gen: torch.nn.Module, decay: float, saved: dict[str, Any] | None) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``gen``'s weights (PyTorch's ``AveragedModel``), which
+    ``model.pt``, ``best.pt`` and validation use: it averages out the noise of the last steps,
+    as averaging the endpoints of earlier runs did (model card, phases 43-44). Seeded with the starting weights,
+    so a short fine-tune averages from where it began; ``saved`` (from ``last.pt``) resumes it."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if saved is not None:
+        ema.load_state_dict(saved)
+    else:
+        ema.update_parameters(gen)
+    return ema
 
 
 def _adversarial_samples(white: torch.Tensor | None, batch: int, skip_white: bool) -> list[int]:
@@ -552,6 +574,8 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError(f"--edge-weight {opts.edge_weight}: must not be negative")
     if not 0 <= opts.downscale <= 1:
         raise DenoiseError(f"--downscale {opts.downscale}: must be a fraction between 0 and 1")
+    if not 0 <= opts.ema < 1:
+        raise DenoiseError(f"--ema {opts.ema}: the decay per step must be at least 0 and below 1 (0 turns it off)")
     if not 0 <= opts.overset <= 1:
         raise DenoiseError(f"--overset {opts.overset}: must be a fraction between 0 and 1")
     if opts.overset and (opts.noise != "gaussian" or opts.noisy):
