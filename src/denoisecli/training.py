@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
@@ -277,13 +278,11 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
 
 
-def _ema(gen: torch.nn.Module, decay: float, saved: dict[str, Any] | None) -> torch.optim.swa_utils.AveragedModel:
+def _ema(gen: torch.nn.Module, decay: float, saved: dict[str, Any] | None) -> AveragedModel:
     """An exponential moving average of ``gen``'s weights (PyTorch's ``AveragedModel``), which
     ``model.pt``, ``best.pt`` and validation use: it averages out the noise of the last steps,
     as averaging the endpoints of earlier runs did (model card, phases 43-44). Seeded with the starting weights,
     so a short fine-tune averages from where it began; ``saved`` (from ``last.pt``) resumes it."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
     ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     if saved is not None:
         ema.load_state_dict(saved)
