@@ -10,7 +10,10 @@
 #  CHANNELS=1 MIX= DOWNSCALE= INIT=weights/grey.pt DATA=gpudata/Train400, carrying gpudata/Train400.)
 # Batch 64 at lr 3e-4 cost camera-noise quality that batch 16 at 1.5e-4 kept (weights/README.md,
 # phases 12-13): BATCH=16 LR=1.5e-4 for the colour model. WIDTH=24 trains the faster network,
-# started from INIT's strongest channels (weights/README.md, "A narrower network").
+# started from INIT's strongest channels (weights/README.md, "A narrower network"). EMA=0.999
+# saves an exponential moving average of the weights instead of the last step's (off by default, so
+# the phases recorded in weights/README.md rerun as they ran; on the CPU it gained every figure
+# that the raw last step lost: phase 43).
 # It first runs the CUDA tests and `denoise bench --device cuda` in the background (CHECKS_ON=0
 # skips them), trains for CAL seconds to measure steps per second, then trains the real run with
 # --steps set so that it ends about END seconds after the start, and copies the model into $OUT
@@ -27,7 +30,7 @@ source "$(dirname "$0")/lent_gpu_lib.sh"
 T0=$(date +%s)
 DEV=${DEV:-cuda}; CAL=${CAL:-45}; END=${END:-525}; WORKERS=${WORKERS:-12}; SIZES=${SIZES:-256,512,1024}
 RUN=${RUN:-runs/color8}; BATCH=${BATCH:-64}; PATCH=${PATCH:-128}; INIT=${INIT:-weights/color.pt}; SEED=${SEED:-11}
-DATA=${DATA:-gpudata/CBSD432}; MIX=${MIX-camera:0.2}; DOWNSCALE=${DOWNSCALE-0.25}; CHANNELS=${CHANNELS:-3}; LR=${LR:-3e-4}; WIDTH=${WIDTH:-32}
+DATA=${DATA:-gpudata/CBSD432}; MIX=${MIX-camera:0.2}; DOWNSCALE=${DOWNSCALE-0.25}; CHANNELS=${CHANNELS:-3}; LR=${LR:-3e-4}; WIDTH=${WIDTH:-32}; EMA=${EMA:-0}
 OUT=${OUT:?set OUT to the folder that comes back}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 LOG=$OUT/log.txt
@@ -49,7 +52,7 @@ if [ "${CHECKS_ON:-1}" = 1 ]; then
   ) > $OUT/cuda-checks.txt 2>&1 &
   CHECKS=$!
 fi
-TRAIN="python3 -m denoisecli train $DATA --channels $CHANNELS --init $INIT --width $WIDTH --noise-map --sigma 0-75 ${MIX:+--mix $MIX} ${DOWNSCALE:+--downscale $DOWNSCALE} --lr $LR --batch $BATCH --patch $PATCH --workers $WORKERS --seed $SEED --device $DEV"
+TRAIN="python3 -m denoisecli train $DATA --channels $CHANNELS --init $INIT --width $WIDTH --noise-map --sigma 0-75 ${MIX:+--mix $MIX} ${DOWNSCALE:+--downscale $DOWNSCALE} --lr $LR --ema $EMA --batch $BATCH --patch $PATCH --workers $WORKERS --seed $SEED --device $DEV"
 STEPS=$(calibrated_steps $END /tmp/calib.log 2>>$LOG)
 echo "steps $STEPS at $(el) s" >> $LOG
 if [ "$STEPS" -gt 0 ]; then
