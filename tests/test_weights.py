@@ -88,3 +88,21 @@ def test_blended_weights_interpolate_and_rebuild(tmp_path):
     other = {**config, "width": 16}
     with pytest.raises(DenoiseError, match="different configs"):
         blend(a, model_payload(build_model(other), other), 0.5)
+
+
+def test_ensemble_subsets_narrow_the_ensemble_and_restore_it(clean_dir, tiny_model_file):
+    """benchmarks/ensemble_subsets.py: its one-transform subset scores as a single pass, all 8 as
+    `--ensemble`, a pair differs from both, and `--ensemble`'s 8 transforms are back afterwards."""
+    from denoisecli import inference
+    from denoisecli.evaluation import evaluate
+
+    script = _benchmark_script("ensemble_subsets")
+    scores = script.score_subsets(clean_dir, 25.0, tiny_model_file)
+    assert list(scores) == list(script.SUBSETS)
+    single, _ = evaluate(clean_dir, [25.0], weights=tiny_model_file, device="cpu")
+    full, _ = evaluate(clean_dir, [25.0], weights=tiny_model_file, device="cpu", ensemble=True)
+    assert scores["one pass"][0] == pytest.approx(single.mean("denoise", "sigma 25"), abs=1e-9)
+    assert scores["all 8 (--ensemble)"][0] == pytest.approx(full.mean("denoise", "sigma 25"), abs=1e-9)
+    pair = scores["identity + rotation by 180"][0]
+    assert pair not in (scores["one pass"][0], scores["all 8 (--ensemble)"][0])
+    assert len(inference.DIHEDRAL) == 8 and len(set(inference.DIHEDRAL)) == 8
