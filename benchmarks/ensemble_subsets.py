@@ -25,7 +25,7 @@ SUBSETS: dict[str, list[tuple[int, bool]]] = {
     "identity + rotation by 90": [(0, False), (1, False)],
     "4 rotations": [(k, False) for k in range(4)],
     "identity, 180, and both flipped": [(0, False), (2, False), (0, True), (2, True)],
-    "all 8 (--ensemble)": [(k, flip) for flip in (False, True) for k in range(4)],
+    "all 8 (--ensemble)": list(inference.DIHEDRAL),
 }
 
 
