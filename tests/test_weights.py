@@ -60,11 +60,13 @@ def test_atomic_save_keeps_old_file_when_save_fails(tmp_path, monkeypatch):
 
 def _benchmark_script(name: str):
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -106,3 +108,22 @@ def test_ensemble_subsets_narrow_the_ensemble_and_restore_it(clean_dir, tiny_mod
     pair = scores["identity + rotation by 180"][0]
     assert pair not in (scores["one pass"][0], scores["all 8 (--ensemble)"][0])
     assert len(inference.DIHEDRAL) == 8 and len(set(inference.DIHEDRAL)) == 8
+
+
+def test_roofline_counts_the_networks_multiply_adds():
+    """benchmarks/roofline.py: a convolution's and a transposed one's multiply-adds by hand, the shipped
+    colour model's 69.4 k per pixel (the card's figure) from one pass at an odd size, and a timing."""
+    from torch import nn
+
+    from denoisecli.weights import shipped_weights
+
+    script = _benchmark_script("roofline")
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.Conv2d(5, 4, 2, stride=2), nn.ConvTranspose2d(4, 2, 2, stride=2))
+    shapes = script.conv_inventory(net, torch.rand(1, 3, 8, 10))
+    assert sorted(s.macs() * n for s, n in shapes.items()) == sorted([8 * 10 * 5 * 3 * 9, 4 * 5 * 4 * 5 * 4, 4 * 5 * 4 * 2 * 4])
+    assert not any(h._forward_hooks for h in net)
+    model, _ = load_model(shipped_weights(3))
+    size = 37 * 16  # a multiple of the network's stride, so padding adds no pixels
+    shapes = script.conv_inventory(model, torch.rand(1, 3, size, size), torch.tensor([0.1]))
+    assert sum(s.macs() * n for s, n in shapes.items()) / size**2 == pytest.approx(69_400, abs=50)
+    assert script.conv_seconds(next(iter(shapes)), repeats=1) > 0
