@@ -1,5 +1,6 @@
 """Noise-level input (noise-map UNet) and the noise estimator."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +151,21 @@ def test_estimator_on_a_clean_flat_image_is_zero():
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 def test_estimator_on_cbsd68_images():
-    """Within 2 of the true sigma from 5 to 50 on a sample of CBSD68 (the whole set, 68 x 6 levels:
-    benchmarks/estimator_accuracy.py, where 2 of 68 images miss by up to 3 at sigma 5, through their own grain)."""
+    """Within 2 of the true sigma from 5 to 50 on every fifth CBSD68 image, the first included: that is,
+    of the added sigma wherever the clean image reads under 3 before any noise is added, and for every
+    image of the noise it then holds (the added sigma and its own reading, in quadrature). 101085 and
+    175032 carry grain of their own (they read about 6 clean) and read 3 high at sigma 5; over the whole
+    set the same holds for all 68 images at 6 levels (benchmarks/estimator_accuracy.py)."""
     from denoisecli.image_io import read_image
 
-    paths = sorted(DATA.glob("*.png"))[1::11]
-    for sigma in (5, 15, 25, 50):
-        errors = [estimate_sigma(_noisy(read_image(p).pixels.double(), sigma, i)) * 255 - sigma for i, p in enumerate(paths)]
-        assert max(abs(e) for e in errors) < 2.0, (sigma, errors)
+    images = [read_image(p).pixels.double() for p in sorted(DATA.glob("*.png"))[::5]]
+    own = [estimate_sigma(x) * 255 for x in images]
+    assert max(own) > 5  # the sample holds grainy images, so the quadrature check is not idle
+    for sigma in (5, 10, 15, 25, 35, 50):
+        estimates = [estimate_sigma(_noisy(x, sigma, i)) * 255 for i, x in enumerate(images)]
+        errors = [e - sigma for e in estimates]
+        assert all(abs(e) < 2 for e, o in zip(errors, own) if o < 3), (sigma, errors)
+        assert all(abs(e - math.hypot(sigma, o)) < 2 for e, o in zip(estimates, own)), (sigma, estimates, own)
         assert abs(sum(errors) / len(errors)) < 1.0, (sigma, errors)
 
 
