@@ -40,7 +40,8 @@ def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
     (see ``_step``), which bounds the time; sorting each plane's patches by texture once makes
     every pass's covariance a prefix sum (see ``_Planes``). About 8 ms on a 256x256 colour image and
     26 ms at 1024x1024 on a 2-core Xeon VM (the network takes 35 and 520 ms); on a slower 2-core
-    EPYC VM, 23 and 77 ms (median; the network about 80 and 1000 ms).
+    EPYC VM, 13-16 and 45 ms as `run` calls it, with ``device.keep_freed_memory`` set (23 and 56-77 ms
+    without: fresh blocks cost page faults; the network about 70 and 1000 ms).
     benchmarks/estimator_accuracy.py measures the error. ``patch`` fixes the patch size; by default
     it is chosen by ``_patch_size``."""
     if image.ndim != 3:
