@@ -112,7 +112,7 @@ def test_ensemble_subsets_narrow_the_ensemble_and_restore_it(clean_dir, tiny_mod
 
 def test_roofline_counts_the_networks_multiply_adds():
     """benchmarks/roofline.py: a convolution's and a transposed one's multiply-adds by hand, the shipped
-    colour model's 69.4 k per pixel (the card's figure) from one pass at an odd size, and a timing."""
+    colour model's 69.4 k per pixel (the card's figure) from one pass at 592 px, and a timing."""
     from torch import nn
 
     from denoisecli.weights import shipped_weights
