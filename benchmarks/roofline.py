@@ -1,11 +1,17 @@
 """Is the network's speed on this CPU the software's limit or the hardware's?
 
-usage: python benchmarks/roofline.py [--size 1024] [--weights FILE]
+usage: python benchmarks/roofline.py [--size 1024] [--weights FILE] [--winograd]
 
 Times every distinct convolution of the model (as it runs at --size, channels-last, as `run` places
 it) on its own, a float32 matrix product in the same process (the rate MKL reaches on these cores:
 the practical ceiling), and the whole network at a fixed noise level. A convolution near the matrix
 product's rate cannot be made much faster by software; only fewer multiply-adds per pixel can.
+
+Winograd's algorithm is the one way around that: it computes a 3x3 convolution with 2-5x fewer
+multiplications, at the cost of transforming its input and output. oneDNN uses it only on AVX-512;
+torch also carries NNPACK, whose Winograd kernels need only AVX2. --winograd times each 3x3 stride-1
+convolution through NNPACK as well (alone, as above), then the whole network with NNPACK in every
+convolution where it was the faster alone: the answer to whether it would pay inside `run`.
 """
 
 from __future__ import annotations
@@ -92,6 +98,57 @@ def conv_seconds(shape: ConvShape, repeats: int = 5) -> float:
         return _median_seconds(lambda: conv(x, w, b, stride=shape.stride, padding=shape.padding), repeats)
 
 
+def nnpack_seconds(shape: ConvShape, repeats: int = 5) -> float | None:
+    """Median time of one call of this convolution through NNPACK (contiguous layout, the only one
+    it takes), or None where NNPACK is missing or does not take it (only 3x3, stride 1, padding 1
+    is tried: the shapes whose Winograd kernels could pay)."""
+    if shape.transposed or shape.kernel != (3, 3) or shape.stride != (1, 1) or shape.padding != (1, 1):
+        return None
+    if not torch.backends.nnpack.is_available():  # the call also initialises NNPACK: without it every call fails
+        return None
+    x = torch.rand(1, shape.in_ch, shape.height, shape.width)
+    w, b = torch.rand(shape.out_ch, shape.in_ch, 3, 3), torch.rand(shape.out_ch)
+    with torch.inference_mode():
+        return _median_seconds(lambda: torch._nnpack_spatial_convolution(x, w, b, [1, 1]), repeats)
+
+
+class _NNPACKConv(nn.Module):
+    """A 3x3 stride-1 convolution run through NNPACK, in the network's place of ``conv``."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight, self.bias = conv.weight.contiguous(), conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, [1, 1])
+
+
+def with_nnpack(model: nn.Module, x: torch.Tensor, chosen: set[ConvShape], *args: object) -> int:
+    """Swap, in place, each convolution of ``model`` whose shape (in a pass on ``x``) is in ``chosen``
+    for NNPACK; returns how many were swapped."""
+    shapes: dict[nn.Module, ConvShape] = {}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        h, w = inputs[0].shape[-2:]
+        shapes[module] = ConvShape(False, module.in_channels, module.out_channels, module.kernel_size,  # type: ignore[arg-type]
+                                   module.stride, module.padding, h, w)  # type: ignore[arg-type]
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if type(m) is nn.Conv2d]
+    try:
+        with torch.inference_mode():
+            model(x, *args)
+    finally:
+        for h in hooks:
+            h.remove()
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if child in shapes and shapes[child] in chosen:
+                setattr(parent, name, _NNPACKConv(child))  # type: ignore[arg-type]
+                swapped += 1
+    return swapped
+
+
 def matmul_gmacs(n: int = 2048, repeats: int = 5) -> float:
     """Multiply-adds per second (billions) of an n x n float32 matrix product: these cores' practical peak."""
     a, b = torch.rand(n, n), torch.rand(n, n)
@@ -104,6 +161,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--winograd", action="store_true", help="also time NNPACK's Winograd convolutions")
     args = parser.parse_args()
     model, _ = load_model(args.weights or shipped_weights(3))
     model = place_model(model, torch.device("cpu")).eval()
@@ -117,19 +175,33 @@ def main() -> None:
         network = _median_seconds(lambda: model(x, *level), args.repeats)
     print(f"{machine_name(torch.device('cpu'))}; {args.size} px; torch {torch.__version__}")
     print(f"float32 matrix product 2048: {peak:.1f} GMAC/s")
-    print(f"{'convolution':44s} {'calls':>5s} {'MACs':>6s} {'GMAC/s':>7s} {'x matmul':>8s} {'time':>6s}")
+    print(f"{'convolution':44s} {'calls':>5s} {'MACs':>6s} {'GMAC/s':>7s} {'x matmul':>8s} {'time':>6s}"
+          + (f" {'NNPACK':>7s}" if args.winograd else ""))
     conv_total = 0.0
+    faster: set[ConvShape] = set()
     for shape, calls in sorted(shapes.items(), key=lambda kv: -kv[0].macs() * kv[1]):
         seconds = conv_seconds(shape, args.repeats)
         conv_total += seconds * calls
         rate = shape.macs() / seconds / 1e9
         kind = "convT" if shape.transposed else "conv"
         label = f"{kind} {shape.in_ch}->{shape.out_ch} {shape.kernel[0]}x{shape.kernel[1]}/{shape.stride[0]} at {shape.height}x{shape.width}"
-        print(f"{label:44s} {calls:5d} {shape.macs() * calls / total_macs:6.1%} {rate:7.1f} {rate / peak:8.2f} {seconds * calls / network:6.1%}")
+        line = f"{label:44s} {calls:5d} {shape.macs() * calls / total_macs:6.1%} {rate:7.1f} {rate / peak:8.2f} {seconds * calls / network:6.1%}"
+        winograd = nnpack_seconds(shape, args.repeats) if args.winograd else None
+        if winograd is not None:
+            line += f" {seconds / winograd:6.2f}x"
+            if winograd < seconds:
+                faster.add(shape)
+        print(line)
     rate = total_macs / network / 1e9
     print(f"network: {total_macs / pixels / 1e3:.1f} k MACs/px, {network * 1e3:.0f} ms, {pixels / network / 1e6:.2f} MP/s, "
           f"{rate:.1f} GMAC/s ({rate / peak:.2f} x matmul); the convolutions alone {conv_total / network:.0%} of its time")
     print(f"MACs/px at which this network's rate gives 1 MP/s here: {rate:.1f} k")
+    if faster:
+        swapped = with_nnpack(model, x, faster, *level)
+        with torch.inference_mode():
+            mixed = _median_seconds(lambda: model(x, *level), args.repeats)
+        print(f"network with NNPACK in the {swapped} convolutions where it was the faster alone: {mixed * 1e3:.0f} ms, "
+              f"{pixels / mixed / 1e6:.2f} MP/s ({network / mixed:.2f} x as fast)")
 
 
 if __name__ == "__main__":

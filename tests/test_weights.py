@@ -127,3 +127,35 @@ def test_roofline_counts_the_networks_multiply_adds():
     shapes = script.conv_inventory(model, torch.rand(1, 3, size, size), torch.tensor([0.1]))
     assert sum(s.macs() * n for s, n in shapes.items()) / size**2 == pytest.approx(69_400, abs=50)
     assert script.conv_seconds(next(iter(shapes)), repeats=1) > 0
+
+
+def test_roofline_swaps_convolutions_for_nnpack_without_changing_the_output():
+    """benchmarks/roofline.py --winograd: only the chosen 3x3 shapes are swapped (not the 2x2 one, not
+    the head at another width), the output stays the network's to float rounding, and a shape NNPACK
+    does not take is refused rather than timed."""
+    from torch import nn
+
+    if not torch.backends.nnpack.is_available():
+        pytest.skip("this torch has no NNPACK")
+    script = _benchmark_script("roofline")
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head, self.body = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.down = nn.Conv2d(8, 8, 2, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(torch.relu(self.body(self.head(x))))
+
+    net, x = Net().eval(), torch.rand(1, 3, 31, 37)
+    with torch.inference_mode():
+        expected = net(x)
+    shapes = script.conv_inventory(net, x)
+    body = next(s for s in shapes if s.in_ch == 8 and s.kernel == (3, 3))
+    assert script.nnpack_seconds(body, repeats=1) > 0
+    assert script.nnpack_seconds(next(s for s in shapes if s.kernel == (2, 2)), repeats=1) is None
+    assert script.with_nnpack(net, x, {body}) == 1
+    assert isinstance(net.body, script._NNPACKConv) and type(net.head) is nn.Conv2d and type(net.down) is nn.Conv2d
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=1e-4)
