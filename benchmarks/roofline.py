@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +55,16 @@ class ConvShape:
         return oh * ow * self.out_ch * self.in_ch * kh * kw
 
 
-def conv_inventory(model: nn.Module, x: torch.Tensor, *args: object) -> dict[ConvShape, int]:
-    """{shape: calls} of the convolutions one forward pass of ``model(x, *args)`` runs."""
-    seen: dict[ConvShape, int] = {}
+def conv_calls(model: nn.Module, x: torch.Tensor, *args: object) -> list[tuple[nn.Module, ConvShape]]:
+    """Each convolution call of one forward pass of ``model(x, *args)``, in order, with its shape."""
+    calls: list[tuple[nn.Module, ConvShape]] = []
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
         if module.groups != 1:
             raise ValueError("grouped convolutions are not timed here")
         h, w = inputs[0].shape[-2:]
-        shape = ConvShape(isinstance(module, nn.ConvTranspose2d), module.in_channels, module.out_channels,
-                          module.kernel_size, module.stride, module.padding, h, w)  # type: ignore[arg-type]
-        seen[shape] = seen.get(shape, 0) + 1
+        calls.append((module, ConvShape(isinstance(module, nn.ConvTranspose2d), module.in_channels, module.out_channels,
+                                        module.kernel_size, module.stride, module.padding, h, w)))  # type: ignore[arg-type]
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     try:
@@ -73,7 +73,12 @@ def conv_inventory(model: nn.Module, x: torch.Tensor, *args: object) -> dict[Con
     finally:
         for h in hooks:
             h.remove()
-    return seen
+    return calls
+
+
+def conv_inventory(model: nn.Module, x: torch.Tensor, *args: object) -> dict[ConvShape, int]:
+    """{shape: calls} of the convolutions one forward pass of ``model(x, *args)`` runs."""
+    return dict(Counter(shape for _, shape in conv_calls(model, x, *args)))
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -126,24 +131,11 @@ class _NNPACKConv(nn.Module):
 def with_nnpack(model: nn.Module, x: torch.Tensor, chosen: set[ConvShape], *args: object) -> int:
     """Swap, in place, each convolution of ``model`` whose shape (in a pass on ``x``) is in ``chosen``
     for NNPACK; returns how many were swapped."""
-    shapes: dict[nn.Module, ConvShape] = {}
-
-    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
-        h, w = inputs[0].shape[-2:]
-        shapes[module] = ConvShape(False, module.in_channels, module.out_channels, module.kernel_size,  # type: ignore[arg-type]
-                                   module.stride, module.padding, h, w)  # type: ignore[arg-type]
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if type(m) is nn.Conv2d]
-    try:
-        with torch.inference_mode():
-            model(x, *args)
-    finally:
-        for h in hooks:
-            h.remove()
+    shapes = dict(conv_calls(model, x, *args))
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if child in shapes and shapes[child] in chosen:
+            if type(child) is nn.Conv2d and shapes.get(child) in chosen:
                 setattr(parent, name, _NNPACKConv(child))  # type: ignore[arg-type]
                 swapped += 1
     return swapped
