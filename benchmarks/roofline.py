@@ -194,6 +194,8 @@ def main() -> None:
             mixed = _median_seconds(lambda: model(x, *level), args.repeats)
         print(f"network with NNPACK in the {swapped} convolutions where it was the faster alone: {mixed * 1e3:.0f} ms, "
               f"{pixels / mixed / 1e6:.2f} MP/s ({network / mixed:.2f} x as fast)")
+    elif args.winograd:
+        print("NNPACK was the faster alone for none of these convolutions (or this torch has no NNPACK)")
 
 
 if __name__ == "__main__":
