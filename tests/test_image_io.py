@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import list_images, read_image, write_image
+from denoisecli.image_io import list_images, read_image, require_images, unread_files, write_image
 
 from conftest import save, smooth_image
 
@@ -96,6 +96,24 @@ def test_list_images_is_recursive_case_insensitive_and_excludes(tmp_path):
     found = [p.name for p in list_images(tmp_path, exclude=tmp_path / "out")]
     assert found == ["a.PNG", "b.jpg"]
 
+
+
+def test_unread_files_counts_what_a_batch_leaves_alone_by_extension(tmp_path):
+    save(tmp_path / "a.png", smooth_image(8, 8))
+    for name in ("raw/x.CR2", "raw/y.cr2", "anim.gif", "README", ".DS_Store", ".cache/z.heic", "out/w.gif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert unread_files(tmp_path, exclude=tmp_path / "out") == {".cr2": 2, "": 1, ".gif": 1}
+    assert unread_files(tmp_path / "a.png") == {}
+
+
+def test_a_folder_without_images_says_what_it_holds(tmp_path):
+    for name in ("a.cr2", "b.cr2", "a.xmp"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(DenoiseError, match=r"no images found .*; it holds 2 \.cr2, 1 \.xmp$"):
+        require_images(tmp_path)
+    save(tmp_path / "c.jpg", smooth_image(8, 8))
+    assert require_images(tmp_path) == [tmp_path / "c.jpg"]
 
 @functools.cache
 def _icc() -> bytes:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from denoisecli.addnoise import add_noise
 from denoisecli.cli import app
 from denoisecli.inference import Denoiser, RunOptions, denoise_files
 
@@ -35,6 +36,22 @@ def test_unicode_spaces_and_upper_case_extensions(tmp_path, tiny_model_file):
     assert Image.open(tmp_path / "out" / "été photo 1.JPG").format == "JPEG"
     assert Image.open(tmp_path / "out" / "日本 dir" / "ímage.TIFF").format == "TIFF"
 
+
+
+def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_path, tiny_model_file):
+    (clean_dir / "IMG_1.CR2").write_bytes(b"raw")
+    (clean_dir / "sub" / "IMG_2.heic").write_bytes(b"heic")
+    (clean_dir / ".DS_Store").write_bytes(b"mac")
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert "left alone: 1 .cr2, 1 .heic (files this tool does not read" in " ".join(result.output.split())
+    assert add_noise(clean_dir, tmp_path / "noisy").unread == {".cr2": 1, ".heic": 1}
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "IMG_3.cr2").write_bytes(b"raw")
+    result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1
+    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp); it holds 1 .cr2" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),

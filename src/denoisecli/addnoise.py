@@ -10,7 +10,7 @@ import torch
 from denoisecli.atomic import remove_stale_partials
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
-from denoisecli.image_io import read_image, write_image
+from denoisecli.image_io import read_image, unread_files, write_image
 from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, seeded_generator
 
 def add_noise(
@@ -55,4 +55,4 @@ def add_noise(
         results.append(result)
         if on_file:
             on_file(result)
-    return BatchReport(results)
+    return BatchReport(results, unread_files(Path(src), exclude=Path(dst)))

@@ -95,6 +95,12 @@ def _summary(report: BatchReport, done_word: str) -> None:
         table.add_column(col, justify="right")
     table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))
     console.print(table)
+    if report.unread:
+        from denoisecli.image_io import describe_counts
+
+        console.print(f"[yellow]left alone:[/] {describe_counts(report.unread)} "
+                      "(files this tool does not read; it reads .png, .jpg, .tif, .webp and .bmp)",
+                      highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 

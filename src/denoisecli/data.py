@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
-from denoisecli.image_io import list_images, read_image
+from denoisecli.image_io import read_image, require_images
 from denoisecli.noise import seeded_generator
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ def _load_folder(
     """
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
-    paths = list_images(root)
-    if not paths:
-        raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
+    paths = require_images(root)
     found: list[tuple[Path, torch.Tensor]] = []
     for p in paths:
         try:

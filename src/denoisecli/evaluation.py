@@ -13,7 +13,7 @@ import torch
 
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
-from denoisecli.image_io import list_images, read_image
+from denoisecli.image_io import read_image, require_images
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
@@ -135,9 +135,7 @@ def evaluate(
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`).
     """
     clean_dir = Path(clean_dir)
-    paths = list_images(clean_dir)
-    if not paths:
-        raise DenoiseError(f"{clean_dir}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
+    paths = require_images(clean_dir)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise DenoiseError(f"--baseline {unknown[0]}: unknown (choose {', '.join(BASELINES)})")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import is_image_path, list_images
+from denoisecli.image_io import is_image_path, list_images, require_images
 
 
 @dataclass
@@ -23,7 +23,11 @@ class FileResult:
 
 @dataclass
 class BatchReport:
+    """Every file's outcome, and the files of the input folder that were not images it reads
+    (by extension), which are no error but which a user should hear about."""
+
     results: list[FileResult]
+    unread: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -59,9 +63,7 @@ def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Pa
     else:
         if dst.resolve() == src.resolve():
             raise DenoiseError(f"{dst}: the output folder is the input folder; choose another so no input is overwritten")
-        files = list_images(src, exclude=dst)
-        if not files:
-            raise DenoiseError(f"{src}: no images found (looked for .png, .jpg, .tif, .webp, .bmp)")
+        files = require_images(src, exclude=dst)
         outs = [dst / f.relative_to(src) for f in files]
         if suffix:
             renamed = [o.with_suffix(suffix) for o in outs]

@@ -62,17 +62,45 @@ def list_images(root: Path, exclude: Path | None = None) -> list[Path]:
     root = Path(root)
     if root.is_file():
         return [root]
+    return sorted(p for p in _files(root, exclude) if is_image_path(p))
+
+
+def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
+    """``list_images``, but a folder without any is an error that says what it holds instead,
+    so a user pointing at a folder of RAW or HEIC files learns why nothing happens."""
+    found = list_images(root, exclude)
+    if not found:
+        others = unread_files(root, exclude)
+        held = f"; it holds {describe_counts(others)}" if others else ""
+        raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp){held}")
+    return found
+
+
+def unread_files(root: Path, exclude: Path | None = None) -> dict[str, int]:
+    """Files under a folder that a batch leaves alone, counted by extension (``""``: none), so a
+    user whose folder holds RAW, HEIC or GIF files learns they were not denoised. Hidden files
+    and folders (``.DS_Store``, ``.git``) are not counted; a single file has none."""
+    root = Path(root)
+    if root.is_file():
+        return {}
+    counts: dict[str, int] = {}
+    for p in _files(root, exclude):
+        if is_image_path(p) or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``{".cr2": 10, "": 1}`` -> ``"10 .cr2, 1 without extension"``."""
+    return ", ".join(f"{n} {ext or 'without extension'}" for ext, n in counts.items())
+
+
+def _files(root: Path, exclude: Path | None) -> list[Path]:
     if not root.is_dir():
         raise DenoiseError(f"{root}: no such file or folder")
     skip = exclude.resolve() if exclude is not None else None
-    found = []
-    for p in root.rglob("*"):
-        if not (is_image_path(p) and p.is_file()):
-            continue
-        if skip is not None and p.resolve().is_relative_to(skip):
-            continue
-        found.append(p)
-    return sorted(found)
+    return [p for p in root.rglob("*") if p.is_file() and (skip is None or not p.resolve().is_relative_to(skip))]
 
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:

@@ -18,7 +18,7 @@ from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import place_model, resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, unread_files, write_image
 from denoisecli.weights import load_model, shipped_weights
 
 T = TypeVar("T")
@@ -253,7 +253,8 @@ def denoise_files(
     opts = options or RunOptions()
     src = Path(src)
     fmt = normalize_format(opts.format)
-    pairs = plan(src, Path(dst) if dst is not None else default_output(src, "denoised"), suffix=FORMAT_SUFFIX[fmt] if fmt else None)
+    dst = Path(dst) if dst is not None else default_output(src, "denoised")
+    pairs = plan(src, dst, suffix=FORMAT_SUFFIX[fmt] if fmt else None)
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
@@ -312,7 +313,7 @@ def denoise_files(
             pending.append((path, out, *loaded))
         flush()
         _drain(writes, record, block=True)
-    return BatchReport(results)
+    return BatchReport(results, unread_files(src, exclude=dst))
 
 
 def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
