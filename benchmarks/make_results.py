@@ -17,7 +17,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from denoisecli.benchmark import REFERENCES, bench, machine_name
+from denoisecli.benchmark import FLOAT32, REFERENCES, bench, machine_name
 from denoisecli.device import resolve_device
 from denoisecli.evaluation import evaluate
 
@@ -66,6 +66,7 @@ def main() -> None:
     rep = None if args.skip_bench else bench(args.device, (256, 512, 1024), repeats=5, warmup=2, train_steps=5,
                                              weights=args.weights)
     pub = published(args.data / "README.md")
+    used_int8 = False
     for name, kind in SETS:
         weights = args.grey_weights if kind == "grey" and args.grey_weights else args.weights
         report, _ = evaluate(args.data / "test" / name, SIGMAS, weights=weights, device=args.device)
@@ -75,7 +76,10 @@ def main() -> None:
             lines.append(f"| {name} | {s:g} | {report.mean('denoise', label):.2f} | {report.mean('denoise', label, 'ssim'):.4f} | "
                          + " | ".join(refs) + " |")
         print(f"{name} done", flush=True)
+        used_int8 = used_int8 or report.int8
     lines.append("")
+    if used_int8:
+        lines += ["Ours ran as `run` runs on a CPU: the network's deep levels in int8 (`--no-int8` for float32).", ""]
     lines.append("Grey sets are denoised " + ("with the grey model." if args.grey_weights or _has_grey() else
                                               "with the colour model on three equal channels (no grey model is shipped yet)."))
     if rep is not None:
@@ -90,7 +94,11 @@ def main() -> None:
                          + f" | {rows[1024].peak_mib:.0f} | {tr} |")
         lines += ["", "`denoise` is what `denoise run` does by default (estimate each image's noise level, then "
                   "denoise it); `denoise --sigma` is the same network with the level given. The references are "
-                  "networks alone. The input is a smooth random image with sigma-25 noise.",
+                  "networks alone. The input is a smooth random image with sigma-25 noise."
+                  + (" On a CPU both run the network's deep levels in int8, as `run` does by default; `denoise "
+                     "--no-int8` is `denoise` in float32 (int8 / float32: "
+                     + ", ".join(f"{rep.ratio(FLOAT32, s):.2f}x at {s} px" for s in (256, 512, 1024)) + ")."
+                     if rep.int8 else ""),
                   "", "Ours (`denoise`) relative to the references in the same run (above 1: ours is faster): "
                   + "; ".join(f"{ref}: " + ", ".join(f"{rep.ratio(ref, s):.1f}x at {s} px" for s in (256, 512, 1024))
                               + f", {rep.train_ratio(ref):.1f}x in training" for ref in REFERENCES) + "."]

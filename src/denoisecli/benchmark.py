@@ -7,6 +7,7 @@ on the weights) are measured in the same process, so the ratios hold on any mach
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import functools
@@ -25,12 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoisecli.device import place_model, resolve_device
+from denoisecli.int8 import quantize
 from denoisecli.models import build_model
 from denoisecli.noise import ClampedNormalNoise
 from denoisecli.weights import load_model, shipped_weights
 
 REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
 SIGMA_GIVEN = "denoise --sigma"
+FLOAT32 = "denoise --no-int8"
 SIGMA = 25 / 255  # the noise of the bench image, and the level given where none is estimated
 
 
@@ -58,12 +61,13 @@ class BenchReport:
     date: str
     channels: int
     repeats: int
+    int8: bool = False
     inference: list[SpeedRow] = field(default_factory=list)
     training: list[TrainRow] = field(default_factory=list)
 
-    def ratio(self, ref: str, size: int, dtype: str = "float32") -> float:
-        """How many times faster ours is than ``ref`` at ``size`` (above 1: ours is faster)."""
-        ours = [r.mps for r in self.inference if r.model == "denoise" and r.size == size and r.dtype == dtype]
+    def ratio(self, ref: str, size: int, dtype: str = "float32", model: str = "denoise") -> float:
+        """How many times faster ``model`` is than ``ref`` at ``size`` (above 1: ours is faster)."""
+        ours = [r.mps for r in self.inference if r.model == model and r.size == size and r.dtype == dtype]
         theirs = [r.mps for r in self.inference if r.model == ref and r.size == size and r.dtype == dtype]
         return ours[0] / theirs[0] if ours and theirs else float("nan")
 
@@ -232,21 +236,31 @@ def bench(
     weights: Path | None = None,
     channels: int = 3,
     on_row: Callable[[str], None] | None = None,
+    int8: bool = True,
 ) -> BenchReport:
     """Median time of ``repeats`` runs for each model and size, after ``warmup`` runs (at least one,
     which also measures peak memory); spread is (min, max) MP/s. The models take turns run by run,
     so the ratios hold on a VM whose speed drifts during the bench (one timed model after model
-    found the network alone 10% slower than the network with the noise estimate, minutes apart)."""
+    found the network alone 10% slower than the network with the noise estimate, minutes apart).
+    ``denoise`` runs as `run` runs it: with its deep levels in int8 on a CPU where the model file
+    allows it, and then the float32 network is timed beside it (``FLOAT32``)."""
     dev = resolve_device(device)
-    ours, _ = load_model(weights if weights is not None else shipped_weights(channels))
+    ours, ckpt = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
-    models: dict[str, nn.Module] = {"denoise": ours}
+    ran = place_model(copy.deepcopy(ours), dev)
+    quantized = int8 and quantize(ran, ckpt.get("int8"))
+    if not quantized:
+        ran = ours
+    models: dict[str, nn.Module] = {"denoise": ran}
     if getattr(ours, "noise_map", False):
-        models = {"denoise": _AsRun(ours), SIGMA_GIVEN: _AsRun(ours, SIGMA)}
+        models = {"denoise": _AsRun(ran), SIGMA_GIVEN: _AsRun(ran, SIGMA)}
+    float_model = _AsRun(ours) if getattr(ours, "noise_map", False) else ours
+    if quantized:
+        models[FLOAT32] = float_model
     for name, config in REFERENCES.items():
         torch.manual_seed(0)
         models[name] = build_model({**config, "channels": channels}).eval()
-    report = BenchReport(str(dev), machine_name(dev), date.today().isoformat(), channels, repeats)
+    report = BenchReport(str(dev), machine_name(dev), date.today().isoformat(), channels, repeats, quantized)
     dtypes: dict[str, torch.dtype | None] = {"float32": None}
     if dev.type == "cuda":
         dtypes["float16"] = torch.float16
@@ -276,7 +290,7 @@ def bench(
                 if on_row:
                     on_row(f"{name} {size}px {dname}")
     if train_steps > 0:
-        trained = {name: model for name, model in models.items() if name != SIGMA_GIVEN}
+        trained = {"denoise": float_model, **{name: model for name, model in models.items() if name in REFERENCES}}
         for name, rate in _train_rates(trained, channels, dev, patch, batch, train_steps).items():
             report.training.append(TrainRow(name, rate))
         if on_row:

@@ -46,6 +46,7 @@ class EvalReport:
     scores: list[Score] = field(default_factory=list)
     oracle: bool = False
     ensemble: bool = False
+    int8: bool = False
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -63,7 +64,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -124,6 +125,7 @@ def evaluate(
     on_image: Callable[[Score], None] | None = None,
     oracle: bool = False,
     ensemble: bool = False,
+    int8: bool = True,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -132,7 +134,8 @@ def evaluate(
     switches to real pairs. Each image's noise is seeded by (seed, file name, level),
     so the same command gives the same numbers. ``oracle`` gives a noise-level model the
     true sigma instead of its estimate, to tell estimator error from model error;
-    ``ensemble`` scores the model's self-ensemble (as `run --ensemble`).
+    ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
+    run as `run` runs it on a CPU (the report says whether it did).
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -149,7 +152,7 @@ def evaluate(
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
-    denoiser = Denoiser(weights, device, ensemble=ensemble)
+    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
                         ensemble=ensemble)
     samples: list[Sample] = []
@@ -171,6 +174,7 @@ def evaluate(
                 report.scores.append(score)
                 if on_image:
                     on_image(score)
+            report.int8 = bool(denoiser.int8_used)
             if i < keep_samples and label == points[0][0]:
                 samples.append(Sample(p.name, label, clean, {k: quantize8(v) for k, v in outputs.items()}))
     return report, samples
