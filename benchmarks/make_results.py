@@ -73,7 +73,7 @@ def main() -> None:
         for i, s in enumerate(SIGMAS):
             label = f"sigma {s:g}"
             refs = [pub.get(m, {}).get(name, ["-"] * 3)[i] for m in ("CBM3D / BM3D", "CDnCNN-B / DnCNN", "FFDNet", "DRUNet")]
-            lines.append(f"| {name} | {s:g} | {report.mean('denoise', label):.2f} | {report.mean('denoise', label, 'ssim'):.4f} | "
+            lines.append(f"| {name} | {s:g} | {report.mean('denoise', label):.3f} | {report.mean('denoise', label, 'ssim'):.4f} | "
                          + " | ".join(refs) + " |")
         print(f"{name} done", flush=True)
         used_int8 = used_int8 or report.int8
