@@ -139,9 +139,25 @@ def test_bench_times_int8_as_run_runs_it_with_float32_beside_it(tmp_path):
     from denoisecli.benchmark import FLOAT32, SIGMA_GIVEN, bench
 
     _, _, path = _calibrated(tmp_path)
-    report = bench("cpu", sizes=(48,), repeats=1, warmup=1, train_steps=1, weights=path)
+    report = bench("cpu", sizes=(48,), repeats=1, warmup=1, train_steps=1, patch=24, batch=2, weights=path)
     assert report.int8
     assert {r.model for r in report.inference} == {"denoise", SIGMA_GIVEN, FLOAT32, "dncnn-17", "ffdnet"}
     assert {r.model for r in report.training} == {"denoise", "dncnn-17", "ffdnet"}, "training times the float network"
     assert report.ratio(FLOAT32, 48) > 0
     assert not bench("cpu", sizes=(48,), repeats=1, warmup=1, train_steps=0, weights=path, int8=False).int8
+
+
+def test_train_stores_the_ranges_in_model_pt_so_its_model_runs_in_int8_too(clean_dir, tmp_path):
+    from denoisecli.training import TrainOptions, train
+
+    model = {"width": 64, "depth": 2, "blocks": 1, "noise_map": True}
+    train(TrainOptions(data=str(clean_dir), out=str(tmp_path / "run"), steps=2, batch=2, patch=24, model=model,
+                       device="cpu", save_every=100, val_every=100))
+    _, ckpt = load_model(tmp_path / "run" / "model.pt")
+    assert set(ckpt["int8"]["blocks"]) == {"encoders.0.0", "bottleneck.0", "decoders.0.0"}
+    assert ckpt["int8"]["images"] >= 1
+    if int8_supported():
+        assert Denoiser(tmp_path / "run" / "model.pt", device="cpu").int8_used == {tmp_path / "run" / "model.pt"}
+    tiny = {"width": 8, "depth": 2, "blocks": 1}
+    train(TrainOptions(data=str(clean_dir), out=str(tmp_path / "tiny"), steps=1, batch=2, patch=24, model=tiny, device="cpu"))
+    assert "int8" not in load_model(tmp_path / "tiny" / "model.pt")[1], "nothing of 64 channels to quantise"

@@ -22,6 +22,7 @@ against the float one on a probe image and keeps float32 if they disagree or the
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -112,6 +113,18 @@ def calibrate_on_images(model: UNet, images: list[torch.Tensor], crop: int = 256
             yield noisy, level
 
     return calibrate(model, batches())
+
+
+def calibration_entry(model: nn.Module, images: list[torch.Tensor], count: int = 24) -> dict[str, Any]:
+    """``{"int8": ranges}`` for a model file, from ``count`` of its uint8 training ``images`` (evenly
+    spaced), so a model `train` writes runs in int8 on a CPU as the shipped ones do; ``{}`` for a
+    model with no deep levels to quantise. Works on a CPU copy, whatever device trained it."""
+    if not isinstance(model, UNet) or not _blocks(model) or not images:
+        return {}
+    cpu = copy.deepcopy(model).float().cpu().eval()
+    step = max(1, len(images) // count)
+    picked = [im.float() / 255 for im in images[::step][:count]]
+    return {"int8": {**calibrate_on_images(cpu, picked), "images": len(picked)}}
 
 
 def _pack(weight: torch.Tensor, x_scale: float, x_zero: int) -> tuple[torch.Tensor, torch.Tensor]:

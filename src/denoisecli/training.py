@@ -22,6 +22,7 @@ from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_traini
 from denoisecli.device import memory_format, place_model, resolve_device
 from denoisecli.distributed import setup_distributed, world_size
 from denoisecli.errors import DenoiseError
+from denoisecli.int8 import calibration_entry
 from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
 from denoisecli.models.unet import UNet, narrowed
@@ -163,7 +164,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             log.write(json.dumps(record) + "\n")
             log.flush()
 
-    def save() -> None:
+    def save(final: bool = False) -> None:
+        """``final``: model.pt also gets the int8 ranges (`int8.calibration_entry`), once, at the end."""
         if not writer:
             return
         payload = model_payload(gen, config, {**meta, "steps": step, "best_val_psnr": best})
@@ -178,7 +180,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             },
             last_path,
         )
-        atomic_save(model_payload(shipped, config, payload["meta"]) if ema is not None else payload, out / "model.pt")
+        model_file = model_payload(shipped, config, payload["meta"]) if ema is not None else payload
+        atomic_save({**model_file, **calibration_entry(shipped, tset.clean)} if final else model_file, out / "model.pt")
 
     def validate() -> dict[str, float]:
         nonlocal best
@@ -273,7 +276,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     finally:
         if log is not None:
             log.close()
-    save()
+    save(final=True)
     dist.close()
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
 
