@@ -65,9 +65,9 @@ class BenchReport:
     inference: list[SpeedRow] = field(default_factory=list)
     training: list[TrainRow] = field(default_factory=list)
 
-    def ratio(self, ref: str, size: int, dtype: str = "float32", model: str = "denoise") -> float:
-        """How many times faster ``model`` is than ``ref`` at ``size`` (above 1: ours is faster)."""
-        ours = [r.mps for r in self.inference if r.model == model and r.size == size and r.dtype == dtype]
+    def ratio(self, ref: str, size: int, dtype: str = "float32") -> float:
+        """How many times faster ours is than ``ref`` at ``size`` (above 1: ours is faster)."""
+        ours = [r.mps for r in self.inference if r.model == "denoise" and r.size == size and r.dtype == dtype]
         theirs = [r.mps for r in self.inference if r.model == ref and r.size == size and r.dtype == dtype]
         return ours[0] / theirs[0] if ours and theirs else float("nan")
 
@@ -247,10 +247,11 @@ def bench(
     dev = resolve_device(device)
     ours, ckpt = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
-    ran = place_model(copy.deepcopy(ours), dev)
-    quantized = int8 and quantize(ran, ckpt.get("int8"))
-    if not quantized:
-        ran = ours
+    ran = ours
+    if int8:
+        candidate = place_model(copy.deepcopy(ours), dev)
+        ran = candidate if quantize(candidate, ckpt.get("int8")) else ours
+    quantized = ran is not ours
     models: dict[str, nn.Module] = {"denoise": ran}
     if getattr(ours, "noise_map", False):
         models = {"denoise": _AsRun(ran), SIGMA_GIVEN: _AsRun(ran, SIGMA)}

@@ -174,9 +174,9 @@ def evaluate(
                 report.scores.append(score)
                 if on_image:
                     on_image(score)
-            report.int8 = bool(denoiser.int8_used)
             if i < keep_samples and label == points[0][0]:
                 samples.append(Sample(p.name, label, clean, {k: quantize8(v) for k, v in outputs.items()}))
+    report.int8 = bool(denoiser.int8_used)
     return report, samples
 
 

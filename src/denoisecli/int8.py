@@ -40,7 +40,8 @@ PROBE_SIZE = 128
 
 
 def int8_supported() -> bool:
-    """Whether this torch has oneDNN's int8 convolutions (the x86 and Arm builds of PyTorch do)."""
+    """Whether this torch has oneDNN's int8 convolutions (PyTorch's x86 builds do; `quantize`'s probe
+    then decides whether they can be trusted on this CPU)."""
     onednn = getattr(torch.ops, "onednn", None)
     try:
         return bool(torch.backends.mkldnn.is_available() and onednn is not None
