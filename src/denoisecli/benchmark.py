@@ -28,7 +28,7 @@ from torch import nn
 from denoisecli.device import place_model, resolve_device
 from denoisecli.int8 import quantize
 from denoisecli.models import build_model
-from denoisecli.noise import ClampedNormalNoise
+from denoisecli.noise import noisy_photo
 from denoisecli.weights import load_model, shipped_weights
 
 REFERENCES = {"dncnn-17": {"arch": "dncnn"}, "ffdnet": {"arch": "ffdnet"}}
@@ -114,16 +114,6 @@ class _AsRun(nn.Module):
 
         levels = [model_level(im, self.sigma, self.model.level)[1] for im in x]
         return self.model(x, level_input(levels, x.device, x.dtype))
-
-
-def _noisy_photo(channels: int, size: int) -> torch.Tensor:
-    """Smooth random shapes with sigma-25 noise from the training noise layer: the estimator's work
-    depends on the content, and on uniform random pixels (all texture, no structure) it is not
-    what it is on a photo."""
-    gen = torch.Generator().manual_seed(0)
-    coarse = torch.rand(1, channels, 9, 9, generator=gen)
-    clean = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
-    return ClampedNormalNoise(std=SIGMA)(clean, generator=gen)
 
 
 @functools.cache
@@ -271,7 +261,7 @@ def bench(
         place_model(model, dev).eval()
     others = {name: _others_mib(models, name) if dev.type == "cuda" else 0.0 for name in models}
     for size in sizes:
-        x = _noisy_photo(channels, size).to(dev)
+        x = noisy_photo(channels, size, SIGMA).to(dev)
         mp = size * size / 1e6
         for dname, dtype in dtypes.items():
             peaks = {}

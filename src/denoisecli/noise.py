@@ -318,3 +318,14 @@ def seeded_generator(seed: int, key: str = "", device: torch.device | str = "cpu
     gen = torch.Generator(device=device)
     gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return gen
+
+
+def noisy_photo(channels: int, size: int, std: float, seed: int = 0) -> torch.Tensor:
+    """A [1, C, size, size] test image without a file: smooth random shapes with white noise of
+    ``std`` (0-1 scale) from the training noise layer. The noise estimator's work depends on the
+    content, and on uniform random pixels (all texture, no structure) it is not what it is on a
+    photo; `bench` times on it and `int8.quantize` checks its int8 network on it."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, channels, 9, 9, generator=gen)
+    clean = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
+    return ClampedNormalNoise(std=std)(clean, generator=gen)
