@@ -1,4 +1,8 @@
 import functools
+import io
+
+import imagecodecs
+import tifffile
 
 import numpy as np
 import pytest
@@ -217,6 +221,35 @@ def test_other_formats_roundtrip(tmp_path, fmt, suffix):
     img = read_image(tmp_path / f"x{suffix}")
     write_image(img, tmp_path / f"y{suffix}")
     assert np.array_equal(np.asarray(Image.open(tmp_path / f"y{suffix}").convert("RGB")), arr)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_is_written_at_fast_settings_without_growing(tmp_path, bits):
+    """Run-length coding (image_io.PNG_STRATEGY) must stay lossless and cost a photo-like image
+    little size against the encoders' defaults (about 1% on denoised Kodak24)."""
+    rng = np.random.default_rng(0)
+    arr = (smooth_image(97, 101).astype(np.float32) + rng.normal(0, 2, (97, 101, 3))).clip(0, 255)
+    arr = (arr * 257).round().astype(np.uint16) if bits == 16 else arr.round().astype(np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", arr, photometric="rgb")
+    img = read_image(tmp_path / "x.tif")
+    write_image(img, tmp_path / "y.png", fmt="png")
+    out = read_image(tmp_path / "y.png")
+    assert out.bits == bits and torch.equal(out.pixels, img.pixels)
+    default = len(imagecodecs.png_encode(arr)) if bits == 16 else _pillow_png_size(arr)
+    assert (tmp_path / "y.png").stat().st_size <= 1.05 * default
+
+
+def _pillow_png_size(arr: np.ndarray) -> int:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.tell()
+
+
+def test_png_converted_to_lossless_webp_is_exact(tmp_path):
+    arr = smooth_image(23, 29)
+    img = read_image(save(tmp_path / "a.png", arr))
+    write_image(img, tmp_path / "a.webp", fmt="webp")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.webp").convert("RGB")), arr)
 
 
 def test_format_conversion_on_write(tmp_path):

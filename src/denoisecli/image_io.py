@@ -27,6 +27,12 @@ from denoisecli.errors import DenoiseError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
 DEFAULT_MAX_PIXELS = 120_000_000
+# Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
+# run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
+# as OpenCV writes PNG by default; WebP's lossless effort 0 (its "quality") wrote 3.8x as fast as
+# 100, files 0.4% larger. Slow settings had made writing a PNG a third of `run`'s time at 256x256.
+PNG_STRATEGY = zlib.Z_RLE
+WEBP_LOSSLESS_EFFORT = 0
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -336,13 +342,15 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
         kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0 if jpeg_quality >= 90 else 2))
     elif fmt == "WEBP":
         lossless = img.info.get("lossless", img.format != "WEBP")
-        kwargs.update(lossless=lossless, quality=100 if lossless else jpeg_quality, exact=True)
+        kwargs.update(lossless=lossless, quality=WEBP_LOSSLESS_EFFORT if lossless else jpeg_quality, exact=True)
     elif fmt == "BMP":
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
             im = im.convert("L")
-    if fmt == "PNG" and im.mode == "F":
-        raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
+    elif fmt == "PNG":
+        if im.mode == "F":
+            raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
+        kwargs["compress_type"] = PNG_STRATEGY
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
 
 
@@ -373,7 +381,7 @@ def _png16_bytes(img: LoadedImage) -> bytes:
     """libpng's encoding via imagecodecs, with iCCP/pHYs/eXIf chunks put back after IHDR."""
     import imagecodecs
 
-    data = imagecodecs.png_encode(_pixels_as(img, 16))
+    data = imagecodecs.png_encode(_pixels_as(img, 16), strategy=PNG_STRATEGY)
     chunks = b""
     if img.info.get("icc_profile"):
         chunks += _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(img.info["icc_profile"]))

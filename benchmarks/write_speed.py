@@ -1,0 +1,123 @@
+"""How fast `run` writes lossless outputs, and how big they are: the encoder settings
+write_image uses (image_io.PNG_STRATEGY, WEBP_LOSSLESS_EFFORT) against the libraries' defaults.
+
+The images are what `run` writes: our colour model's outputs for a set's images with Gaussian
+noise (seed 0), plus three synthetic graphics (flat background with discs, a checkerboard, a
+repeated glyph) where run-length coding is at its worst. Each encode runs `--repeats` times;
+the median is reported in ms per megapixel, with the size in MB per megapixel.
+
+    python benchmarks/write_speed.py --data ../shared/data/test/Kodak24 --count 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import statistics
+import time
+import zlib
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from denoisecli.image_io import PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _pixels_as, read_image, to_pil
+from denoisecli.inference import Denoiser
+
+
+def _pillow(fmt: str, **kwargs: Any) -> Callable[[Any], int]:
+    def encode(item: Any) -> int:
+        buf = io.BytesIO()
+        item[0].save(buf, format=fmt, **kwargs)
+        return buf.tell()
+    return encode
+
+
+def _libpng16(**kwargs: Any) -> Callable[[Any], int]:
+    import imagecodecs
+
+    return lambda item: len(imagecodecs.png_encode(item[1], **kwargs))
+
+
+SETTINGS: dict[str, Callable[[Any], int]] = {
+    "PNG 8-bit, zlib level 6 (Pillow's default)": _pillow("PNG"),
+    "PNG 8-bit, zlib level 1": _pillow("PNG", compress_level=1),
+    "PNG 8-bit, run-length (ours)": _pillow("PNG", compress_type=PNG_STRATEGY),
+    "PNG 16-bit, libpng's default": _libpng16(),
+    "PNG 16-bit, run-length (ours)": _libpng16(strategy=PNG_STRATEGY),
+    "WebP lossless, effort 100": _pillow("WEBP", lossless=True, quality=100, exact=True),
+    f"WebP lossless, effort {WEBP_LOSSLESS_EFFORT} (ours)": _pillow("WEBP", lossless=True, quality=WEBP_LOSSLESS_EFFORT, exact=True),
+}
+
+
+def denoised(folder: Path, count: int, sigma: float) -> list[tuple[Image.Image, np.ndarray]]:
+    """Our outputs for the first ``count`` images of ``folder``: as a PIL image and as 16-bit pixels."""
+    denoiser = Denoiser()
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".tif", ".bmp"))[:count]:
+        img = read_image(path)
+        noisy = (img.pixels + torch.randn(img.pixels.shape, generator=gen) * sigma / 255).clamp(0, 1)
+        img.pixels = denoiser(noisy)
+        out.append((to_pil(img), _pixels_as(img, 16)))
+    return out
+
+
+def graphics() -> list[tuple[Image.Image, np.ndarray]]:
+    """Synthetic 512x512 colour graphics with long repeats: run-length coding's worst case."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    discs = np.full((512, 512), 20, np.uint8)
+    for _ in range(30):
+        cy, cx, r = *rng.integers(0, 512, 2), rng.integers(5, 30)
+        discs[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(100, 255)
+    checker = ((xx // 8 + yy // 8) % 2 * 200 + 30).astype(np.uint8)
+    glyphs = np.full((512, 512), 255, np.uint8)
+    glyph = rng.integers(0, 2, (12, 7)).astype(bool)
+    for r in range(0, 500, 16):
+        for c in range(0, 500, 9):
+            glyphs[r : r + 12, c : c + 7][glyph] = 0
+    out = []
+    for plane in (discs, checker, glyphs):
+        rgb = np.stack([plane, np.roll(plane, 3, 1), 255 - plane], -1)
+        out.append((Image.fromarray(rgb), rgb.astype(np.uint16) * 257))
+    return out
+
+
+def measure(items: list[tuple[Image.Image, np.ndarray]], repeats: int) -> list[tuple[str, float, float]]:
+    """(setting, ms per megapixel, MB per megapixel) for each of SETTINGS on ``items``."""
+    mp = sum(im.size[0] * im.size[1] for im, _ in items) / 1e6
+    rows = []
+    for name, encode in SETTINGS.items():
+        times, size = [], 0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            size = sum(encode(item) for item in items)
+            times.append(time.perf_counter() - start)
+        rows.append((name, statistics.median(times) / mp * 1e3, size / mp / 1e6))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a folder of clean images")
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--sigma", type=float, default=25.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"encoding runs on one thread")
+    for title, items in ((f"{args.data.name}, {args.count} images denoised at sigma {args.sigma:g}", denoised(args.data, args.count, args.sigma)),
+                         ("synthetic graphics (3 images, 512x512)", graphics())):
+        print(f"\n{title}\n| setting | ms/MP | MB/MP |\n| --- | --- | --- |")
+        for name, ms, mb in measure(items, args.repeats):
+            print(f"| {name} | {ms:.0f} | {mb:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
