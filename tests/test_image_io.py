@@ -165,6 +165,20 @@ def test_tiff_roundtrip_keeps_depth_channels_and_alpha(tmp_path, shape, dtype):
         assert page.tags["XResolution"].value[0] / page.tags["XResolution"].value[1] == pytest.approx(300)
 
 
+@pytest.mark.parametrize("dtype,compression", [(np.uint8, "lzw"), (np.uint16, "zlib"), (np.float32, "zlib")])
+def test_tiff_keeps_its_compression_and_predictor(tmp_path, dtype, compression):
+    arr = _float_arr((29, 31, 3)) * (np.iinfo(dtype).max if dtype != np.float32 else 1)
+    tifffile.imwrite(tmp_path / "in.tif", arr.astype(dtype), photometric="rgb", compression=compression, predictor=True)
+    write_image(read_image(tmp_path / "in.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "in.tif") as a, tifffile.TiffFile(tmp_path / "out.tif") as b:
+        assert b.pages[0].predictor == a.pages[0].predictor > 1 and b.pages[0].compression == a.pages[0].compression
+        out = b.pages[0].asarray()
+    if dtype == np.float32:
+        assert np.allclose(out, arr, atol=1e-6)
+    else:
+        assert np.array_equal(out, arr.astype(dtype))
+
+
 def test_float_tiff_keeps_its_range(tmp_path):
     import tifffile
 
