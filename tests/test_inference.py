@@ -12,7 +12,7 @@ from denoisecli.device import (
     place_model,
 )
 from denoisecli.errors import DenoiseError
-from denoisecli.inference import DIHEDRAL, Denoiser, _windows, denoise_tensor, dihedral
+from denoisecli.inference import DIHEDRAL, Denoiser, _windows, denoise_tensor, dihedral, value_range
 from denoisecli.weights import load_model
 
 
@@ -115,7 +115,24 @@ def test_ensemble_maps_each_output_back_before_averaging(tiny_model_file):
     d = Denoiser(tiny_model_file, device="cpu", ensemble=True)
     d._models[d.weights] = PointwiseColour()
     x = torch.rand(3, 37, 31)
+    x[0, 0, :2] = torch.tensor([0.0, 1.0])  # fills the range, so it is not stretched (see value_range)
     assert torch.allclose(d(x), x * 0.5 + 0.25, atol=1e-6)
+
+
+def test_an_image_filling_part_of_the_range_is_denoised_stretched_and_mapped_back(tiny_model_file):
+    """Dim data (a microscope's 12-bit counts in a 16-bit file) goes through the model as if it
+    filled the range, and comes back within its own range; a full-range or flat image is untouched."""
+    d = Denoiser(tiny_model_file, device="cpu")
+    full = torch.rand(3, 37, 31)
+    full[0, 0, :2] = torch.tensor([0.0, 1.0])
+    dim = full * (4095 / 65535) + 100 / 65535
+    lo, span = value_range(dim)
+    assert lo == pytest.approx(100 / 65535) and span == pytest.approx(4095 / 65535)
+    out = d(dim)
+    assert torch.allclose(out, d(full) * span + lo, atol=1e-6)
+    assert lo - 1e-6 <= float(out.min()) and float(out.max()) <= lo + span + 1e-6
+    assert value_range(full) == (0.0, 1.0) and value_range(torch.full((1, 9, 9), 0.3)) == (0.0, 1.0)
+    assert torch.isfinite(d(torch.full((3, 9, 9), 0.3))).all()
 
 
 def test_channels_last_layout_for_inference_gives_the_same_output(tiny_model_file):

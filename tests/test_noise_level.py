@@ -205,6 +205,25 @@ def test_noise_map_level_given_to_the_model_matches_training(tmp_path, level):
     assert (given == pytest.approx(sigma)) if level != "clamped" else (given < 0.95 * sigma)
 
 
+@pytest.mark.parametrize("given", [None, 30.0])
+def test_a_dim_image_gets_the_level_of_its_stretched_self_and_reports_its_own(tmp_path, given):
+    """`run` stretches an image that fills part of the range (see value_range): the model gets the
+    level of the stretched image, while the sigma reported (and a --sigma given) stays in the file's units."""
+    from denoisecli.inference import Denoiser
+
+    clean = torch.from_numpy(smooth_image(64, 60)).permute(2, 0, 1).float() / 255
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 30 / 255).clamp(0, 1)
+    noisy[0, 0, :2] = torch.tensor([0.0, 1.0])
+    dim = noisy / 8
+    denoiser = Denoiser(_level_model(tmp_path, "sigma"), sigma=given)
+    (full_sigma, full_level), = denoiser.levels([noisy])
+    (dim_sigma, dim_level), = Denoiser(_level_model(tmp_path, "sigma"), sigma=None if given is None else given / 8).levels([dim])
+    assert dim_level == pytest.approx(full_level, rel=1e-4)
+    assert dim_sigma == pytest.approx(full_sigma / 8, rel=1e-4)
+    if given is not None:
+        assert full_sigma == pytest.approx(given / 255)
+
+
 def test_training_level_is_measured_where_the_noise_has_no_sigma():
     from denoisecli.training import _noise_level
 
@@ -217,8 +236,10 @@ def test_training_level_is_measured_where_the_noise_has_no_sigma():
 
 def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(tmp_path):
     """Camera noise has no sigma: an "estimate" model trains on the estimator's reading of each noisy
-    patch, the level `run` gives it, in the loader and in validation alike; white noise keeps its sigma."""
-    from denoisecli.inference import Denoiser
+    patch, the level `run` gives it, in the loader and in validation alike; white noise keeps its sigma.
+    (`run` stretches an image to its own range first, and gives the level training would give the
+    stretched image: the model's input and its level agree either way.)"""
+    from denoisecli.inference import Denoiser, value_range
     from denoisecli.noise import NoiseSampler
     from denoisecli.training import _noise_level, _Noiser
 
@@ -231,7 +252,9 @@ def test_estimate_level_is_what_run_would_estimate_where_the_noise_has_no_sigma(
     assert torch.equal(nominal[~camera], raw[~camera])
     model = Denoiser(_level_model(tmp_path, "estimate"))
     for i in camera.nonzero().flatten().tolist():
-        assert float(nominal[i]) == pytest.approx(model.levels([noisy[i]])[0][1], rel=1e-6)
+        lo, span = value_range(noisy[i])
+        seen = (noisy[i : i + 1] - lo) / span
+        assert model.levels([noisy[i]])[0][1] == pytest.approx(float(_noise_level(seen, seen, None, "estimate")[0]), rel=1e-6)
         measured = float((noisy[i] - clean[i]).std())
         assert float(_noise_level(noisy[i : i + 1], clean[i : i + 1], None, "estimate")[0]) == pytest.approx(float(nominal[i]), rel=1e-6)
         assert float(_noise_level(noisy[i : i + 1], clean[i : i + 1], None, "sigma")[0]) == pytest.approx(measured, rel=1e-5)

@@ -101,3 +101,29 @@ def test_shipped_model_tiled_matches_whole_within_one_level(size, tile):
     whole = denoise_tensor(model, x, sigma=level)
     tiled = denoise_tensor(model, x, tile=tile, sigma=level)
     assert (whole - tiled).abs().max() < 1 / 255
+
+
+def test_a_dim_sixteen_bit_file_is_denoised_like_a_full_range_one(tmp_path):
+    """A microscope's 12-bit counts in a 16-bit file fill a sixteenth of its range; `run` stretches
+    them (inference.value_range), so the file is denoised as well as the same image at full range."""
+    import numpy as np
+    from PIL import Image
+
+    from denoisecli.image_io import read_image
+    from denoisecli.inference import denoise_files
+
+    clean = smooth_image(61, 57, channels=1).astype(np.float64) / 255
+    noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape)
+    counts = (noisy * 4095 + 100).round().clip(0, 65535).astype(np.uint16)
+    Image.fromarray(counts).save(tmp_path / "cells.png")
+    denoise_files(tmp_path / "cells.png", tmp_path / "out")
+    out = read_image(tmp_path / "out" / "cells.png")
+    assert out.bits == 16
+
+    def own_span_psnr(image: torch.Tensor) -> float:
+        ref = torch.from_numpy(clean * 4095 + 100)
+        return float(10 * torch.log10(4095**2 / ((image.double()[0] * 65535 - ref) ** 2).mean()))
+
+    full = Denoiser(device="cpu")(torch.from_numpy(noisy).float().clamp(0, 1)[None])
+    assert own_span_psnr(out.pixels) > own_span_psnr(torch.from_numpy(counts / 65535)[None]) + 5
+    assert own_span_psnr(out.pixels) > psnr(full, torch.from_numpy(clean).float()[None]) - 0.5

@@ -17,7 +17,6 @@ from denoisecli.image_io import read_image, require_images
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
-from denoisecli.noise_estimate import model_level
 
 PROTOCOLS = {
     "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
@@ -185,7 +184,7 @@ def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None,
     model = denoiser.model_for(noisy.shape[0])
     if not getattr(model, "noise_map", False):
         raise DenoiseError(f"{path}: --oracle-sigma needs a model with a noise-level input; this one is blind")
-    return [model_level(noisy, sigma, model.level)]
+    return denoiser.levels([noisy], sigma=sigma)
 
 
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:

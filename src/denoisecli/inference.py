@@ -28,9 +28,25 @@ AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = 1024
 MIN_TILE = 128
 BATCH_MAX_MP = 1.0
+MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
 DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def value_range(image: torch.Tensor) -> tuple[float, float]:
+    """(low, span) of an image's values within [0, 1], which `Denoiser` stretches to fill [0, 1].
+
+    The models learned from photos that fill the range, and their strength does not scale with
+    the data: a microscope's 12-bit counts in a 16-bit file fill a sixteenth of it, and BSD68 made
+    so, with sigma-15 noise of its own range, came out 29.0 dB as read and 31.5 stretched (at a
+    thirty-second, 24.6 from 24.6 noisy: no denoising at all; benchmarks/dim_images.py). Stretching
+    by the extremes is exact to undo, clips nothing, and leaves an image that already fills the
+    range untouched; a single hot pixel at full scale leaves it unstretched, and so does a flat image.
+    """
+    lo, hi = torch.aminmax(image.detach().clamp(0, 1))
+    lo, hi = float(lo), float(hi)
+    return (lo, hi - lo) if hi - lo > MIN_SPAN else (0.0, 1.0)
 
 
 def _axis_weights(start: int, length: int, size: int, context: int, blend: int) -> torch.Tensor:
@@ -125,7 +141,8 @@ class Denoiser:
     Models with a noise-level input get ``sigma`` (0-255 scale) when given, else the level
     estimated from each image. Inputs are clamped to [0, 1], the range the training noise
     layer produces: an image file never leaves it, and under the literature's protocol
-    (unclipped noisy input) this keeps the model on the data it was trained on. Large images go through tiles automatically; on a CUDA
+    (unclipped noisy input) this keeps the model on the data it was trained on. An image that
+    fills only part of the range (dim 16-bit data) is stretched to fill it and back (``value_range``). Large images go through tiles automatically; on a CUDA
     out-of-memory error the image is retried with tiles half the size, down to ``MIN_TILE``.
     ``int8`` runs the network's deep levels in int8 on a CPU where the model file carries the
     ranges for it (`int8.quantize`: about 1.25x as fast; the output differs from float32's by a
@@ -163,18 +180,25 @@ class Denoiser:
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
-    def levels(self, images: list[torch.Tensor]) -> list[tuple[float, float | torch.Tensor]] | None:
-        """Per image, the noise sigma (0-1 scale; given or estimated) and the level the model gets
-        for it (in the meaning it was trained with), or None for a blind model. Safe to call from
-        other threads: `denoise_files` estimates while the model works on earlier images."""
+    def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
+        """Per image, the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
+        own, else estimated) and the level the model gets for it once the image is stretched to its
+        range (see ``value_range``), or None for a blind model. Safe to call from other threads:
+        `denoise_files` estimates while the model works on earlier images."""
         model = self.model_for(images[0].shape[0])
+        given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
         if not getattr(model, "noise_map", False):
-            if self.sigma is not None:
+            if given is not None:
                 raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
             return None
         from denoisecli.noise_estimate import model_level
 
-        return [model_level(im, None if self.sigma is None else self.sigma / 255.0, model.level) for im in images]
+        out = []
+        for im in images:
+            lo, span = value_range(im)
+            s, level = model_level((im - lo) / span, None if given is None else given / span, model.level)
+            out.append((s * span, level))
+        return out
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
@@ -190,7 +214,8 @@ class Denoiser:
             raise DenoiseError(f"{name}: the model is for {_kind(mc)} images, this image is {_kind(c)}")
         if levels is None:
             levels = self.levels(images)
-        x = torch.stack(images).to(self.device, torch.float32).clamp(0, 1)
+        ranges = [value_range(im) for im in images]
+        x = torch.stack([(im - lo) / span for im, (lo, span) in zip(images, ranges)]).to(self.device, torch.float32).clamp(0, 1)
         if c != mc:
             x = x.expand(-1, mc, -1, -1)
         tile = self.tile
@@ -207,7 +232,7 @@ class Denoiser:
             y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
-        return list(y.cpu())
+        return [out * span + lo for out, (lo, span) in zip(y.cpu(), ranges)]
 
     def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
