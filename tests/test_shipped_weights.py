@@ -127,3 +127,25 @@ def test_a_dim_sixteen_bit_file_is_denoised_like_a_full_range_one(tmp_path):
     full = Denoiser(device="cpu")(torch.from_numpy(noisy).float().clamp(0, 1)[None])
     assert own_span_psnr(out.pixels) > own_span_psnr(torch.from_numpy(counts / 65535)[None]) + 5
     assert own_span_psnr(out.pixels) > psnr(full, torch.from_numpy(clean).float()[None]) - 0.5
+
+
+def test_a_grey_photo_saved_as_rgb_goes_through_the_grey_model():
+    """Noise that is the same in all three channels is not what the colour model learned: such an
+    image is denoised by the grey model, alone or batched beside a colour image, and stays RGB."""
+    clean = torch.from_numpy(smooth_image(45, 39, channels=1)).float()[None] / 255
+    noisy = quantize8(ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(2))[0])
+    as_rgb = noisy.expand(3, -1, -1).contiguous()
+    denoiser = Denoiser(device="cpu")
+    assert denoiser.grey_copy(as_rgb) and not denoiser.grey_copy(noisy)
+    grey_out = denoiser(noisy)
+    out = denoiser(as_rgb)
+    assert out.shape == as_rgb.shape and torch.equal(out, grey_out.expand(3, -1, -1))
+    assert psnr(quantize8(out[:1]), clean) > psnr(quantize8(denoiser.model_for(3)(
+        as_rgb[None], torch.tensor([25 / 255]))[0].mean(0, keepdim=True).clamp(0, 1)), clean) + 1
+    colour = torch.from_numpy(smooth_image(45, 39)).permute(2, 0, 1).float() / 255
+    both = denoiser.batch([colour, as_rgb])
+    assert torch.allclose(both[0], denoiser(colour), atol=1e-6) and torch.equal(both[1], out)
+    tinted = as_rgb.clone()
+    tinted[0, 0, 0] += 1 / 255
+    assert not denoiser.grey_copy(tinted)
+    assert not Denoiser(shipped_weights(3), device="cpu").grey_copy(as_rgb), "a model file the user names is used for every image"

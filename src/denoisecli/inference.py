@@ -180,21 +180,34 @@ class Denoiser:
     def model_for(self, channels: int) -> nn.Module:
         return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
+    def grey_copy(self, image: torch.Tensor) -> bool:
+        """Whether a colour image is a grey one in three equal channels (a black-and-white photo
+        saved as RGB), which then goes through the shipped grey model. The colour model never saw
+        noise that is the same in every channel and removed little of it: on 20 BSD68 images made
+        so, 28.65 / 24.33 / 19.73 dB at sigma 15 / 25 / 50 against the grey model's 31.43 / 28.74 /
+        24.47. Only exactly equal channels count, so no colour is ever dropped; a model file the
+        user chose is used for every image."""
+        return (self.weights is None and image.shape[0] == 3
+                and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]))
+
+    def _as_model_takes(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:1] if self.grey_copy(image) else image
+
     def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
         """Per image, the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
-        own, else estimated) and the level the model gets for it once the image is stretched to its
+        own, else estimated) and the level its model gets for it once the image is stretched to its
         range (see ``value_range``), or None for a blind model. Safe to call from other threads:
         `denoise_files` estimates while the model works on earlier images."""
-        model = self.model_for(images[0].shape[0])
         given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
-        if not getattr(model, "noise_map", False):
-            if given is not None:
-                raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
-            return None
         from denoisecli.noise_estimate import model_level
 
         out = []
-        for im in images:
+        for im in map(self._as_model_takes, images):
+            model = self.model_for(im.shape[0])
+            if not getattr(model, "noise_map", False):
+                if given is not None:
+                    raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
+                return None
             lo, span = value_range(im)
             s, level = model_level((im - lo) / span, None if given is None else given / span, model.level)
             out.append((s * span, level))
@@ -206,7 +219,21 @@ class Denoiser:
 
     def batch(self, images: list[torch.Tensor], name: str = "image",
               levels: list[tuple[float, float | torch.Tensor]] | None = None) -> list[torch.Tensor]:
-        """Denoise same-shape CxHxW images in one forward pass (several small files at once)."""
+        """Denoise same-shape CxHxW images in one forward pass (several small files at once); grey
+        copies (see ``grey_copy``) go through the grey model in a pass of their own."""
+        grey = [self.grey_copy(im) for im in images]
+        if any(grey):
+            out = list(images)
+            for flag in {False, True} & set(grey):
+                picked = [i for i, g in enumerate(grey) if g == flag]
+                part = [self._as_model_takes(images[i]) for i in picked]
+                done = self._batch(part, name, None if levels is None else [levels[i] for i in picked])
+                for i, y in zip(picked, done):
+                    out[i] = y.expand(3, -1, -1).clone() if flag else y
+            return out
+        return self._batch(images, name, levels)
+
+    def _batch(self, images: list[torch.Tensor], name: str, levels: list[tuple[float, float | torch.Tensor]] | None) -> list[torch.Tensor]:
         c = images[0].shape[0]
         model = self.model_for(c)
         mc = model.channels
