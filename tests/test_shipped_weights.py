@@ -149,3 +149,18 @@ def test_a_grey_photo_saved_as_rgb_goes_through_the_grey_model():
     tinted[0, 0, 0] += 1 / 255
     assert not denoiser.grey_copy(tinted)
     assert not Denoiser(shipped_weights(3), device="cpu").grey_copy(as_rgb), "a model file the user names is used for every image"
+
+
+def test_run_says_when_a_grey_photo_in_rgb_took_the_grey_model(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from denoisecli.inference import denoise_files
+
+    grey = smooth_image(33, 29, channels=1)
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "bw.jpg", quality=95)
+    Image.fromarray(smooth_image(33, 29)).save(tmp_path / "colour.jpg", quality=95)
+    details = {r.src.name: r.detail for r in denoise_files(tmp_path, tmp_path / "out").results}
+    assert details["bw.jpg"].endswith(", estimated, grey in RGB: grey model") and "grey" not in details["colour.jpg"]
+    out = np.asarray(Image.open(tmp_path / "out" / "bw.jpg"))
+    assert out.ndim == 3 and out.shape[2] == 3

@@ -360,8 +360,11 @@ def denoise_files(
                 pending.clear()
                 return
             for i, ((path, out, img, _), y) in enumerate(zip(pending, outputs)):
+                notes = [] if levels is None else [f"sigma {levels[i][0] * 255:.1f}"] + (["estimated"] if opts.sigma is None else [])
+                if denoiser.grey_copy(img.pixels):
+                    notes.append("grey in RGB: grey model")
                 img.pixels = y
-                detail = "" if levels is None else f"sigma {levels[i][0] * 255:.1f}" + (", estimated" if opts.sigma is None else "")
+                detail = ", ".join(notes)
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
