@@ -49,6 +49,11 @@ def value_range(image: torch.Tensor) -> tuple[float, float]:
     return (lo, hi - lo) if hi - lo > MIN_SPAN else (0.0, 1.0)
 
 
+def _stretched(image: torch.Tensor, lo: float, span: float) -> torch.Tensor:
+    """``image`` mapped from (lo, lo + span) onto [0, 1]; the image itself (no copy) when it fills the range."""
+    return image if (lo, span) == (0.0, 1.0) else (image - lo) / span
+
+
 def _axis_weights(start: int, length: int, size: int, context: int, blend: int) -> torch.Tensor:
     """Weights along one axis of a window: zero over the ``context`` pixels of an inner edge
     (they only feed the model), a linear ramp over ``blend`` pixels, then one. Edges on the
@@ -209,7 +214,7 @@ class Denoiser:
                     raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
                 return None
             lo, span = value_range(im)
-            s, level = model_level((im - lo) / span, None if given is None else given / span, model.level)
+            s, level = model_level(_stretched(im, lo, span), None if given is None else given / span, model.level)
             out.append((s * span, level))
         return out
 
@@ -242,7 +247,7 @@ class Denoiser:
         if levels is None:
             levels = self.levels(images)
         ranges = [value_range(im) for im in images]
-        x = torch.stack([(im - lo) / span for im, (lo, span) in zip(images, ranges)]).to(self.device, torch.float32).clamp(0, 1)
+        x = torch.stack([_stretched(im, lo, span) for im, (lo, span) in zip(images, ranges)]).to(self.device, torch.float32).clamp(0, 1)
         if c != mc:
             x = x.expand(-1, mc, -1, -1)
         tile = self.tile
@@ -259,7 +264,7 @@ class Denoiser:
             y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
-        return [out * span + lo for out, (lo, span) in zip(y.cpu(), ranges)]
+        return [out if (lo, span) == (0.0, 1.0) else out * span + lo for out, (lo, span) in zip(y.cpu(), ranges)]
 
     def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
