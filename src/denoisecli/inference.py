@@ -147,8 +147,10 @@ class Denoiser:
     estimated from each image. Inputs are clamped to [0, 1], the range the training noise
     layer produces: an image file never leaves it, and under the literature's protocol
     (unclipped noisy input) this keeps the model on the data it was trained on. An image that
-    fills only part of the range (dim 16-bit data) is stretched to fill it and back (``value_range``). Large images go through tiles automatically; on a CUDA
-    out-of-memory error the image is retried with tiles half the size, down to ``MIN_TILE``.
+    fills only part of the range (dim 16-bit data) is stretched to fill it and back
+    (``value_range``), and a grey image in three equal channels goes through the grey model
+    (``grey_copy``). Large images go through tiles automatically; on a CUDA out-of-memory error
+    the image is retried with tiles half the size, down to ``MIN_TILE``.
     ``int8`` runs the network's deep levels in int8 on a CPU where the model file carries the
     ranges for it (`int8.quantize`: about 1.25x as fast; the output differs from float32's by a
     few levels of 255 at most, 60-70 dB apart on photos); ``int8_used`` lists the model files that run so.
@@ -187,9 +189,9 @@ class Denoiser:
 
     def grey_copy(self, image: torch.Tensor) -> bool:
         """Whether a colour image is a grey one in three equal channels (a black-and-white photo
-        saved as RGB), which then goes through the shipped grey model. The colour model never saw
-        noise that is the same in every channel and removed little of it: on 20 BSD68 images made
-        so, 28.65 / 24.33 / 19.73 dB at sigma 15 / 25 / 50 against the grey model's 31.43 / 28.74 /
+        saved as RGB), which then goes through the shipped grey model. The colour model learned
+        noise drawn in each channel apart and removes little of noise that is the same in every
+        channel: on 20 BSD68 images made so, 28.65 / 24.33 / 19.73 dB at sigma 15 / 25 / 50 against the grey model's 31.43 / 28.74 /
         24.47. Only exactly equal channels count, so no colour is ever dropped; a model file the
         user chose is used for every image."""
         return (self.weights is None and image.shape[0] == 3
