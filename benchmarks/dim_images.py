@@ -4,9 +4,11 @@ own range (inference.value_range).
 
 Each clean grey image is scaled to SPAN counts above an offset of 100, given Gaussian noise of
 sigma (0-255 scale of its own span), rounded to integers as a 16-bit file holds them, and read
-as `run` reads a 16-bit file (counts / 65535). PSNR is measured on the image's own span.
+as `run` reads a 16-bit file (counts / 65535). With ``--hot N``, N pixels of each image (seeded)
+are set to full scale, as a camera's hot pixels are. PSNR is measured on the image's own span,
+over the pixels that are not hot (which leave nothing to stretch: see inference.value_range).
 
-    python benchmarks/dim_images.py ../shared/data/test/BSD68 --count 10 --spans 2047,4095,16383
+    python benchmarks/dim_images.py ../shared/data/test/BSD68 --count 10 --spans 2047,4095,16383 --hot 20
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--spans", default="2047,4095,8191,16383,65435")
     ap.add_argument("--sigma", default="15,25,50")
+    ap.add_argument("--hot", type=int, default=0, help="pixels per image set to full scale")
     args = ap.parse_args()
     paths = list_images(args.folder)[: args.count]
     cleans = [read_image(p).pixels.double() for p in paths]
     denoiser = inference.Denoiser()
     stretch = inference.value_range
-    print(f"{args.folder.name}, first {len(paths)} images; PSNR (dB) on each image's own span: noisy | as read | stretched")
+    print(f"{args.folder.name}, first {len(paths)} images, {args.hot} hot pixels each; PSNR (dB) on each image's own span: "
+          "noisy | as read | stretched")
     for span in (float(s) for s in args.spans.split(",")):
         for sigma in (float(s) for s in args.sigma.split(",")):
             sums = [0.0, 0.0, 0.0]
@@ -40,14 +44,18 @@ def main() -> None:
                 g = torch.Generator().manual_seed(i)
                 noise = torch.randn(clean.shape, generator=g, dtype=torch.float64) * sigma / 255
                 counts = ((clean + noise) * span + 100).round().clamp(0, 65535)
+                hot = torch.zeros(counts.numel(), dtype=torch.bool)
+                hot[torch.randperm(counts.numel(), generator=g)[: args.hot]] = True
+                counts.view(-1)[hot] = 65535
                 noisy, ref = (counts / 65535).float(), (clean * span + 100) / 65535
                 outs = [noisy]
                 for use in (lambda im: (0.0, 1.0), stretch):
                     inference.value_range = use
                     outs.append(denoiser(noisy))
                 inference.value_range = stretch
+                keep = ~hot.view(ref.shape)
                 for k, out in enumerate(outs):
-                    mse = float(((out.double() - ref) ** 2).mean())
+                    mse = float(((out.double() - ref) ** 2)[keep].mean())
                     sums[k] += 10 * math.log10((span / 65535) ** 2 / mse)
             print(f"span {span:.0f} counts, sigma {sigma:g}: " + " | ".join(f"{v / len(cleans):.2f}" for v in sums), flush=True)
 
