@@ -175,6 +175,25 @@ def test_add_noise_never_merges_two_inputs_into_one_png(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.jpg.png", "x.png.png"]
 
 
+def test_add_noise_keeps_a_tiff_as_tiff_float_data_included(tmp_path):
+    """PNG holds no float data, and a TIFF's compression and depth are worth keeping: TIFF in, TIFF out."""
+    import tifffile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    plane = smooth_image(21, 19, channels=1).astype(np.float32) / 255
+    tifffile.imwrite(src / "f.tif", plane * 0.05, compression="zlib", predictor=True)
+    tifffile.imwrite(src / "w.TIFF", (plane * 4095).astype(np.uint16), compression="lzw", predictor=True)
+    save(src / "p.png", smooth_image(21, 19))
+    result = runner.invoke(app, ["add-noise", str(src), str(tmp_path / "out"), "--sigma", "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f.tif", "p.png", "w.TIFF"]
+    with tifffile.TiffFile(tmp_path / "out" / "f.tif") as f, tifffile.TiffFile(tmp_path / "out" / "w.TIFF") as w:
+        floats, words = f.pages[0].asarray(), w.pages[0].asarray()
+        assert floats.dtype == np.float32 and w.pages[0].predictor > 1 and words.dtype == np.uint16
+    assert 0 < np.abs(floats - plane * 0.05).mean() and not np.array_equal(words, (plane * 4095).astype(np.uint16))
+
+
 def test_ctrl_c_during_training_saves_a_checkpoint(clean_dir, tmp_path):
     import json
     import os

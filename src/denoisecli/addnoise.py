@@ -24,7 +24,8 @@ def add_noise(
     overwrite: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
 ) -> BatchReport:
-    """Write a lossless PNG noisy copy of each image, mirroring the input tree.
+    """Write a lossless noisy copy of each image, mirroring the input tree: PNG, or TIFF for a
+    TIFF (the one that holds float data, and keeps its compression and resolution).
 
     Each file's noise (and its level, when a range is given) comes from a generator keyed
     by (seed, path relative to the input), so a file gets the same noise whatever order
@@ -34,7 +35,7 @@ def add_noise(
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
     init = {"mean": mean, "scale": scale} if noise == "gaussian" else {}
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
-    pairs = plan(Path(src), Path(dst), suffix=".png")
+    pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _is_tiff(p) else ".png")
     remove_stale_partials([out for _, out in pairs])
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     results = []
@@ -47,7 +48,7 @@ def add_noise(
                 key = path.relative_to(root).as_posix()
                 with torch.no_grad():
                     img.pixels = sampler(img.pixels[None], seeded_generator(seed, "level:" + key), seeded_generator(seed, key))[0]
-                img.format = "PNG"
+                img.format = "TIFF" if _is_tiff(path) else "PNG"
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels)
             except DenoiseError as exc:
@@ -56,3 +57,7 @@ def add_noise(
         if on_file:
             on_file(result)
     return BatchReport(results, unread_files(Path(src), exclude=Path(dst)))
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")

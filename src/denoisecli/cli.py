@@ -186,7 +186,7 @@ def add_noise_cmd(
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
 ) -> None:
-    """Make noisy copies of images with the training noise layers (lossless PNG)."""
+    """Make noisy copies of images with the training noise layers (lossless PNG; TIFF stays TIFF)."""
     if sigma is not None and std is not None:
         raise typer.BadParameter("give --sigma or --std, not both", param_hint="--sigma")
     if std is not None and noise != Noise.gaussian:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +46,15 @@ def default_output(src: Path, tag: str) -> Path:
     return src.resolve().parent / tag
 
 
-def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
+def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None) -> list[tuple[Path, Path]]:
     """Pair each input image with its output path, mirroring the input tree under ``dst``.
 
     A single file with ``dst`` naming an image file is written there; otherwise ``dst``
-    is a folder. ``suffix`` replaces the extension (add-noise writes PNG). Outputs
-    inside the input folder are never read back as inputs, and no output may be an input.
+    is a folder. ``suffix`` replaces the extension, or gives it per input (add-noise writes
+    PNG, TIFF for TIFF). Outputs inside the input folder are never read back as inputs, and no
+    output may be an input.
     """
+    suffix_of = (lambda _: suffix) if isinstance(suffix, str) else suffix
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise DenoiseError(f"{src}: no such file or folder")
@@ -59,16 +62,16 @@ def plan(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Pa
         if not is_image_path(src):
             raise DenoiseError(f"{src}: not an image file name (expected .png, .jpg, .tif, .webp or .bmp)")
         target = dst if is_image_path(dst) and not dst.is_dir() else dst / src.name
-        pairs = [(src, target.with_suffix(suffix) if suffix else target)]
+        pairs = [(src, target.with_suffix(suffix_of(src)) if suffix_of else target)]
     else:
         if dst.resolve() == src.resolve():
             raise DenoiseError(f"{dst}: the output folder is the input folder; choose another so no input is overwritten")
         files = require_images(src, exclude=dst)
         outs = [dst / f.relative_to(src) for f in files]
-        if suffix:
-            renamed = [o.with_suffix(suffix) for o in outs]
+        if suffix_of:
+            renamed = [o.with_suffix(suffix_of(f)) for f, o in zip(files, outs)]
             clash = {o for o in renamed if renamed.count(o) > 1}
-            outs = [o.with_name(o.name + suffix) if r in clash else r for o, r in zip(outs, renamed)]
+            outs = [o.with_name(o.name + r.suffix) if r in clash else r for o, r in zip(outs, renamed)]
         pairs = list(zip(files, outs))
     inputs = {p.resolve() for p, _ in pairs}
     for _, out in pairs:
