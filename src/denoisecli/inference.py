@@ -54,6 +54,11 @@ def _stretched(image: torch.Tensor, lo: float, span: float) -> torch.Tensor:
     return image if (lo, span) == (0.0, 1.0) else (image - lo) / span
 
 
+def _unstretched(image: torch.Tensor, lo: float, span: float) -> torch.Tensor:
+    """The inverse of ``_stretched``."""
+    return image if (lo, span) == (0.0, 1.0) else image * span + lo
+
+
 def _axis_weights(start: int, length: int, size: int, context: int, blend: int) -> torch.Tensor:
     """Weights along one axis of a window: zero over the ``context`` pixels of an inner edge
     (they only feed the model), a linear ramp over ``blend`` pixels, then one. Edges on the
@@ -266,7 +271,7 @@ class Denoiser:
             y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
-        return [out if (lo, span) == (0.0, 1.0) else out * span + lo for out, (lo, span) in zip(y.cpu(), ranges)]
+        return [_unstretched(out, lo, span) for out, (lo, span) in zip(y.cpu(), ranges)]
 
     def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
