@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoisecli.image_io import PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _pixels_as, read_image, to_pil
+from denoisecli.image_io import PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _pixels_as, list_images, read_image, to_pil
 from denoisecli.inference import Denoiser
 
 
@@ -59,7 +59,7 @@ def denoised(folder: Path, count: int, sigma: float) -> list[tuple[Image.Image, 
     denoiser = Denoiser()
     gen = torch.Generator().manual_seed(0)
     out = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".tif", ".bmp"))[:count]:
+    for path in list_images(folder)[:count]:
         img = read_image(path)
         noisy = (img.pixels + torch.randn(img.pixels.shape, generator=gen) * sigma / 255).clamp(0, 1)
         img.pixels = denoiser(noisy)
