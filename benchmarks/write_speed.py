@@ -16,7 +16,6 @@ import io
 import platform
 import statistics
 import time
-import zlib
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
