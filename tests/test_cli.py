@@ -151,6 +151,27 @@ def test_add_noise_other_models_and_inapplicable_options(clean_dir, tmp_path):
     assert bad_range.exit_code == 2
 
 
+def test_add_noise_shared_between_channels(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((31, 37, 3), 128, np.uint8)).save(src / "grey.png")
+    for rho, name in (("1", "same"), ("0", "apart")):
+        ok = runner.invoke(app, ["add-noise", str(src), str(tmp_path / name), "--noise", "gaussian-shared", "--sigma", "20",
+                                 "--correlation", rho])
+        assert ok.exit_code == 0, ok.output
+    same = np.asarray(Image.open(tmp_path / "same" / "grey.png")).astype(int)
+    apart = np.asarray(Image.open(tmp_path / "apart" / "grey.png")).astype(int)
+    assert same.std() > 15 and (same == same[..., :1]).all()
+    assert apart.std() > 15 and (apart != apart[..., :1]).mean() > 0.5
+    default = runner.invoke(app, ["add-noise", str(src), str(tmp_path / "d"), "--noise", "gaussian-shared", "--std", "0.05"])
+    assert default.exit_code == 0, default.output
+    d = np.asarray(Image.open(tmp_path / "d" / "grey.png")).astype(int)
+    assert (d == d[..., :1]).all() and 8 < d.std() < 18
+    bad = runner.invoke(app, ["add-noise", str(src), str(tmp_path / "x"), "--correlation", "1"])
+    assert bad.exit_code == 1 and "--correlation does not apply to --noise gaussian" in bad.output
+    assert runner.invoke(app, ["add-noise", str(src), str(tmp_path / "y"), "--noise", "gaussian-shared", "--correlation", "2"]).exit_code == 2
+
+
 def test_train_cli_noise_model_validation_and_resume(clean_dir, tmp_path):
     args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "4", "--batch", "2", "--patch", "24",
             "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--noise", "jpeg", "--quality", "30-60",

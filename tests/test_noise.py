@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from denoisecli.noise import ClampedNormalNoise, seeded_generator
+from denoisecli.noise import ClampedNormalNoise, fixed_levels, seeded_generator
 
 
 def test_statistics_match_requested_normal():
@@ -48,6 +48,46 @@ def test_per_sample_std_mixes_levels_in_one_batch():
 def test_per_sample_std_of_wrong_length_is_refused():
     with pytest.raises(ValueError, match="shape"):
         ClampedNormalNoise().train()(torch.rand(2, 1, 4, 4), std=torch.tensor([0.1, 0.2, 0.3]))
+
+
+def test_independent_noise_is_drawn_as_before_the_correlation_level():
+    x = torch.rand(2, 3, 37, 31)
+    y = ClampedNormalNoise(std=0.1).train()(x, generator=seeded_generator(4))
+    expected = (x + torch.randn(x.shape, generator=seeded_generator(4)) * 0.1).clamp(0, 1)
+    assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 1.0])
+def test_correlation_shares_that_much_of_each_channels_noise(rho):
+    layer = ClampedNormalNoise(std=0.05, correlation=rho).train()
+    x = torch.full((1, 3, 200, 200), 0.5)
+    n = (layer(x, generator=seeded_generator(8)) - x)[0].flatten(1)
+    assert n.std(dim=1).tolist() == pytest.approx([0.05] * 3, rel=0.03)
+    c = torch.corrcoef(n)
+    assert [c[0, 1].item(), c[0, 2].item(), c[1, 2].item()] == pytest.approx([rho] * 3, abs=0.02)
+
+
+def test_per_sample_correlation_and_its_bounds():
+    x = torch.full((2, 3, 64, 64), 0.5)
+    n = ClampedNormalNoise(std=0.05).train()(x, correlation=torch.tensor([0.0, 1.0]), generator=seeded_generator(9)) - x
+    assert not torch.allclose(n[0, 0], n[0, 1])
+    assert torch.allclose(n[1, 0], n[1, 1]) and torch.allclose(n[1, 0], n[1, 2])
+    with pytest.raises(ValueError, match="correlation"):
+        ClampedNormalNoise(correlation=1.5)
+    with pytest.raises(ValueError, match="correlation"):
+        ClampedNormalNoise().train()(x, correlation=-0.1)
+
+
+def test_shared_kind_samples_its_correlation_per_sample():
+    assert fixed_levels("gaussian-shared") == {"std": (0.2, 0.2), "correlation": (1.0, 1.0)}
+    sampler = NoiseSampler("gaussian-shared", {"std": (0.1, 0.1), "correlation": (0.0, 1.0)})
+    x = _flat(0.5, (16, 3, 48, 48))
+    noisy, sigma = sampler.draw(x, seeded_generator(10), seeded_generator(11))
+    assert sigma.tolist() == pytest.approx([0.1] * 16)
+    c = [float(torch.corrcoef((noisy[i] - x[i]).flatten(1))[0, 1]) for i in range(16)]
+    assert min(c) < 0.3 and max(c) > 0.7
+    mixed = NoiseSampler("gaussian", {"std": (0.1, 0.1)}, mix={"gaussian-shared": 0.5})
+    assert isinstance(mixed.parts[1][0], NOISE_MODELS["gaussian-shared"])
 
 
 def test_generator_makes_noise_reproducible_and_keyed():
@@ -161,6 +201,11 @@ def test_user_levels_maps_cli_options():
         user_levels("gaussian", peak=(1, 2))
     with pytest.raises(DenoiseError, match="out of bounds"):
         user_levels("salt-pepper", amount=(0, 2))
+    assert user_levels("gaussian-shared", sigma=(25.5, 25.5), correlation=(0.5, 1)) == {"std": (0.1, 0.1), "correlation": (0.5, 1)}
+    with pytest.raises(DenoiseError, match="--correlation does not apply"):
+        user_levels("gaussian", correlation=(1, 1))
+    with pytest.raises(DenoiseError, match="out of bounds"):
+        user_levels("gaussian-shared", correlation=(0, 2))
 
 
 def _lag1(r):

@@ -249,7 +249,7 @@ def test_learning_rate_warms_up_then_decays():
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.02
 
 
-@pytest.mark.parametrize("kind", ["poisson", "poisson-gaussian", "salt-pepper", "speckle", "jpeg"])
+@pytest.mark.parametrize("kind", ["gaussian-shared", "poisson", "poisson-gaussian", "salt-pepper", "speckle", "jpeg"])
 def test_other_noise_models_train(clean_dir, tmp_path, kind):
     result = train(opts(clean_dir, tmp_path / kind, steps=2, noise=kind))
     assert result.step == 2

@@ -120,6 +120,7 @@ def _parse_range(text: str, name: str, top: float) -> tuple[float, float]:
 
 class Noise(str, Enum):
     gaussian = "gaussian"
+    gaussian_shared = "gaussian-shared"
     poisson = "poisson"
     poisson_gaussian = "poisson-gaussian"
     salt_pepper = "salt-pepper"
@@ -131,12 +132,14 @@ class Noise(str, Enum):
 INT8_HELP = ("On a CPU, run the network's deep levels in int8 where the model file allows it (the shipped ones do): "
              "about 1.25x as fast; the output differs from float32's by a few levels of 255 at most, PSNR by under 0.01 dB.")
 ENSEMBLE_HELP = "Average the outputs for the 8 flips and rotations of each image (self-ensemble): 8x the time, +0.1-0.2 dB PSNR on the benchmarks."
-NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), poisson, poisson-gaussian, salt-pepper, speckle, jpeg, "
-              "camera (poisson-gaussian then JPEG).")
+NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), gaussian-shared (the same, shared between channels), "
+              "poisson, poisson-gaussian, salt-pepper, speckle, jpeg, camera (poisson-gaussian then JPEG).")
 SIGMA_HELP = "Noise level on the 0-255 scale, a value or a range like 0-55 (gaussian, poisson-gaussian read noise, speckle)."
 PEAK_HELP = "Photon count at white for poisson / poisson-gaussian (lower is noisier), a value or range."
 AMOUNT_HELP = "Fraction of pixels hit for salt-pepper, a value or range like 0-0.1."
 QUALITY_HELP = "JPEG quality 1-100 for jpeg and camera, a value or range like 10-90."
+CORRELATION_HELP = "How much of the noise gaussian-shared gives every channel alike, 0-1 (1: the same noise in each), a value or range."
+NORMAL = ("gaussian", "gaussian-shared")
 
 
 def _parse_mix(items: list[str] | None) -> dict[str, float] | None:
@@ -159,7 +162,8 @@ def _parse_mix(items: list[str] | None) -> dict[str, float] | None:
     return mix
 
 
-def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | None, quality: str | None) -> dict | None:
+def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | None, quality: str | None,
+            correlation: str | None = None) -> dict | None:
     from denoisecli.noise import user_levels
 
     return user_levels(
@@ -168,6 +172,7 @@ def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | Non
         peak=_parse_range(peak, "--peak", 1e9) if peak else None,
         amount=_parse_range(amount, "--amount", 1) if amount else None,
         quality=_parse_range(quality, "--quality", 100) if quality else None,
+        correlation=_parse_range(correlation, "--correlation", 1) if correlation else None,
     )
 
 
@@ -183,20 +188,21 @@ def add_noise_cmd(
     peak: Annotated[Optional[str], typer.Option(help=PEAK_HELP)] = None,
     amount: Annotated[Optional[str], typer.Option(help=AMOUNT_HELP)] = None,
     quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP)] = None,
+    correlation: Annotated[Optional[str], typer.Option(help=CORRELATION_HELP + " Default 1.")] = None,
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
 ) -> None:
     """Make noisy copies of images with the training noise layers (lossless PNG; TIFF stays TIFF)."""
     if sigma is not None and std is not None:
         raise typer.BadParameter("give --sigma or --std, not both", param_hint="--sigma")
-    if std is not None and noise != Noise.gaussian:
-        raise typer.BadParameter("--std applies to --noise gaussian", param_hint="--std")
+    if std is not None and noise.value not in NORMAL:
+        raise typer.BadParameter("--std applies to --noise gaussian and gaussian-shared", param_hint="--std")
     with user_errors():
         from denoisecli.addnoise import add_noise
 
-        levels = _levels(noise, sigma, peak, amount, quality)
+        levels = _levels(noise, sigma, peak, amount, quality, correlation)
         if std is not None:
-            levels = {"std": (std, std)}
+            levels = {**(levels or {}), "std": (std, std)}
         with _progress() as bar:
             task = bar.add_task("add-noise", total=None)
 
@@ -223,6 +229,7 @@ def train_cmd(
     peak: Annotated[Optional[str], typer.Option(help=PEAK_HELP + " Default 5-100.")] = None,
     amount: Annotated[Optional[str], typer.Option(help=AMOUNT_HELP + " Default 0-0.1.")] = None,
     quality: Annotated[Optional[str], typer.Option(help=QUALITY_HELP + " Default 10-90.")] = None,
+    correlation: Annotated[Optional[str], typer.Option(help=CORRELATION_HELP + " Default 0-1.")] = None,
     mix: Annotated[Optional[list[str]], typer.Option(help="Give a fraction of each batch another noise at its default levels, e.g. --mix camera:0.25 (repeatable).")] = None,
     downscale: Annotated[float, typer.Option(help="Fraction of patches cut at twice the size and averaged 2x2 down: sharper targets, full-resolution colour from 4:2:0 JPEGs.", min=0, max=1)] = 0.0,
     overset: Annotated[float, typer.Option(help="Fraction of patches fed a noise level above their own, with the model's own output at that level as target, so an over-set --sigma smooths more instead of adding artifacts (with --noise gaussian; patches of a mixed-in noise without a sigma keep their own level).", min=0, max=1)] = 0.0,
@@ -263,7 +270,7 @@ def train_cmd(
             model["level"] = "map"
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
-            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality), mix=mixed, downscale=downscale, overset=overset,
+            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality, correlation), mix=mixed, downscale=downscale, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
             edge_weight=edge_weight, gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, gan_skip_white=gan_skip_white, ema=ema, d_lr=d_lr, clip=clip, workers=workers, device=device.value,

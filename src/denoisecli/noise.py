@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import math
 
 import numpy as np
 import torch
@@ -26,22 +27,30 @@ class ClampedNormalNoise(nn.Module):
     evaluation time. ``std`` may be overridden per call with a float or a tensor of
     shape [B] (one noise level per sample), and a ``torch.Generator`` makes the
     noise reproducible. The noise is drawn on the input's device and in its dtype.
+    ``correlation`` (0 to 1, also per call or per sample) shares part of the noise
+    between channels: at 0 each channel's is independent, at 1 all channels get the
+    same, as luminance-only noise or an editor's "monochromatic" noise does. Each
+    channel's noise keeps its std either way.
     """
 
     levels = ("std",)
 
-    def __init__(self, scale: float = 1.0, mean: float = 0.0, std: float = 0.2) -> None:
+    def __init__(self, scale: float = 1.0, mean: float = 0.0, std: float = 0.2, correlation: float = 0.0) -> None:
         super().__init__()
+        if not 0 <= correlation <= 1:
+            raise ValueError(f"correlation must be between 0 and 1, got {correlation}")
         self.scale = float(scale)
         self.mean = float(mean)
         self.std = float(std)
+        self.correlation = float(correlation)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, mean={self.mean}, std={self.std}"
+        return f"scale={self.scale}, mean={self.mean}, std={self.std}, correlation={self.correlation}"
 
-    def sigma(self, std: float | torch.Tensor | None = None) -> float | torch.Tensor:
+    def sigma(self, std: float | torch.Tensor | None = None, correlation: float | torch.Tensor | None = None) -> float | torch.Tensor:
         """The sigma of the white noise this level adds before clamping: the level a noise-level
-        model learns, since it is what the estimator measures on any image."""
+        model learns, since it is what the estimator measures on any image (each channel's, so
+        ``correlation`` does not change it)."""
         return (self.std if std is None else std) * abs(self.scale)
 
     def forward(
@@ -49,12 +58,37 @@ class ClampedNormalNoise(nn.Module):
         x: torch.Tensor,
         std: float | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        correlation: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         if not self.training:
             return x
         sigma = _per_sample(self.std if std is None else std, x)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        rho = self.correlation if correlation is None else correlation
+        if x.ndim >= 3 and (isinstance(rho, torch.Tensor) or rho != 0):
+            # the shared part is drawn only when asked for, so independent noise stays what it always was
+            shared = torch.randn((*x.shape[:-3], 1, *x.shape[-2:]), generator=generator, device=x.device, dtype=x.dtype)
+            rho = _per_sample(rho, x)
+            if isinstance(rho, torch.Tensor):
+                noise = noise * (1 - rho).sqrt() + shared * rho.sqrt()
+            elif 0 <= rho <= 1:
+                noise = noise * math.sqrt(1 - rho) + shared * math.sqrt(rho)
+            else:
+                raise ValueError(f"correlation must be between 0 and 1, got {rho}")
         return (x + (noise * sigma + self.mean) * self.scale).clamp_(0.0, 1.0)
+
+
+class SharedNormalNoise(ClampedNormalNoise):
+    """The clamped normal layer with noise shared between channels (all of it by default).
+
+    Its own kind, with ``correlation`` a level drawn per sample, so a training mix can hold it
+    beside independent noise: `color.pt` learned independent noise only, and removes little of
+    noise that is the same in every channel (weights/README.md)."""
+
+    levels = ("std", "correlation")
+
+    def __init__(self, scale: float = 1.0, mean: float = 0.0, std: float = 0.2, correlation: float = 1.0) -> None:
+        super().__init__(scale, mean, std, correlation)
 
 
 class PoissonNoise(nn.Module):
@@ -194,6 +228,7 @@ def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 
 NOISE_MODELS: dict[str, type[nn.Module]] = {
     "gaussian": ClampedNormalNoise,
+    "gaussian-shared": SharedNormalNoise,
     "poisson": PoissonNoise,
     "poisson-gaussian": PoissonGaussianNoise,
     "salt-pepper": SaltPepperNoise,
@@ -206,6 +241,7 @@ Range = tuple[float, float]
 
 DEFAULT_LEVELS: dict[str, dict[str, Range]] = {
     "gaussian": {"std": (0.0, 55 / 255)},
+    "gaussian-shared": {"std": (0.0, 55 / 255), "correlation": (0.0, 1.0)},
     "poisson": {"peak": (5.0, 100.0)},
     "poisson-gaussian": {"peak": (5.0, 100.0), "std": (0.0, 25 / 255)},
     "salt-pepper": {"amount": (0.0, 0.1)},
@@ -223,20 +259,21 @@ def fixed_levels(kind: str) -> dict[str, Range]:
 
 
 def user_levels(kind: str, sigma: Range | None = None, peak: Range | None = None, amount: Range | None = None,
-                quality: Range | None = None) -> dict[str, Range] | None:
+                quality: Range | None = None, correlation: Range | None = None) -> dict[str, Range] | None:
     """Map the CLI's user-facing options to a noise model's levels; only what was given.
 
     ``sigma`` is on the 0-255 scale and sets ``std = sigma/255`` (for speckle, the std
     relative to the intensity, so at white it equals the additive sigma).
     """
-    given = {"std": (sigma[0] / 255, sigma[1] / 255) if sigma else None, "peak": peak, "amount": amount, "quality": quality}
+    given = {"std": (sigma[0] / 255, sigma[1] / 255) if sigma else None, "peak": peak, "amount": amount, "quality": quality,
+             "correlation": correlation}
     names = NOISE_MODELS[kind].levels
     picked = {k: v for k, v in given.items() if k in names and v is not None}
     unused = [k for k, v in given.items() if v is not None and k not in names]
     if unused:
         flag = {"std": "--sigma"}.get(unused[0], f"--{unused[0]}")
         raise DenoiseError(f"{flag} does not apply to --noise {kind}")
-    limits = {"peak": (1e-3, 1e9), "amount": (0.0, 1.0), "quality": (1.0, 100.0), "std": (0.0, 1e9)}
+    limits = {"peak": (1e-3, 1e9), "amount": (0.0, 1.0), "quality": (1.0, 100.0), "std": (0.0, 1e9), "correlation": (0.0, 1.0)}
     for name, (lo, hi) in picked.items():
         if not limits[name][0] <= lo <= hi <= limits[name][1]:
             raise DenoiseError(f"{name} range {lo:g}-{hi:g} is out of bounds {limits[name][0]:g}-{limits[name][1]:g}")

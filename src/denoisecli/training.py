@@ -116,7 +116,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
     if state is not None and full_config(state["generator"]["config"]) != config:
         raise DenoiseError(f"{last_path}: was trained with {state['generator']['config']}, not {config}; refusing to resume")
-    levels = {k: tuple(v) for k, v in (opts.levels or DEFAULT_LEVELS[opts.noise]).items()}
+    levels = {k: tuple(v) for k, v in {**DEFAULT_LEVELS[opts.noise], **(opts.levels or {})}.items()}
     noise = NoiseSampler(opts.noise, levels, mix=opts.mix)
 
     torch.manual_seed(opts.seed)
