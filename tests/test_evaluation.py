@@ -86,6 +86,9 @@ def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
         (["eval", "{clean}", "--noise", "poisson"], "gaussian noise", 1),
         (["eval", "{clean}", "--weights", "{grey}"], "grey images, this image is colour", 1),
         (["eval", "{clean}", "--baseline", "magic"], "unknown", 1),
+        (["eval", "{clean}", "--correlation", "0.5"], "only to gaussian-shared", 1),
+        (["eval", "{clean}", "--protocol", "clipped", "--noise", "gaussian-shared", "--correlation", "2"], "within 0-1", 1),
+        (["eval", "{clean}", "--protocol", "clipped", "--noise", "gaussian-shared", "--level", "0.1"], "with --sigma", 1),
     ],
 )
 def test_eval_errors(clean_dir, tmp_path, args, message, code):
@@ -105,6 +108,55 @@ def test_eval_errors(clean_dir, tmp_path, args, message, code):
 def test_eval_other_noise_clipped(clean_dir, tiny_model_file):
     report, _ = evaluate(clean_dir, weights=tiny_model_file, device="cpu", protocol="clipped", noise="poisson", levels=[10, 50])
     assert report.levels() == ["peak 10", "peak 50"]
+
+
+def test_eval_shared_noise_takes_sigma_and_correlation(clean_dir, tiny_model_file):
+    """gaussian-shared is scored like gaussian, by sigma, at each correlation; at correlation 0
+    it is the clipped protocol's independent noise, so the noisy input scores as gaussian's does
+    at the same sigma (within the spread of two noise draws), and fully shared noise, whose
+    channels move together, gives the noisy image the same PSNR too (each channel keeps its std)."""
+    shared, _ = evaluate(clean_dir, [20], weights=tiny_model_file, device="cpu", protocol="clipped", noise="gaussian-shared",
+                         correlations=[0, 1], baselines=("noisy",))
+    assert shared.levels() == ["sigma 20 correlation 0", "sigma 20 correlation 1"]
+    plain, _ = evaluate(clean_dir, [20], weights=tiny_model_file, device="cpu", protocol="clipped", baselines=("noisy",))
+    expected = plain.mean("noisy", "sigma 20")
+    for level in shared.levels():
+        assert shared.mean("noisy", level) == pytest.approx(expected, abs=0.3)
+    default, _ = evaluate(clean_dir, [20], weights=tiny_model_file, device="cpu", protocol="clipped", noise="gaussian-shared")
+    assert default.levels() == ["sigma 20 correlation 1"]
+
+
+def test_eval_cli_means_stay_readable_with_many_levels(clean_dir, tmp_path, tiny_model_file):
+    """One row per level and method: with a column per level, four levels and a baseline no longer
+    fit 80 columns and rich cut every figure to an ellipsis."""
+    result = runner.invoke(app, ["eval", str(clean_dir), "--protocol", "clipped", "--noise", "gaussian-shared", "--sigma", "15,25",
+                                 "--correlation", "0,1", "--weights", str(tiny_model_file), "--baseline", "noisy", "--no-per-image",
+                                 "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    means = json.loads((tmp_path / "r.json").read_text())["means"]
+    assert len(means) == 8
+    for m in means:
+        assert f"{m['psnr']:.2f}" in result.output and f"{m['ssim']:.4f}" in result.output
+    assert "sigma 25 correlation 1" in result.output
+
+
+def test_eval_oracle_sigma_with_shared_noise(clean_dir, tmp_path, monkeypatch):
+    """The true sigma of shared noise is known too, so --oracle-sigma takes it: a noise-map model
+    is then fed that sigma, not its estimate."""
+    from denoisecli.inference import Denoiser
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    given = []
+    levels = Denoiser.levels
+    monkeypatch.setattr(Denoiser, "levels", lambda self, images, sigma=None: given.append(sigma) or levels(self, images, sigma))
+
+    config = {"arch": "unet", "channels": 3, "width": 8, "depth": 2, "blocks": 1, "noise_map": True}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "m.pt")
+    report, _ = evaluate(clean_dir, [30], weights=tmp_path / "m.pt", device="cpu", protocol="clipped", noise="gaussian-shared",
+                         oracle=True)
+    assert report.oracle and report.levels() == ["sigma 30 correlation 1"]
+    assert given and all(g == pytest.approx(30 / 255) for g in given)
 
 
 def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):

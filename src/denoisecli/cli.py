@@ -368,10 +368,11 @@ def _floats(text: str, name: str) -> list[float]:
 @app.command("eval")
 def eval_cmd(
     clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images.")],
-    sigma: Annotated[str, typer.Option(help="Gaussian noise levels on the 0-255 scale, comma-separated.")] = "15,25,50",
+    sigma: Annotated[str, typer.Option(help="Sigmas of the normal noise kinds (gaussian, gaussian-shared) on the 0-255 scale, comma-separated.")] = "15,25,50",
     protocol: Annotated[Protocol, typer.Option(help="standard: the literature's (unclipped noise); clipped: like users' 8-bit files.")] = Protocol.standard,
     noise: Annotated[Noise, typer.Option(help=NOISE_HELP + " Non-gaussian noise needs --protocol clipped.")] = Noise.gaussian,
-    level: Annotated[Optional[str], typer.Option(help="For non-gaussian noise: values of its first level (peak, amount, std or quality), comma-separated.")] = None,
+    level: Annotated[Optional[str], typer.Option(help="For the other noise models: values of their first level (peak, amount or quality), comma-separated.")] = None,
+    correlation: Annotated[Optional[str], typer.Option(help="For gaussian-shared: correlations between channels, 0-1, comma-separated; each at each --sigma. Default 1.")] = None,
     noisy: Annotated[Optional[Path], typer.Option(help="Real noisy images matching CLEAN_DIR by file name (no synthetic noise).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped model for grey or colour).")] = None,
     baseline: Annotated[Optional[list[str]], typer.Option(help="Also score: noisy (the input itself), nlm, wavelet (scikit-image), bm3d. Repeatable.")] = None,
@@ -389,6 +390,7 @@ def eval_cmd(
     if any(not 0 <= s <= 255 for s in sigmas):
         raise typer.BadParameter(f"{sigma!r}: each sigma must be within 0-255", param_hint="--sigma")
     levels = _floats(level, "--level") if level else None
+    correlations = _floats(correlation, "--correlation") if correlation else None
     with user_errors():
         import json
 
@@ -399,7 +401,7 @@ def eval_cmd(
             task = bar.add_task("eval", total=None)
             report, samples = evaluate(
                 clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value,
-                noise=noise.value, levels=levels, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
+                noise=noise.value, levels=levels, correlations=correlations, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
                 on_image=lambda score: bar.advance(task) if score.method == "denoise" else None, oracle=oracle_sigma,
                 ensemble=ensemble, int8=int8,
             )
@@ -424,14 +426,12 @@ def eval_cmd(
                 table.add_row(name, lv, *(cells.get((name, lv, m), "") for m in report.methods()))
         out.print(table)
     table = Table(title=f"mean over {len({s.image for s in report.scores})} images, protocol {report.protocol}, seed {seed}")
-    table.add_column("method")
+    for name in ("level", "method", "PSNR", "SSIM", "texture"):
+        table.add_column(name, justify="left" if name in ("level", "method") else "right")
     for lv in report.levels():
-        table.add_column(f"{lv}\nPSNR", justify="right")
-        table.add_column("SSIM", justify="right")
-        table.add_column("texture", justify="right")
-    for m in report.methods():
-        table.add_row(m, *(f"{report.mean(m, lv, k):.{2 if k == 'psnr' else 4 if k == 'ssim' else 3}f}"
-                           for lv in report.levels() for k in ("psnr", "ssim", "texture")))
+        for i, m in enumerate(report.methods()):
+            table.add_row(lv if i == 0 else "", m, f"{report.mean(m, lv):.2f}", f"{report.mean(m, lv, 'ssim'):.4f}",
+                          f"{report.mean(m, lv, 'texture'):.3f}", end_section=i == len(report.methods()) - 1)
     out.print(table)
     out.print("texture: high-frequency energy of the output over that of the clean image (1 = as much fine detail; below 1 = smoothed)")
     level_note = "; noise level: the true sigma (--oracle-sigma)" if report.oracle else ""

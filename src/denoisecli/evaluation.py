@@ -16,7 +16,7 @@ from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import read_image, require_images
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
-from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, seeded_generator
+from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, ClampedNormalNoise, seeded_generator
 
 PROTOCOLS = {
     "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
@@ -118,6 +118,7 @@ def evaluate(
     protocol: str = "standard",
     noise: str = "gaussian",
     levels: list[float] | None = None,
+    correlations: list[float] | None = None,
     noisy_dir: Path | None = None,
     baselines: tuple[str, ...] = (),
     keep_samples: int = 0,
@@ -130,7 +131,9 @@ def evaluate(
 
     ``standard`` is the protocol of the published figures (gaussian noise only);
     ``clipped`` uses the training noise layers and an 8-bit noisy image; ``noisy_dir``
-    switches to real pairs. Each image's noise is seeded by (seed, file name, level),
+    switches to real pairs. The normal kinds take ``sigmas``, and ``gaussian-shared`` each of
+    ``correlations`` at each (default 1, the same noise in every channel); other kinds the
+    values of their first level, ``levels``. Each image's noise is seeded by (seed, file name, level),
     so the same command gives the same numbers. ``oracle`` gives a noise-level model the
     true sigma instead of its estimate, to tell estimator error from model error;
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
@@ -147,9 +150,9 @@ def evaluate(
         raise DenoiseError(f"--protocol {protocol}: unknown (choose standard or clipped)")
     if protocol == "standard" and noise != "gaussian":
         raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
-    if oracle and (noise != "gaussian" or noisy_dir is not None):
+    if oracle and (not _normal(noise) or noisy_dir is not None):
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
-    points = _points(noise, sigmas, levels) if noisy_dir is None else [("real", {})]
+    points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
     denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
@@ -160,7 +163,7 @@ def evaluate(
             clean = quantize8(read_image(p).pixels)
             noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
-            sigma = level["std"] if noise == "gaussian" and "std" in level else None
+            sigma = level.get("std") if _normal(noise) else None
             given = _oracle_levels(denoiser, noisy, sigma, p) if oracle else None
             outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given)[0]
             for b in baselines:
@@ -187,19 +190,35 @@ def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None,
     return denoiser.levels([noisy], sigma=sigma)
 
 
-def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None) -> list[tuple[str, dict[str, float]]]:
-    """The noise settings to evaluate: sigmas for gaussian, else values of the model's first level."""
+def _normal(noise: str) -> bool:
+    """Whether ``noise`` is one of the clamped normal kinds, whose level is a sigma."""
+    return noise in NOISE_MODELS and issubclass(NOISE_MODELS[noise], ClampedNormalNoise)
+
+
+def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
+            correlations: list[float] | None = None) -> list[tuple[str, dict[str, float]]]:
+    """The noise settings to evaluate: sigmas for the normal kinds (times correlations for
+    gaussian-shared), else values of the model's first level."""
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
-    if noise == "gaussian":
-        sig = sigmas or [15.0, 25.0, 50.0]
-        if any(not 0 <= s <= 255 for s in sig):
-            raise DenoiseError(f"--sigma {sig}: each sigma must be within 0-255")
-        return [(f"sigma {s:g}", {"std": s / 255}) for s in sig]
     names = NOISE_MODELS[noise].levels
-    fixed = {k: (lo + hi) / 2 for k, (lo, hi) in DEFAULT_LEVELS[noise].items()}
-    values = levels or [fixed[names[0]]]
-    return [(f"{names[0]} {v:g}", {**fixed, names[0]: v}) for v in values]
+    if correlations is not None and "correlation" not in names:
+        raise DenoiseError(f"--correlation does not apply to --noise {noise} (only to gaussian-shared)")
+    if not _normal(noise):
+        fixed = {k: (lo + hi) / 2 for k, (lo, hi) in DEFAULT_LEVELS[noise].items()}
+        values = levels or [fixed[names[0]]]
+        return [(f"{names[0]} {v:g}", {**fixed, names[0]: v}) for v in values]
+    if levels is not None:
+        raise DenoiseError(f"--level does not apply to --noise {noise}; give its levels with --sigma")
+    sig = sigmas or [15.0, 25.0, 50.0]
+    if any(not 0 <= s <= 255 for s in sig):
+        raise DenoiseError(f"--sigma {sig}: each sigma must be within 0-255")
+    if "correlation" not in names:
+        return [(f"sigma {s:g}", {"std": s / 255}) for s in sig]
+    rhos = correlations or [1.0]
+    if any(not 0 <= r <= 1 for r in rhos):
+        raise DenoiseError(f"--correlation {rhos}: each correlation must be within 0-1")
+    return [(f"sigma {s:g} correlation {r:g}", {"std": s / 255, "correlation": r}) for s in sig for r in rhos]
 
 
 def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: dict[str, Path] | None, protocol: str, noise: str,
