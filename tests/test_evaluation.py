@@ -83,12 +83,12 @@ def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
     [
         (["eval", "{empty}"], "no images found", 1),
         (["eval", "{clean}", "--sigma", "300"], "within 0-255", 2),
-        (["eval", "{clean}", "--noise", "poisson"], "gaussian noise", 1),
+        (["eval", "{clean}", "--noise", "poisson", "--protocol", "standard"], "gaussian noise", 1),
         (["eval", "{clean}", "--weights", "{grey}"], "grey images, this image is colour", 1),
         (["eval", "{clean}", "--baseline", "magic"], "unknown", 1),
         (["eval", "{clean}", "--correlation", "0.5"], "only to gaussian-shared", 1),
-        (["eval", "{clean}", "--protocol", "clipped", "--noise", "gaussian-shared", "--correlation", "2"], "within 0-1", 1),
-        (["eval", "{clean}", "--protocol", "clipped", "--noise", "gaussian-shared", "--level", "0.1"], "with --sigma", 1),
+        (["eval", "{clean}", "--noise", "gaussian-shared", "--correlation", "2"], "within 0-1", 1),
+        (["eval", "{clean}", "--noise", "gaussian-shared", "--level", "0.1"], "with --sigma", 1),
     ],
 )
 def test_eval_errors(clean_dir, tmp_path, args, message, code):
@@ -108,6 +108,11 @@ def test_eval_errors(clean_dir, tmp_path, args, message, code):
 def test_eval_other_noise_clipped(clean_dir, tiny_model_file):
     report, _ = evaluate(clean_dir, weights=tiny_model_file, device="cpu", protocol="clipped", noise="poisson", levels=[10, 50])
     assert report.levels() == ["peak 10", "peak 50"]
+    default, _ = evaluate(clean_dir, weights=tiny_model_file, device="cpu", noise="poisson", levels=[10])
+    assert default.protocol == "clipped"
+    assert default.mean("denoise", "peak 10") == report.mean("denoise", "peak 10")
+    gaussian, _ = evaluate(clean_dir, [25], weights=tiny_model_file, device="cpu")
+    assert gaussian.protocol == "standard"
 
 
 def test_eval_shared_noise_takes_sigma_and_correlation(clean_dir, tiny_model_file):

@@ -369,8 +369,8 @@ def _floats(text: str, name: str) -> list[float]:
 def eval_cmd(
     clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images.")],
     sigma: Annotated[str, typer.Option(help="Sigmas of the normal noise kinds (gaussian, gaussian-shared) on the 0-255 scale, comma-separated.")] = "15,25,50",
-    protocol: Annotated[Protocol, typer.Option(help="standard: the literature's (unclipped noise); clipped: like users' 8-bit files.")] = Protocol.standard,
-    noise: Annotated[Noise, typer.Option(help=NOISE_HELP + " Non-gaussian noise needs --protocol clipped.")] = Noise.gaussian,
+    protocol: Annotated[Optional[Protocol], typer.Option(help="standard: the literature's (unclipped noise); clipped: like users' 8-bit files. Default: standard for gaussian noise, clipped for the others.", show_default=False)] = None,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP + " Other noise than gaussian is evaluated with the clipped protocol.")] = Noise.gaussian,
     level: Annotated[Optional[str], typer.Option(help="For the other noise models: values of their first level (peak, amount or quality), comma-separated.")] = None,
     correlation: Annotated[Optional[str], typer.Option(help="For gaussian-shared: correlations between channels, 0-1, comma-separated; each at each --sigma. Default 1.")] = None,
     noisy: Annotated[Optional[Path], typer.Option(help="Real noisy images matching CLEAN_DIR by file name (no synthetic noise).")] = None,
@@ -400,7 +400,7 @@ def eval_cmd(
         with _progress() as bar:
             task = bar.add_task("eval", total=None)
             report, samples = evaluate(
-                clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value,
+                clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value if protocol else None,
                 noise=noise.value, levels=levels, correlations=correlations, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
                 on_image=lambda score: bar.advance(task) if score.method == "denoise" else None, oracle=oracle_sigma,
                 ensemble=ensemble, int8=int8,

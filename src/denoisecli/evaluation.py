@@ -115,7 +115,7 @@ def evaluate(
     weights: Path | None = None,
     device: str = "auto",
     seed: int = 0,
-    protocol: str = "standard",
+    protocol: str | None = None,
     noise: str = "gaussian",
     levels: list[float] | None = None,
     correlations: list[float] | None = None,
@@ -129,8 +129,9 @@ def evaluate(
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
-    ``standard`` is the protocol of the published figures (gaussian noise only);
-    ``clipped`` uses the training noise layers and an 8-bit noisy image; ``noisy_dir``
+    ``standard`` is the protocol of the published figures (gaussian noise only, and its default);
+    ``clipped`` uses the training noise layers and an 8-bit noisy image (the default for every
+    other noise, where there are no published figures to match); ``noisy_dir``
     switches to real pairs. The normal kinds take ``sigmas``, and ``gaussian-shared`` each of
     ``correlations`` at each (default 1, the same noise in every channel); other kinds the
     values of their first level, ``levels``. Each image's noise is seeded by (seed, file name, level),
@@ -146,6 +147,8 @@ def evaluate(
         raise DenoiseError(f"--baseline {unknown[0]}: unknown (choose {', '.join(BASELINES)})")
     if noisy_dir is not None:
         protocol = "pairs"
+    elif protocol is None:
+        protocol = "standard" if noise == "gaussian" else "clipped"
     elif protocol not in ("standard", "clipped"):
         raise DenoiseError(f"--protocol {protocol}: unknown (choose standard or clipped)")
     if protocol == "standard" and noise != "gaussian":
