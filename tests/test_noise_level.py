@@ -451,3 +451,4 @@ def test_level_map_training_end_to_end_and_its_refusal(clean_dir, tmp_path):
     assert result.exit_code == 0 and result.output.count("estimated") == 5, result.output
     refused = runner.invoke(app, [*args[:3], str(tmp_path / "r2"), *args[4:], "--level-map"])
     assert refused.exit_code == 1 and "--level-map needs a model with a noise-level input" in refused.output
+    assert not (tmp_path / "r2").exists()

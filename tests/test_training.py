@@ -438,6 +438,7 @@ def test_overset_training_runs_and_is_refused_where_it_has_no_meaning(clean_dir,
         train(opts(clean_dir, tmp_path / "c", model=model, overset=0.5, noise="camera", levels=None))
     with pytest.raises(DenoiseError, match="--overset needs a model with a noise-level input"):
         train(opts(clean_dir, tmp_path / "b", overset=0.5))
+    assert not (tmp_path / "b").exists(), "a refused run writes nothing (it used to leave config.json and an empty log)"
     with pytest.raises(DenoiseError, match="--overset 1.5"):
         train(opts(clean_dir, tmp_path / "r", model=model, overset=1.5))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -116,6 +117,11 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
     if state is not None and full_config(state["generator"]["config"]) != config:
         raise DenoiseError(f"{last_path}: was trained with {state['generator']['config']}, not {config}; refusing to resume")
+    takes_level = bool(config.get("noise_map"))
+    if config.get("level") == "map" and not takes_level:
+        raise DenoiseError("--level-map needs a model with a noise-level input (--noise-map)")
+    if opts.overset and not (takes_level and config.get("level") in ("sigma", "estimate")):
+        raise DenoiseError("--overset needs a model with a noise-level input (--noise-map) whose level is the noise's sigma")
     levels = {k: tuple(v) for k, v in {**DEFAULT_LEVELS[opts.noise], **(opts.levels or {})}.items()}
     noise = NoiseSampler(opts.noise, levels, mix=opts.mix)
 
@@ -126,21 +132,13 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     gen = place_model(gen, device, training=True)
     layout = memory_format(device, training=True)
     amp_dtype, scaler = _amp(device, opts.amp)
+    autocast = functools.partial(torch.autocast, device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr)
     disc = opt_d = None
     if opts.gan:
         disc = build_model({"arch": "patchgan", "channels": sampler.channels}).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.d_lr, betas=(0.5, 0.999))
-    step, best = 0, None
-    if state is not None:
-        gen.load_state_dict(state["generator"]["state_dict"])
-        opt_g.load_state_dict(state["opt_g"])
-        if disc is not None:
-            disc.load_state_dict(state["discriminator"])
-            opt_d.load_state_dict(state["opt_d"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step, best = int(state["step"]), state.get("best_psnr")
+    step, best = _restore(state, gen, opt_g, disc, opt_d, scaler) if state is not None else (0, None)
     ema = _ema(gen, opts.ema, state.get("ema") if state is not None else None) if opts.ema else None
     shipped = ema.module if ema is not None else gen
     gen_ddp, disc_ddp = dist.wrap(gen), dist.wrap(disc) if disc is not None else None
@@ -194,11 +192,6 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         emit({"event": "val", "step": step, **figures})
         return figures
 
-    takes_level = bool(config.get("noise_map"))
-    if config.get("level") == "map" and not takes_level:
-        raise DenoiseError("--level-map needs a model with a noise-level input (--noise-map)")
-    if opts.overset and not (takes_level and config.get("level") in ("sigma", "estimate")):
-        raise DenoiseError("--overset needs a model with a noise-level input (--noise-map) whose level is the noise's sigma")
     workers = opts.workers if opts.workers is not None else (min(8, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0)
     batches = iter(batch_loader(sampler, step, total, opts.batch, (dist.rank, dist.world), workers, device.type == "cuda",
                                 _Noiser(noise, opts.seed, dist.rank, config.get("level", "sigma") if takes_level else None, opts.overset)))
@@ -216,7 +209,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             adversarial = disc is not None and step >= gan_warmup
             level = _noise_level(noisy, clean, nominal, config.get("level", "sigma")) if takes_level else None
             target = clean
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast():
                 if opts.overset:
                     level, target = _overset_targets(gen, level, clean, *extra[2:])
                 denoised = gen_ddp(noisy, level) if takes_level else gen_ddp(noisy)
@@ -228,31 +221,12 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 stats["edge"] = edge.item()
             judged = _adversarial_samples(white, len(clean), opts.gan_skip_white) if adversarial else []
             if judged:
-                real_in, fake_in = clean, denoised
-                if len(judged) < len(clean):
-                    pick = torch.tensor(judged, device=device)
-                    real_in, fake_in = clean.index_select(0, pick), denoised.index_select(0, pick)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    scores = disc_ddp(torch.cat([real_in, fake_in.detach()])).float()
-                real, fake = scores.chunk(2)
-                d_loss = F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-                opt_d.zero_grad(set_to_none=True)
-                _backward(d_loss, scaler)
-                _step(opt_d, scaler)
-                stats["d_loss"] = d_loss.item()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    adv = -disc(fake_in).float().mean() * len(judged) / len(clean)
+                adv, stats["d_loss"] = _adversarial(disc, disc_ddp, opt_d, scaler, autocast, clean, denoised, judged)
                 loss = loss + opts.gan_weight * adv
                 stats["adv"] = adv.item()
-            opt_g.zero_grad(set_to_none=True)
-            _backward(loss, scaler)
-            if opts.clip > 0:
-                if scaler is not None:
-                    scaler.unscale_(opt_g)
-                stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(gen.parameters(), opts.clip))
-            _step(opt_g, scaler)
-            if scaler is not None:
-                scaler.update()
+            grad_norm = _update(gen, opt_g, loss, scaler, opts.clip)
+            if grad_norm is not None:
+                stats["grad_norm"] = grad_norm
             if ema is not None:
                 ema.update_parameters(gen)
             if not math.isfinite(loss.item()):
@@ -279,6 +253,58 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     save(final=True)
     dist.close()
     return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
+
+
+def _restore(state: dict[str, Any], gen: torch.nn.Module, opt_g: torch.optim.Optimizer, disc: torch.nn.Module | None,
+             opt_d: torch.optim.Optimizer | None, scaler: torch.amp.GradScaler | None) -> tuple[int, float | None]:
+    """Load a run's ``last.pt`` into its networks and optimisers; (step, best validation PSNR) to go on from."""
+    gen.load_state_dict(state["generator"]["state_dict"])
+    opt_g.load_state_dict(state["opt_g"])
+    if disc is not None and opt_d is not None:
+        disc.load_state_dict(state["discriminator"])
+        opt_d.load_state_dict(state["opt_d"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["step"]), state.get("best_psnr")
+
+
+def _adversarial(disc: torch.nn.Module, disc_ddp: torch.nn.Module, opt_d: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler | None, autocast: Callable[[], torch.autocast], clean: torch.Tensor,
+                 denoised: torch.Tensor, judged: list[int]) -> tuple[torch.Tensor, float]:
+    """One hinge-loss step of the discriminator on the ``judged`` samples, then the generator's
+    adversarial term on them (to add to its loss, scaled by the judged share of the batch);
+    returns (term, discriminator loss). The forward passes run under ``autocast``, the backward
+    outside it, as PyTorch advises; scores are compared in float32."""
+    real_in, fake_in = clean, denoised
+    if len(judged) < len(clean):
+        pick = torch.tensor(judged, device=clean.device)
+        real_in, fake_in = clean.index_select(0, pick), denoised.index_select(0, pick)
+    with autocast():
+        real, fake = disc_ddp(torch.cat([real_in, fake_in.detach()])).float().chunk(2)
+    d_loss = F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    opt_d.zero_grad(set_to_none=True)
+    _backward(d_loss, scaler)
+    _step(opt_d, scaler)
+    with autocast():
+        adv = -disc(fake_in).float().mean() * len(judged) / len(clean)
+    return adv, d_loss.item()
+
+
+def _update(gen: torch.nn.Module, opt_g: torch.optim.Optimizer, loss: torch.Tensor, scaler: torch.amp.GradScaler | None,
+            clip: float) -> float | None:
+    """The generator's step: backward (scaled under float16 autocast), gradient-norm clipping at
+    ``clip`` (0: none), the optimiser step. Returns the norm before clipping, when clipped."""
+    opt_g.zero_grad(set_to_none=True)
+    _backward(loss, scaler)
+    norm = None
+    if clip > 0:
+        if scaler is not None:
+            scaler.unscale_(opt_g)
+        norm = float(torch.nn.utils.clip_grad_norm_(gen.parameters(), clip))
+    _step(opt_g, scaler)
+    if scaler is not None:
+        scaler.update()
+    return norm
 
 
 def _ema(gen: torch.nn.Module, decay: float, saved: dict[str, Any] | None) -> AveragedModel:
