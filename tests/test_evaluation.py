@@ -249,3 +249,23 @@ def test_bench_peak_leaves_out_the_other_models_weights():
 
     assert _others_mib(models, "denoise") == pytest.approx(mib(ref))
     assert _others_mib(models, "dncnn-17") == pytest.approx(mib(ours))
+
+
+def test_eval_strength_is_run_strength_and_is_reported(clean_dir, tmp_path):
+    """--strength in eval scores what `run --strength` writes, and the report says it was used."""
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 3, "width": 8, "depth": 2, "blocks": 1, "noise_map": True}
+    model = build_model(config)
+    torch.manual_seed(0)
+    for p in model.parameters():  # a fresh model starts blind to its level input
+        p.data.normal_(0, 0.1)
+    atomic_save(model_payload(model, config), tmp_path / "m.pt")
+    plain, _ = evaluate(clean_dir, [25], weights=tmp_path / "m.pt", device="cpu")
+    strong, _ = evaluate(clean_dir, [25], weights=tmp_path / "m.pt", device="cpu", strength=2)
+    assert plain.to_dict()["strength"] == 1 and strong.to_dict()["strength"] == 2
+    assert strong.mean("denoise", "sigma 25") != plain.mean("denoise", "sigma 25")
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "25", "--weights", str(tmp_path / "m.pt"), "--strength", "2",
+                                 "--no-per-image"])
+    assert result.exit_code == 0 and "x2 (--strength)" in result.output, result.output

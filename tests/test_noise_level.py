@@ -22,6 +22,8 @@ from denoisecli.noise_estimate import (
     _texture,
     clipped_level,
     estimate_sigma,
+    level_map,
+    model_level,
 )
 
 from conftest import TINY_MODEL, smooth_image
@@ -298,11 +300,27 @@ def test_noise_map_training_and_run_with_sigma(clean_dir, tmp_path):
     assert "sigma 30.0" in fixed.output and "estimated" not in fixed.output
     auto = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "b"), "--weights", weights, "-v"])
     assert auto.exit_code == 0 and ", estimated)" in auto.output
+    stronger = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "c"), "--weights", weights, "--strength", "2", "-v"])
+    assert stronger.exit_code == 0 and ", estimated, strength 2)" in stronger.output, stronger.output
 
 
-def test_sigma_with_a_blind_model_is_a_clear_error(clean_dir, tiny_model_file):
-    result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), "--sigma", "20"])
-    assert result.exit_code == 1 and "noise-level input" in result.output
+def test_model_level_strength_scales_what_is_fed_not_the_sigma_found():
+    clean = torch.from_numpy(smooth_image(40, 37)).permute(2, 0, 1).float() / 255
+    noisy = _noisy(clean, 20)
+    sigma, fed = model_level(noisy, level="estimate")
+    assert model_level(noisy, level="estimate", strength=2) == (sigma, pytest.approx(2 * sigma))
+    assert model_level(noisy, 0.1, level="sigma", strength=0.5) == (0.1, pytest.approx(0.05))
+    _, plain_map = model_level(noisy, level="map")
+    _, strong_map = model_level(noisy, level="map", strength=2)
+    assert torch.allclose(strong_map, level_map(noisy, 2 * sigma))
+    assert float(strong_map.square().mean().sqrt()) == pytest.approx(2 * float(plain_map.square().mean().sqrt()), rel=0.05)
+
+
+@pytest.mark.parametrize("option", [["--sigma", "20"], ["--strength", "2"]])
+def test_level_options_with_a_blind_model_are_a_clear_error(clean_dir, tiny_model_file, option):
+    result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), *option])
+    assert result.exit_code == 1 and f"{option[0]} needs a model with a noise-level input" in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("sigma", [5, 50])

@@ -131,6 +131,9 @@ class Noise(str, Enum):
 
 INT8_HELP = ("On a CPU, run the network's deep levels in int8 where the model file allows it (the shipped ones do): "
              "about 1.25x as fast; the output differs from float32's by a few levels of 255 at most, PSNR by under 0.01 dB.")
+STRENGTH_HELP = ("Multiply the noise level the model is given (estimated, or --sigma) by this: above 1 smooths more, below 1 "
+                 "keeps more grain. About 2 suits noise that is the same in every colour channel, which the colour model "
+                 "otherwise removes too little of.")
 ENSEMBLE_HELP = "Average the outputs for the 8 flips and rotations of each image (self-ensemble): 8x the time, +0.1-0.2 dB PSNR on the benchmarks."
 NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), gaussian-shared (the same, shared between channels), "
               "poisson, poisson-gaussian, salt-pepper, speckle, jpeg, camera (poisson-gaussian then JPEG).")
@@ -320,6 +323,7 @@ def run_cmd(
     max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard).", min=0)] = 120,
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
     sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
+    strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per file, with the noise level used.")] = False,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
@@ -332,7 +336,8 @@ def run_cmd(
 
         opts = RunOptions(weights=weights, device=device.value, tile=tile, overwrite=overwrite,
                           format=format.value if format else None, jpeg_quality=jpeg_quality,
-                          max_pixels=int(max_pixels * 1e6), batch=batch, sigma=sigma, ensemble=ensemble, int8=int8)
+                          max_pixels=int(max_pixels * 1e6), batch=batch, sigma=sigma, ensemble=ensemble, int8=int8,
+                          strength=strength)
         with _progress(TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
             task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
             start, mp, n = time.perf_counter(), 0.0, 0
@@ -382,6 +387,7 @@ def eval_cmd(
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG sheet of crops (clean, noisy, each method) labelled with PSNR.")] = None,
     per_image: Annotated[bool, typer.Option(help="Print the per-image table too.")] = True,
     oracle_sigma: Annotated[bool, typer.Option("--oracle-sigma", help="Give a noise-level model the true sigma instead of its estimate.")] = False,
+    strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
 ) -> None:
@@ -403,7 +409,7 @@ def eval_cmd(
                 clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value if protocol else None,
                 noise=noise.value, levels=levels, correlations=correlations, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
                 on_image=lambda score: bar.advance(task) if score.method == "denoise" else None, oracle=oracle_sigma,
-                ensemble=ensemble, int8=int8,
+                ensemble=ensemble, int8=int8, strength=strength,
             )
         if sheet:
             from denoisecli.sheet import make_sheet
@@ -436,6 +442,7 @@ def eval_cmd(
     out.print("texture: high-frequency energy of the output over that of the clean image (1 = as much fine detail; below 1 = smoothed)")
     level_note = "; noise level: the true sigma (--oracle-sigma)" if report.oracle else ""
     level_note += "; self-ensemble of 8 flips and rotations (--ensemble)" if report.ensemble else ""
+    level_note += f"; noise level fed x{report.strength:g} (--strength)" if report.strength != 1 else ""
     level_note += "; deep levels in int8 (--no-int8 for float32)" if report.int8 else ""
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}{level_note}", highlight=False)
 

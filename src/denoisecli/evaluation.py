@@ -46,6 +46,7 @@ class EvalReport:
     oracle: bool = False
     ensemble: bool = False
     int8: bool = False
+    strength: float = 1.0
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -63,7 +64,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -126,6 +127,7 @@ def evaluate(
     oracle: bool = False,
     ensemble: bool = False,
     int8: bool = True,
+    strength: float = 1.0,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -138,7 +140,8 @@ def evaluate(
     so the same command gives the same numbers. ``oracle`` gives a noise-level model the
     true sigma instead of its estimate, to tell estimator error from model error;
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
-    run as `run` runs it on a CPU (the report says whether it did).
+    run as `run` runs it on a CPU (the report says whether it did); ``strength`` scales the level a
+    noise-level model is fed, as `run --strength` does.
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -157,9 +160,9 @@ def evaluate(
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
-    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8)
+    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
-                        ensemble=ensemble)
+                        ensemble=ensemble, strength=strength)
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):

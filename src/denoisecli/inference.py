@@ -160,15 +160,19 @@ class Denoiser:
     ranges for it (`int8.quantize`: about 1.25x as fast; the output differs from float32's by a
     few levels of 255 at most, 60-70 dB apart on photos); ``int8_used`` lists the model files that run so.
     ``ensemble`` averages the outputs for the 8 flips and rotations of each image
-    (self-ensemble): 8 times the work for a slightly better result.
+    (self-ensemble): 8 times the work for a slightly better result. ``strength`` scales the level
+    a noise-level model is fed (see ``noise_estimate.model_level``).
     """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None,
-                 ensemble: bool = False, int8: bool = True) -> None:
+                 ensemble: bool = False, int8: bool = True, strength: float = 1.0) -> None:
+        if not strength >= 0:
+            raise DenoiseError(f"--strength {strength:g}: must be 0 or more")
         self.device = resolve_device(device)
         self.weights = Path(weights) if weights is not None else None
         self.tile = tile
         self.sigma = sigma
+        self.strength = strength
         self.ensemble = ensemble
         self.int8 = int8
         self.int8_used: set[Path] = set()
@@ -176,8 +180,12 @@ class Denoiser:
         self._loading = Lock()
         if self.weights is not None:
             model = self._model(self.weights)
-            if sigma is not None and not getattr(model, "noise_map", False):
-                raise DenoiseError(f"{self.weights}: --sigma needs a model with a noise-level input; this one is blind")
+            if not getattr(model, "noise_map", False) and self._level_options():
+                raise DenoiseError(f"{self.weights}: {self._level_options()} needs a model with a noise-level input; this one is blind")
+
+    def _level_options(self) -> str:
+        """The options given that only a noise-level model can follow, as the user typed them ('' if none)."""
+        return " and ".join(name for name, given in (("--sigma", self.sigma is not None), ("--strength", self.strength != 1)) if given)
 
     def _model(self, path: Path) -> nn.Module:
         with self._loading:  # read-ahead threads ask for models too (see ``levels``)
@@ -207,8 +215,9 @@ class Denoiser:
 
     def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
         """Per image, the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
-        own, else estimated) and the level its model gets for it once the image is stretched to its
-        range (see ``value_range``), or None for a blind model. Safe to call from other threads:
+        own, else estimated) and the level its model gets for it, times the Denoiser's ``strength``,
+        once the image is stretched to its range (see ``value_range``), or None for a blind model.
+        Safe to call from other threads:
         `denoise_files` estimates while the model works on earlier images."""
         given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
         from denoisecli.noise_estimate import model_level
@@ -217,11 +226,11 @@ class Denoiser:
         for im in map(self._as_model_takes, images):
             model = self.model_for(im.shape[0])
             if not getattr(model, "noise_map", False):
-                if given is not None:
-                    raise DenoiseError("--sigma needs a model with a noise-level input; this one is blind")
+                if given is not None or self.strength != 1:
+                    raise DenoiseError(f"{self._level_options() or '--sigma'} needs a model with a noise-level input; this one is blind")
                 return None
             lo, span = value_range(im)
-            s, level = model_level(_stretched(im, lo, span), None if given is None else given / span, model.level)
+            s, level = model_level(_stretched(im, lo, span), None if given is None else given / span, model.level, self.strength)
             out.append((s * span, level))
         return out
 
@@ -307,6 +316,7 @@ class RunOptions:
     sigma: float | None = None
     ensemble: bool = False
     int8: bool = True
+    strength: float = 1.0
 
 
 def denoise_files(
@@ -332,7 +342,7 @@ def denoise_files(
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
-    denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma, opts.ensemble, opts.int8)
+    denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma, opts.ensemble, opts.int8, opts.strength)
     results: list[FileResult] = []
 
     def record(result: FileResult) -> None:
@@ -373,6 +383,7 @@ def denoise_files(
                 return
             for i, ((path, out, img, _), y) in enumerate(zip(pending, outputs)):
                 notes = [] if levels is None else [f"sigma {levels[i][0] * 255:.1f}"] + (["estimated"] if opts.sigma is None else [])
+                notes += [f"strength {opts.strength:g}"] if levels is not None and opts.strength != 1 else []
                 if denoiser.grey_copy(img.pixels):
                     notes.append("grey in RGB: grey model")
                 img.pixels = y

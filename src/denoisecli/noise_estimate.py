@@ -225,13 +225,17 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
     return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())
 
 
-def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma") -> tuple[float, float | torch.Tensor]:
+def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma",
+                strength: float = 1.0) -> tuple[float, float | torch.Tensor]:
     """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
-    input means ``level`` (see ``UNet``) is fed for it: a number, or for ``"map"`` a 1xHxW map."""
+    input means ``level`` (see ``UNet``) is fed for it: a number, or for ``"map"`` a 1xHxW map.
+    ``strength`` scales the level fed, not the sigma returned: above 1 the model smooths more, as
+    for noise it removes too little of (the same in every channel), below 1 it keeps more grain."""
     s = estimate_sigma(image) if sigma is None else sigma
+    fed = s * strength
     if level == "map":
-        return s, level_map(image, s)
-    return s, (clipped_level(image, s) if level == "clamped" else s)
+        return s, level_map(image, fed)
+    return s, (clipped_level(image, fed) if level == "clamped" else fed)
 
 
 def level_input(levels: list[float | torch.Tensor], device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
