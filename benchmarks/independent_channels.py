@@ -7,7 +7,7 @@ colour, drawn at 2x and averaged down so edges are anti-aliased; seeded), with w
 the clamped normal layer and rounded to 8 bits, and compares:
 
 - `color.pt` as `run` uses it (level estimated);
-- `grey.pt` on each channel alone (its own estimate per channel);
+- `grey.pt` on each channel alone, its own estimate per channel (`run --per-channel`);
 - CBM3D (`bm3d` package, `pip install '.[baselines]'`), given the true sigma, when installed.
 
 With ``--natural DIR`` the same comparison runs on the first ``--count`` images of DIR too, where
@@ -29,7 +29,6 @@ from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import ClampedNormalNoise, seeded_generator
-from denoisecli.weights import shipped_weights
 
 
 def dead_leaves(size: int, seed: int, discs: int = 150, radius: tuple[float, float] = (8, 64)) -> torch.Tensor:
@@ -61,7 +60,7 @@ def main() -> None:
     ap.add_argument("--sigma", default="15,25,50")
     ap.add_argument("--natural", type=Path, default=None, help="also a folder of natural colour images")
     args = ap.parse_args()
-    colour, grey = Denoiser(), Denoiser(shipped_weights(1))
+    colour, per_channel = Denoiser(), Denoiser(per_channel=True)
     layer = ClampedNormalNoise().train()
     sets = {"dead leaves": [(f"leaves{i}", dead_leaves(args.size, i)) for i in range(args.count)]}
     if args.natural:
@@ -73,8 +72,7 @@ def main() -> None:
             for key, clean in images:
                 with torch.no_grad():
                     noisy = quantize8(layer(clean[None], std=sigma / 255, generator=seeded_generator(0, f"{key}\x00{sigma:g}"))[0])
-                outputs = {"noisy": noisy, "color.pt": colour(noisy),
-                           "grey.pt per channel": torch.cat([grey(noisy[c : c + 1]) for c in range(3)])}
+                outputs = {"noisy": noisy, "color.pt": colour(noisy), "grey.pt per channel": per_channel(noisy)}
                 classical = cbm3d(noisy, sigma / 255)
                 if classical is not None:
                     outputs["CBM3D"] = classical

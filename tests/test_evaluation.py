@@ -269,3 +269,15 @@ def test_eval_strength_is_run_strength_and_is_reported(clean_dir, tmp_path):
     result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "25", "--weights", str(tmp_path / "m.pt"), "--strength", "2",
                                  "--no-per-image"])
     assert result.exit_code == 0 and "x2 (--strength)" in result.output, result.output
+
+
+def test_eval_per_channel_scores_colour_images_through_a_grey_model(clean_dir, tmp_path):
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    config = {"arch": "unet", "channels": 1, "width": 8, "depth": 2, "blocks": 1, "noise_map": True}
+    atomic_save(model_payload(build_model(config), config), tmp_path / "g.pt")
+    report, _ = evaluate(clean_dir, [25], weights=tmp_path / "g.pt", device="cpu", per_channel=True)
+    assert report.to_dict()["per_channel"] is True and len({s.image for s in report.scores}) == 5
+    refused = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "25", "--weights", str(tmp_path / "g.pt")])
+    assert refused.exit_code == 1 and "grey images, this image is colour" in refused.output

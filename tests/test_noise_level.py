@@ -1,6 +1,7 @@
 """Noise-level input (noise-map UNet) and the noise estimator."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +303,24 @@ def test_noise_map_training_and_run_with_sigma(clean_dir, tmp_path):
     assert auto.exit_code == 0 and ", estimated)" in auto.output
     stronger = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "c"), "--weights", weights, "--strength", "2", "-v"])
     assert stronger.exit_code == 0 and ", estimated, strength 2)" in stronger.output, stronger.output
+    refused = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "d"), "--weights", weights, "--per-channel"])
+    assert refused.exit_code == 1 and "--per-channel needs a grey model" in refused.output
+
+
+def test_run_per_channel_reports_a_level_per_channel(clean_dir, tmp_path):
+    args = ["train", str(clean_dir), "--out", str(tmp_path / "g"), "--steps", "2", "--batch", "2", "--patch", "24", "--channels", "1",
+            "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--noise-map"]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "g" / "model.pt"),
+                                 "--per-channel", "-v"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("denoised:")]
+    colour = [line for line in lines if "grey.png" not in line]
+    assert len(colour) == 4 and all(re.search(r"sigma [\d.]+ / [\d.]+ / [\d.]+, estimated, per channel\)", line) for line in colour), lines
+    assert re.search(r"grey.png \(sigma [\d.]+, estimated\)", "\n".join(lines)), lines
+    from denoisecli.image_io import read_image
+
+    assert read_image(tmp_path / "o" / "a.png").pixels.shape[0] == 3 and read_image(tmp_path / "o" / "grey.png").pixels.shape[0] == 1
 
 
 def test_model_level_strength_scales_what_is_fed_not_the_sigma_found():

@@ -47,6 +47,7 @@ class EvalReport:
     ensemble: bool = False
     int8: bool = False
     strength: float = 1.0
+    per_channel: bool = False
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -64,7 +65,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -128,6 +129,7 @@ def evaluate(
     ensemble: bool = False,
     int8: bool = True,
     strength: float = 1.0,
+    per_channel: bool = False,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -141,7 +143,7 @@ def evaluate(
     true sigma instead of its estimate, to tell estimator error from model error;
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
     run as `run` runs it on a CPU (the report says whether it did); ``strength`` scales the level a
-    noise-level model is fed, as `run --strength` does.
+    noise-level model is fed, as `run --strength` does; ``per_channel`` scores `run --per-channel`.
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -160,9 +162,9 @@ def evaluate(
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
-    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength)
+    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
-                        ensemble=ensemble, strength=strength)
+                        ensemble=ensemble, strength=strength, per_channel=per_channel)
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):

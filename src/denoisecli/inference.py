@@ -165,9 +165,10 @@ class Denoiser:
     """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None,
-                 ensemble: bool = False, int8: bool = True, strength: float = 1.0) -> None:
+                 ensemble: bool = False, int8: bool = True, strength: float = 1.0, per_channel: bool = False) -> None:
         if not strength >= 0:
             raise DenoiseError(f"--strength {strength:g}: must be 0 or more")
+        self.per_channel = per_channel
         self.device = resolve_device(device)
         self.weights = Path(weights) if weights is not None else None
         self.tile = tile
@@ -180,6 +181,8 @@ class Denoiser:
         self._loading = Lock()
         if self.weights is not None:
             model = self._model(self.weights)
+            if per_channel and model.channels != 1:
+                raise DenoiseError(f"{self.weights}: --per-channel needs a grey model; this one is for {_kind(model.channels)} images")
             if not getattr(model, "noise_map", False) and self._level_options():
                 raise DenoiseError(f"{self.weights}: {self._level_options()} needs a model with a noise-level input; this one is blind")
 
@@ -198,7 +201,7 @@ class Denoiser:
             return self._models[path]
 
     def model_for(self, channels: int) -> nn.Module:
-        return self._model(self.weights if self.weights is not None else shipped_weights(channels))
+        return self._model(self.weights if self.weights is not None else shipped_weights(1 if self.per_channel else channels))
 
     def grey_copy(self, image: torch.Tensor) -> bool:
         """Whether a colour image is a grey one in three equal channels (a black-and-white photo
@@ -207,14 +210,20 @@ class Denoiser:
         channel: on 20 BSD68 images made so, 28.65 / 24.33 / 19.73 dB at sigma 15 / 25 / 50
         against the grey model's 31.43 / 28.74 / 24.47. Only exactly equal channels count, so no
         colour is ever dropped; a model file the user chose is used for every image."""
-        return (self.weights is None and image.shape[0] == 3
+        return (self.weights is None and not self.per_channel and image.shape[0] == 3
                 and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]))
 
-    def _as_model_takes(self, image: torch.Tensor) -> torch.Tensor:
-        return image[:1] if self.grey_copy(image) else image
+    def inputs(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What the model is given for these images, in order: each channel alone as a grey image with
+        ``per_channel`` (for images whose channels are independent signals, such as fluorescence
+        composites, whose edges in one channel `color.pt` blurs: model card), the grey channel of a
+        grey copy, else the image itself."""
+        if self.per_channel:
+            return [im[c : c + 1] for im in images for c in range(im.shape[0])]
+        return [im[:1] if self.grey_copy(im) else im for im in images]
 
     def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
-        """Per image, the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
+        """Per model input (see ``inputs``: one per image, or one per channel), the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
         own, else estimated) and the level its model gets for it, times the Denoiser's ``strength``,
         once the image is stretched to its range (see ``value_range``), or None for a blind model.
         Safe to call from other threads:
@@ -223,7 +232,7 @@ class Denoiser:
         from denoisecli.noise_estimate import model_level
 
         out = []
-        for im in map(self._as_model_takes, images):
+        for im in self.inputs(images):
             model = self.model_for(im.shape[0])
             if not getattr(model, "noise_map", False):
                 if given is not None or self.strength != 1:
@@ -241,7 +250,11 @@ class Denoiser:
     def batch(self, images: list[torch.Tensor], name: str = "image",
               levels: list[tuple[float, float | torch.Tensor]] | None = None) -> list[torch.Tensor]:
         """Denoise same-shape CxHxW images in one forward pass (several small files at once); grey
-        copies (see ``grey_copy``) go through the grey model in a pass of their own."""
+        copies (see ``grey_copy``) go through the grey model in a pass of their own. ``levels``, if
+        given, are ``levels``' for these images: one per model input."""
+        if self.per_channel:
+            done = iter(self._batch(self.inputs(images), name, levels))
+            return [torch.cat([next(done) for _ in range(im.shape[0])]) for im in images]
         grey = [self.grey_copy(im) for im in images]
         if any(grey):
             out = list(images)
@@ -317,6 +330,7 @@ class RunOptions:
     ensemble: bool = False
     int8: bool = True
     strength: float = 1.0
+    per_channel: bool = False
 
 
 def denoise_files(
@@ -342,7 +356,8 @@ def denoise_files(
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
-    denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma, opts.ensemble, opts.int8, opts.strength)
+    denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma, opts.ensemble, opts.int8, opts.strength,
+                        opts.per_channel)
     results: list[FileResult] = []
 
     def record(result: FileResult) -> None:
@@ -357,23 +372,22 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> tuple[LoadedImage, tuple[float, float | torch.Tensor] | None]:
+        def read(path: Path) -> tuple[LoadedImage, list[tuple[float, float | torch.Tensor]] | None]:
             image = read_image(path, opts.max_pixels)
             try:
-                levels = denoiser.levels([image.pixels])
+                return image, denoiser.levels([image.pixels])
             except DenoiseError as exc:
                 raise DenoiseError(f"{path}: {exc}") from exc
-            return image, levels[0] if levels is not None else None
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
-        pending: list[tuple[Path, Path, LoadedImage, tuple[float, float | torch.Tensor] | None]] = []
+        pending: list[tuple[Path, Path, LoadedImage, list[tuple[float, float | torch.Tensor]] | None]] = []
 
         def flush() -> None:
             if not pending:
                 return
             first = str(pending[0][0])
-            levels = None if pending[0][3] is None else [lv for *_, lv in pending]
+            levels = None if pending[0][3] is None else [lv for *_, lvs in pending for lv in lvs]
             try:
                 outputs = denoiser.batch([img.pixels for _, _, img, _ in pending], name=first, levels=levels)
             except DenoiseError as exc:
@@ -381,9 +395,11 @@ def denoise_files(
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
                 pending.clear()
                 return
-            for i, ((path, out, img, _), y) in enumerate(zip(pending, outputs)):
-                notes = [] if levels is None else [f"sigma {levels[i][0] * 255:.1f}"] + (["estimated"] if opts.sigma is None else [])
-                notes += [f"strength {opts.strength:g}"] if levels is not None and opts.strength != 1 else []
+            for (path, out, img, lvs), y in zip(pending, outputs):
+                notes = [] if lvs is None else ["sigma " + " / ".join(f"{s * 255:.1f}" for s, _ in lvs)]
+                notes += ["estimated"] if lvs is not None and opts.sigma is None else []
+                notes += [f"strength {opts.strength:g}"] if lvs is not None and opts.strength != 1 else []
+                notes += ["per channel"] if opts.per_channel and img.pixels.shape[0] > 1 else []
                 if denoiser.grey_copy(img.pixels):
                     notes.append("grey in RGB: grey model")
                 img.pixels = y
