@@ -161,7 +161,8 @@ class Denoiser:
     few levels of 255 at most, 60-70 dB apart on photos); ``int8_used`` lists the model files that run so.
     ``ensemble`` averages the outputs for the 8 flips and rotations of each image
     (self-ensemble): 8 times the work for a slightly better result. ``strength`` scales the level
-    a noise-level model is fed (see ``noise_estimate.model_level``).
+    a noise-level model is fed (see ``noise_estimate.model_level``); ``per_channel`` denoises each
+    channel alone with the grey model (see ``inputs``).
     """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None,
