@@ -11,7 +11,7 @@ from denoisecli.atomic import remove_stale_partials
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
 from denoisecli.image_io import read_image, unread_files, write_image
-from denoisecli.noise import NOISE_MODELS, ClampedNormalNoise, NoiseSampler, Range, fixed_levels, seeded_generator
+from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, is_normal, seeded_generator
 
 def add_noise(
     src: Path,
@@ -33,7 +33,7 @@ def add_noise(
     """
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
-    init = {"mean": mean, "scale": scale} if issubclass(NOISE_MODELS[noise], ClampedNormalNoise) else {}
+    init = {"mean": mean, "scale": scale} if is_normal(noise) else {}
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
     pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _is_tiff(p) else ".png")
     remove_stale_partials([out for _, out in pairs])

@@ -16,7 +16,7 @@ from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import read_image, require_images
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
-from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, ClampedNormalNoise, seeded_generator
+from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator
 
 PROTOCOLS = {
     "standard": "y = x + N(0, sigma/255), not clipped nor quantised; output clipped and rounded to 8 bits; PSNR on 8-bit images",
@@ -158,7 +158,7 @@ def evaluate(
         raise DenoiseError(f"--protocol {protocol}: unknown (choose standard or clipped)")
     if protocol == "standard" and noise != "gaussian":
         raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
-    if oracle and (not _normal(noise) or noisy_dir is not None):
+    if oracle and (not is_normal(noise) or noisy_dir is not None):
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
     points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
@@ -171,7 +171,7 @@ def evaluate(
             clean = quantize8(read_image(p).pixels)
             noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
-            sigma = level.get("std") if _normal(noise) else None
+            sigma = level.get("std") if is_normal(noise) else None
             given = _oracle_levels(denoiser, noisy, sigma, p) if oracle else None
             outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given)[0]
             for b in baselines:
@@ -198,11 +198,6 @@ def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None,
     return denoiser.levels([noisy], sigma=sigma)
 
 
-def _normal(noise: str) -> bool:
-    """Whether ``noise`` is one of the clamped normal kinds, whose level is a sigma."""
-    return noise in NOISE_MODELS and issubclass(NOISE_MODELS[noise], ClampedNormalNoise)
-
-
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
             correlations: list[float] | None = None) -> list[tuple[str, dict[str, float]]]:
     """The noise settings to evaluate: sigmas for the normal kinds (times correlations for
@@ -212,7 +207,7 @@ def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
     names = NOISE_MODELS[noise].levels
     if correlations is not None and "correlation" not in names:
         raise DenoiseError(f"--correlation does not apply to --noise {noise} (only to gaussian-shared)")
-    if not _normal(noise):
+    if not is_normal(noise):
         fixed = {k: (lo + hi) / 2 for k, (lo, hi) in DEFAULT_LEVELS[noise].items()}
         values = levels or [fixed[names[0]]]
         return [(f"{names[0]} {v:g}", {**fixed, names[0]: v}) for v in values]

@@ -224,10 +224,10 @@ class Denoiser:
         return [im[:1] if self.grey_copy(im) else im for im in images]
 
     def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
-        """Per model input (see ``inputs``: one per image, or one per channel), the noise sigma (0-1 scale of the file; ``sigma`` if given, else the Denoiser's
-        own, else estimated) and the level its model gets for it, times the Denoiser's ``strength``,
-        once the image is stretched to its range (see ``value_range``), or None for a blind model.
-        Safe to call from other threads:
+        """Per model input (see ``inputs``: one per image, or one per channel), the noise sigma (0-1
+        scale of the file; ``sigma`` if given, else the Denoiser's own, else estimated) and the level
+        its model gets for it, times the Denoiser's ``strength``, once the image is stretched to its
+        range (see ``value_range``), or None for a blind model. Safe to call from other threads:
         `denoise_files` estimates while the model works on earlier images."""
         given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
         from denoisecli.noise_estimate import model_level

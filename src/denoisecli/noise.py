@@ -251,6 +251,12 @@ DEFAULT_LEVELS: dict[str, dict[str, Range]] = {
 }
 
 
+def is_normal(kind: str) -> bool:
+    """Whether ``kind`` is one of the clamped normal noises (gaussian, gaussian-shared): the
+    kinds whose level is a sigma, and whose layer takes mean and scale."""
+    return kind in NOISE_MODELS and issubclass(NOISE_MODELS[kind], ClampedNormalNoise)
+
+
 def fixed_levels(kind: str) -> dict[str, Range]:
     """Each level of a noise model at its layer's own default, as a one-point range: what one
     noisy copy gets unless told otherwise (the constructor stays the one place for defaults)."""
