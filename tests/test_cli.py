@@ -175,11 +175,12 @@ def test_add_noise_shared_between_channels(tmp_path):
 def test_train_cli_noise_model_validation_and_resume(clean_dir, tmp_path):
     args = ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--steps", "4", "--batch", "2", "--patch", "24",
             "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu", "--noise", "jpeg", "--quality", "30-60",
-            "--val", str(clean_dir), "--val-every", "2", "--downscale", "0.5"]
+            "--val", str(clean_dir), "--val-every", "2", "--independent-channels", "0.5", "--downscale", "0.5"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "best validation PSNR" in result.output and (tmp_path / "r" / "best.pt").exists()
-    assert load_checkpoint(tmp_path / "r" / "model.pt")["meta"]["downscale"] == 0.5
+    meta = load_checkpoint(tmp_path / "r" / "model.pt")["meta"]
+    assert meta["downscale"] == 0.5 and meta["independent_channels"] == 0.5
     over = runner.invoke(app, args[:-1] + ["1.5"])
     assert over.exit_code == 2 and "--downscale" in over.output
     again = runner.invoke(app, ["train", str(clean_dir), "--out", str(tmp_path / "r"), "--resume"])

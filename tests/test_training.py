@@ -297,6 +297,30 @@ def test_downscaled_patches_average_twice_the_area():
         PatchSampler([board], patch=16, noisy=[board], downscale=0.5)
 
 
+def test_independent_channel_patches_take_each_channel_from_its_own_patch():
+    """Grey content as RGB has equal channels; a patch of independent channels does not, and its
+    channel c is channel c of the c-th patch drawn for it."""
+    grey = torch.randint(0, 256, (1, 50, 60), generator=torch.Generator().manual_seed(3), dtype=torch.uint8).expand(3, 50, 60)
+    same = PatchSampler([grey], patch=16, seed=0).batch(0, 8)[0]
+    assert torch.equal(same, PatchSampler([grey], patch=16, seed=0, independent=0.0).batch(0, 8)[0])
+    assert torch.equal(same[:, 0], same[:, 1]) and torch.equal(same[:, 1], same[:, 2])
+    split = PatchSampler([grey], patch=16, seed=0, independent=1.0)
+    patches = split.batch(0, 8)[0]
+    assert patches.shape == (8, 3, 16, 16) and patches.dtype == torch.float32
+    for i, p in enumerate(patches):
+        assert not torch.equal(p[0], p[1]) and not torch.equal(p[1], p[2])
+        for c in range(3):
+            assert torch.equal(p[c], split._cut(f"{i}/c{c}")[0][c].float() / 255)
+    half = PatchSampler([grey], patch=16, seed=0, independent=0.5).batch(0, 200)[0]
+    mixed = (half[:, 0] != half[:, 1]).flatten(1).any(1).float().mean()
+    assert 0.35 < mixed < 0.65
+    assert torch.equal(half, PatchSampler([grey], patch=16, seed=0, independent=0.5).batch(0, 200)[0])
+    with pytest.raises(DenoiseError, match="--noisy"):
+        PatchSampler([grey], patch=16, noisy=[grey], independent=0.5)
+    with pytest.raises(DenoiseError, match="grey"):
+        PatchSampler([grey[:1]], patch=16, independent=0.5)
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(clean_dir, tmp_path, monkeypatch):
     import denoisecli.weights as w
 

@@ -136,13 +136,21 @@ class PatchSampler:
     A ``downscale`` fraction of patches is cut at twice the size and averaged 2x2 down: JPEG
     training images (CBSD432 is 4:2:0 JPEG) then also give targets with full-resolution
     colour and no block artefacts, finer than the originals' own.
+
+    An ``independent`` fraction of colour patches takes each channel from its own random patch:
+    photos' channels share their edges, so a colour model trained on photos alone learns to
+    blur an edge that only one channel has (fluorescence composites, false colour, graphics).
     """
 
     def __init__(self, images: list[torch.Tensor], patch: int, seed: int = 0, noisy: list[torch.Tensor] | None = None,
-                 downscale: float = 0.0) -> None:
+                 downscale: float = 0.0, independent: float = 0.0) -> None:
         if noisy is not None and downscale:
             raise DenoiseError("--downscale would change the real noise of --noisy pairs; use it with synthetic noise")
-        self.images, self.noisy, self.patch, self.seed, self.downscale = images, noisy, patch, seed, downscale
+        if noisy is not None and independent:
+            raise DenoiseError("--independent-channels would split the real noise of --noisy pairs from its image; use it with synthetic noise")
+        if independent and images[0].shape[0] != 3:
+            raise DenoiseError("--independent-channels needs colour patches; these are grey (pass --channels 3 to stack grey images)")
+        self.images, self.noisy, self.patch, self.seed, self.downscale, self.independent = images, noisy, patch, seed, downscale, independent
         weights = torch.tensor([im.shape[-1] * im.shape[-2] for im in images], dtype=torch.float64)
         self.weights = weights / weights.sum()
 
@@ -151,12 +159,18 @@ class PatchSampler:
         return int(self.images[0].shape[0])
 
     def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        g = seeded_generator(self.seed, f"patch{index}")
+        if self.independent and float(torch.rand((), generator=seeded_generator(self.seed, f"independent{index}"))) < self.independent:
+            parts = [self._cut(f"{index}/c{c}")[0] for c in range(3)]
+            return torch.stack([part[c] for c, part in enumerate(parts)]), None
+        return self._cut(str(index))
+
+    def _cut(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = seeded_generator(self.seed, f"patch{key}")
         k = int(torch.multinomial(self.weights, 1, generator=g))
         h, w = self.images[k].shape[-2:]
         size = self.patch
         if self.downscale and 2 * size <= min(h, w):
-            if float(torch.rand((), generator=seeded_generator(self.seed, f"scale{index}"))) < self.downscale:
+            if float(torch.rand((), generator=seeded_generator(self.seed, f"scale{key}"))) < self.downscale:
                 size = 2 * size
         top = int(torch.randint(0, h - size + 1, (1,), generator=g))
         left = int(torch.randint(0, w - size + 1, (1,), generator=g))

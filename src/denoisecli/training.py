@@ -53,6 +53,7 @@ class TrainOptions:
     levels: dict[str, tuple[float, float]] | None = None
     mix: dict[str, float] | None = None
     downscale: float = 0.0
+    independent_channels: float = 0.0
     overset: float = 0.0
     noisy: str | None = None
     val: str | None = None
@@ -112,7 +113,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         raise DenoiseError(f"--batch {opts.batch} must be divisible by the number of processes ({dist.world})")
 
     tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None)
-    sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy, downscale=opts.downscale)
+    sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy, downscale=opts.downscale,
+                           independent=opts.independent_channels)
     total = _total_steps(opts, tset.clean)
     config = {**default_config(sampler.channels), **opts.model, "channels": sampler.channels}
     if state is not None and full_config(state["generator"]["config"]) != config:
@@ -145,7 +147,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
 
     warmup = opts.warmup if opts.warmup is not None else min(500, total // 20)
     gan_warmup = opts.gan_warmup if opts.gan_warmup is not None else total // 10
-    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "gan": opts.gan, "gan_skip_white": opts.gan_skip_white,
+    meta = {"noise": opts.noise, "levels": {k: list(v) for k, v in levels.items()}, "mix": opts.mix, "downscale": opts.downscale, "independent_channels": opts.independent_channels, "gan": opts.gan, "gan_skip_white": opts.gan_skip_white,
             "overset": opts.overset, "edge_weight": opts.edge_weight, "patch": opts.patch, "batch": opts.batch, "pairs": opts.noisy is not None,
             "ema": opts.ema}
     writer = dist.is_main
@@ -602,6 +604,8 @@ def _check(opts: TrainOptions) -> None:
         raise DenoiseError(f"--edge-weight {opts.edge_weight}: must not be negative")
     if not 0 <= opts.downscale <= 1:
         raise DenoiseError(f"--downscale {opts.downscale}: must be a fraction between 0 and 1")
+    if not 0 <= opts.independent_channels <= 1:
+        raise DenoiseError(f"--independent-channels {opts.independent_channels}: must be a fraction between 0 and 1")
     if not 0 <= opts.ema < 1:
         raise DenoiseError(f"--ema {opts.ema}: the decay per step must be at least 0 and below 1 (0 turns it off)")
     if not 0 <= opts.overset <= 1:
