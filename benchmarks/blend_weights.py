@@ -5,7 +5,7 @@
 Network interpolation (ESRGAN, Wang et al. 2018): between an L1 model (A) and an adversarial
 fine-tune of it (B), alpha trades Gaussian PSNR for kept detail without training again. It only
 makes sense for B fine-tuned from A (one basin): weights of separately trained models do not
-average into a working model (weights/README.md, phases 5 and 9).
+average into a working model (weights/HISTORY.md, phases 5 and 9).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ its own. This measures that case on dead-leaves images (overlapping discs, each 
 colour, drawn at 2x and averaged down so edges are anti-aliased; seeded), with white noise from
 the clamped normal layer and rounded to 8 bits, and compares:
 
-- `color.pt` as `run` uses it (level estimated);
+- `color.pt` (or ``--model``) as `run` uses it (level estimated);
 - `grey.pt` on each channel alone, its own estimate per channel (`run --per-channel`);
 - CBM3D (`bm3d` package, `pip install '.[baselines]'`), given the true sigma, when installed.
 
@@ -59,8 +59,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--sigma", default="15,25,50")
     ap.add_argument("--natural", type=Path, default=None, help="also a folder of natural colour images")
+    ap.add_argument("--model", type=Path, default=None, help="a colour model.pt in place of color.pt (a training run's)")
     args = ap.parse_args()
-    colour, per_channel = Denoiser(), Denoiser(per_channel=True)
+    colour, per_channel = Denoiser(args.model), Denoiser(per_channel=True)
     layer = ClampedNormalNoise().train()
     sets = {"dead leaves": [(f"leaves{i}", dead_leaves(args.size, i)) for i in range(args.count)]}
     if args.natural:

@@ -8,7 +8,7 @@
 #     INIT=weights/color.pt SEED=11 RUN=runs/color8 END=525 bash benchmarks/lent_gpu_finetune.sh
 # (MIX=camera:0.4 or LR=2e-4 change the recipe; the defaults are phase 8's. The grey model:
 #  CHANNELS=1 MIX= DOWNSCALE= INIT=weights/grey.pt DATA=gpudata/Train400, carrying gpudata/Train400.)
-# Batch 64 at lr 3e-4 cost camera-noise quality that batch 16 at 1.5e-4 kept (weights/README.md,
+# Batch 64 at lr 3e-4 cost camera-noise quality that batch 16 at 1.5e-4 kept (weights/HISTORY.md,
 # phases 12-13): BATCH=16 LR=1.5e-4 for the colour model. WIDTH=24 trains the faster network,
 # started from INIT's strongest channels (weights/README.md, "A narrower network"). EMA=0.999
 # saves an exponential moving average of the weights instead of the last step's (off by default, so

@@ -1,11 +1,13 @@
 #!/bin/bash
 # A long L1 run, then an adversarial fine-tune of its result, inside ONE call of a lent GPU.
 #
-# The recipe weights/README.md (phase 20) points to: longer L1 runs gain Gaussian PSNR and lose
+# The recipe weights/HISTORY.md (phase 20) points to: longer L1 runs gain Gaussian PSNR and lose
 # camera detail, and an adversarial fine-tune brings most of that detail back. Run on the lent
 # machine from the repo root, carrying gpudata/CBSD432 (see lent_gpu_finetune.sh), e.g.:
 #     INIT=weights/color.pt RUN=runs/color21 END1=420 END2=545 bash benchmarks/lent_gpu_l1_then_gan.sh
 # The shipped phase 28's adversarial stage (camera patches only): add GAN_WEIGHT=2e-3 GAN_OPTS=--gan-skip-white.
+# MIX is pasted after --mix, so other data options ride in it too, e.g.
+#     MIX="camera:0.3 --mix gaussian:0.1 --mix gaussian-shared:0.1 --overset 0.25 --independent-channels 0.1"
 # Stage 1 trains L1 at BATCH/LR for CAL seconds to measure its rate, then for as many steps as end
 # it about END1 seconds after the start (a full cosine). Stage 2 (`--gan`, phase 20's recipe:
 # batch 16, lr 5e-5, weight 1e-3 from step 0) starts from stage 1's model.pt with GAN_STEPS steps,

@@ -2,7 +2,7 @@
 
     python benchmarks/noise_type.py ../shared/data/test/CBSD68 --every 2
 
-Phase 21 (weights/README.md) found one width-32 network trading Gaussian PSNR against camera
+Phase 21 (weights/HISTORY.md) found one width-32 network trading Gaussian PSNR against camera
 detail; an input telling it which noise it faces might let it keep both. Such an input must be
 read from the noisy image alone, as the level is. Two candidates, from the noise estimator:
 

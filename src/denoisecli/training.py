@@ -312,7 +312,7 @@ def _update(gen: torch.nn.Module, opt_g: torch.optim.Optimizer, loss: torch.Tens
 def _ema(gen: torch.nn.Module, decay: float, saved: dict[str, Any] | None) -> AveragedModel:
     """An exponential moving average of ``gen``'s weights (PyTorch's ``AveragedModel``), which
     ``model.pt``, ``best.pt`` and validation use: it averages out the noise of the last steps,
-    as averaging the endpoints of earlier runs did (model card, phases 43-44). Seeded with the starting weights,
+    as averaging the endpoints of earlier runs did (weights/HISTORY.md, phases 43-44). Seeded with the starting weights,
     so a short fine-tune averages from where it began; ``saved`` (from ``last.pt``) resumes it."""
     ema = AveragedModel(gen, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     if saved is not None:
@@ -329,7 +329,7 @@ def _adversarial_samples(white: torch.Tensor | None, batch: int, skip_white: boo
     A discriminator pulls outputs towards looking like clean images, which keeps camera detail
     but moves white-noise outputs off the least-error estimate that PSNR rewards: over the whole
     batch, every adversarial fine-tune so far traded Gaussian PSNR for camera texture along one
-    curve (model card, phases 20-21). White samples then train on L1 alone. The generator's term
+    curve (weights/HISTORY.md, phases 20-21). White samples then train on L1 alone. The generator's term
     keeps each judged sample's weight of a whole-batch mean, so --gan-weight means the same."""
     if not skip_white or white is None:
         return list(range(batch))
@@ -407,7 +407,7 @@ def edge_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     a term on second differences (the edge loss of MPRNet, Zamir et al. 2021) charges for detail
     lost as well as for noise left, and ignores smooth offsets the pixel term already covers. Like
     any distortion loss it still favours a central guess where noise hides the detail (measured:
-    smoother at weight 0.3, model card phases 25-26).
+    smoother at weight 0.3, weights/HISTORY.md, phases 25-26).
     """
     channels = output.shape[1]
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=output.dtype, device=output.device)
