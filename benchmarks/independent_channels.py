@@ -6,8 +6,9 @@ its own. This measures that case on dead-leaves images (overlapping discs, each 
 colour, drawn at 2x and averaged down so edges are anti-aliased; seeded), with white noise from
 the clamped normal layer and rounded to 8 bits, and compares:
 
-- `color.pt` (or ``--model``) as `run` uses it (level estimated);
+- `color.pt` (or ``--model``) on the whole image, level estimated (`run --no-per-channel`);
 - `grey.pt` on each channel alone, its own estimate per channel (`run --per-channel`);
+- `run`'s default, which picks one of the two by the image's channel coupling;
 - CBM3D (`bm3d` package, `pip install '.[baselines]'`), given the true sigma, when installed.
 
 With ``--natural DIR`` the same comparison runs on the first ``--count`` images of DIR too, where
@@ -61,25 +62,27 @@ def main() -> None:
     ap.add_argument("--natural", type=Path, default=None, help="also a folder of natural colour images")
     ap.add_argument("--model", type=Path, default=None, help="a colour model.pt in place of color.pt (a training run's)")
     args = ap.parse_args()
-    colour, per_channel = Denoiser(args.model), Denoiser(per_channel=True)
+    colour, per_channel, default = Denoiser(args.model, per_channel=False), Denoiser(per_channel=True), Denoiser()
     layer = ClampedNormalNoise().train()
     sets = {"dead leaves": [(f"leaves{i}", dead_leaves(args.size, i)) for i in range(args.count)]}
     if args.natural:
         sets[args.natural.name] = [(p.name, quantize8(read_image(p).pixels)) for p in list_images(args.natural)[: args.count]]
-    print(f"PSNR (dB), mean over {args.count} images: noisy / color.pt / grey.pt per channel / CBM3D (true sigma)")
+    print(f"PSNR (dB), mean over {args.count} images: noisy / color.pt / grey.pt per channel / run's default (images split) / CBM3D (true sigma)")
     for name, images in sets.items():
         for sigma in (float(s) for s in args.sigma.split(",")):
-            sums = {"noisy": 0.0, "color.pt": 0.0, "grey.pt per channel": 0.0, "CBM3D": 0.0}
+            sums = {"noisy": 0.0, "color.pt": 0.0, "grey.pt per channel": 0.0, "default": 0.0, "CBM3D": 0.0}
+            split = 0
             for key, clean in images:
                 with torch.no_grad():
                     noisy = quantize8(layer(clean[None], std=sigma / 255, generator=seeded_generator(0, f"{key}\x00{sigma:g}"))[0])
-                outputs = {"noisy": noisy, "color.pt": colour(noisy), "grey.pt per channel": per_channel(noisy)}
+                outputs = {"noisy": noisy, "color.pt": colour(noisy), "grey.pt per channel": per_channel(noisy), "default": default(noisy)}
+                split += default.split(noisy)
                 classical = cbm3d(noisy, sigma / 255)
                 if classical is not None:
                     outputs["CBM3D"] = classical
                 for method, out in outputs.items():
                     sums[method] += psnr(quantize8(out), clean)
-            row = " / ".join(f"{v / len(images):.2f}" if v else "-" for v in sums.values())
+            row = " / ".join(f"{v / len(images):.2f}" + (f" ({split})" if k == "default" else "") if v else "-" for k, v in sums.items())
             print(f"{name}, sigma {sigma:g}: {row}", flush=True)
 
 

@@ -10,7 +10,8 @@ TINY_MODEL = {"width": 8, "depth": 2, "blocks": 1}
 
 
 def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
-    """A smooth, textured uint8 image: gradients plus blobs, something a denoiser can recover."""
+    """A smooth, textured uint8 image: gradients plus blobs, something a denoiser can recover; in
+    colour, channels that share most of their structure, as a photo's do."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     planes = []
@@ -18,6 +19,8 @@ def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray
         a, b, f = rng.uniform(0.5, 1.5, 3)
         plane = 0.5 + 0.25 * np.sin(xx / (6 * a) + c) * np.cos(yy / (7 * b)) + 0.2 * np.sin((xx + yy) / (11 * f))
         planes.append(plane)
+    if channels > 1:  # a photo's channels share their structure (and the default route depends on it)
+        planes = [0.6 * planes[0] + 0.4 * plane for plane in planes]
     arr = np.clip(np.stack(planes, -1), 0, 1) * 255
     arr = arr.round().astype(np.uint8)
     return arr[:, :, 0] if channels == 1 else arr

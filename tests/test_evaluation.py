@@ -281,3 +281,21 @@ def test_eval_per_channel_scores_colour_images_through_a_grey_model(clean_dir, t
     assert report.to_dict()["per_channel"] is True and len({s.image for s in report.scores}) == 5
     refused = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "25", "--weights", str(tmp_path / "g.pt")])
     assert refused.exit_code == 1 and "grey images, this image is colour" in refused.output
+
+
+def test_eval_says_how_many_images_the_shipped_models_split(tmp_path):
+    """Bars in red, other bars in green: independent channels, which the shipped models denoise one
+    channel at a time by default; eval counts them in its note and in each score, and
+    --no-per-channel scores the colour model on them instead."""
+    yy, xx = torch.meshgrid(torch.arange(45), torch.arange(51), indexing="ij")
+    bars = torch.stack([(xx // 9 % 2) * 0.6 + 0.2, (yy // 7 % 2) * 0.5 + 0.3, (xx // 13 % 2) * 0.4 + 0.3])
+    Image.fromarray((bars.permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / "bars.png")
+    result = runner.invoke(app, ["eval", str(tmp_path), "--sigma", "25", "--no-per-image", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 images each channel alone through the grey model" in " ".join(result.output.split()), result.output
+    split = json.loads((tmp_path / "r.json").read_text())
+    assert split["per_channel"] is None and [s["split"] for s in split["images"] if s["method"] == "denoise"] == [True]
+    whole = runner.invoke(app, ["eval", str(tmp_path), "--sigma", "25", "--no-per-image", "--no-per-channel", "--json", str(tmp_path / "w.json")])
+    assert whole.exit_code == 0 and "grey model" not in whole.output, whole.output
+    psnr = {name: json.loads((tmp_path / name).read_text())["means"][0]["psnr"] for name in ("r.json", "w.json")}
+    assert psnr["r.json"] > psnr["w.json"] + 3, psnr

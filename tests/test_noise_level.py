@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from denoisecli.cli import app
 from denoisecli.models import build_model
+from denoisecli.noise import SharedNormalNoise, seeded_generator
 from denoisecli.noise_estimate import (
     PATCH,
     PATCH_BUDGET,
@@ -21,6 +22,7 @@ from denoisecli.noise_estimate import (
     _step,
     _strides,
     _texture,
+    channel_coupling,
     clipped_level,
     estimate_sigma,
     level_map,
@@ -489,3 +491,27 @@ def test_level_map_training_end_to_end_and_its_refusal(clean_dir, tmp_path):
     refused = runner.invoke(app, [*args[:3], str(tmp_path / "r2"), *args[4:], "--level-map"])
     assert refused.exit_code == 1 and "--level-map needs a model with a noise-level input" in refused.output
     assert not (tmp_path / "r2").exists()
+
+
+def _independent(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Three unrelated grey patterns as R, G and B, as in a fluorescence composite."""
+    return torch.stack([torch.from_numpy(smooth_image(h, w, channels=1, seed=seed + c)).float() / 255 for c in range(3)])
+
+
+@pytest.mark.parametrize("sigma", [0, 15, 50])
+def test_channel_coupling_tells_photo_like_channels_from_independent_ones(sigma):
+    """Channels that share their structure read near 1 and unrelated ones near 0, and white noise,
+    whose variance is taken out, moves neither across the line `run` splits at (0.35)."""
+    photo = torch.from_numpy(smooth_image(67, 59, seed=3)).permute(2, 0, 1).float() / 255
+    for clean, lo, hi in ((photo, 0.6, 1.0), (_independent(67, 59), -0.3, 0.2)):
+        noisy = _noisy(clean, sigma) if sigma else clean
+        assert lo < channel_coupling(noisy) <= hi, (sigma, channel_coupling(noisy))
+    shared = SharedNormalNoise(std=50 / 255).train()(photo[None], generator=seeded_generator(1))[0]
+    assert channel_coupling(shared.clamp(0, 1)) > channel_coupling(photo) - 0.05, "noise shared by the channels only adds coupling"
+
+
+def test_channel_coupling_of_what_it_cannot_measure_is_full():
+    assert channel_coupling(torch.rand(1, 40, 40)) == 1.0, "one channel"
+    assert channel_coupling(torch.rand(3, 7, 30)) == 1.0, "too small to pool"
+    flat = torch.full((3, 32, 32), 0.5)
+    assert -1 <= channel_coupling(flat) <= 1 and not math.isnan(channel_coupling(flat))

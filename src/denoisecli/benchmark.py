@@ -98,20 +98,26 @@ def machine_name(device: torch.device) -> str:
 
 
 class _AsRun(nn.Module):
-    """A noise-map model timed as `run` uses it: each image's level estimated first, or the level
+    """A noise-level model timed as `run` uses it: each image's level estimated first, or the level
     ``sigma`` (0-1 scale) as given by `--sigma`, fed as `run` feeds it (a ``"map"`` model's map is
-    made either way); training steps get a fixed level."""
+    made either way); training steps get a fixed level. With ``route``, each image's channel
+    coupling is measured too, as `run` does with the shipped colour model to choose its route
+    (``Denoiser.split``); the model timed here is the colour one either way."""
 
-    def __init__(self, model: nn.Module, sigma: float | None = None) -> None:
+    def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
         self.model = model
         self.sigma = sigma
+        self.route = route
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import level_input, model_level
+        from denoisecli.noise_estimate import channel_coupling, level_input, model_level
 
+        if self.route:
+            for im in x:
+                channel_coupling(im)
         levels = [model_level(im, self.sigma, self.model.level)[1] for im in x]
         return self.model(x, level_input(levels, x.device, x.dtype))
 
@@ -237,6 +243,7 @@ def bench(
     dev = resolve_device(device)
     ours, ckpt = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
+    route = weights is None and channels == 3
     ran = ours
     if int8:
         candidate = place_model(copy.deepcopy(ours), dev)
@@ -244,8 +251,8 @@ def bench(
     quantized = ran is not ours
     models: dict[str, nn.Module] = {"denoise": ran}
     if getattr(ours, "noise_map", False):
-        models = {"denoise": _AsRun(ran), SIGMA_GIVEN: _AsRun(ran, SIGMA)}
-    float_model = _AsRun(ours) if getattr(ours, "noise_map", False) else ours
+        models = {"denoise": _AsRun(ran, route=route), SIGMA_GIVEN: _AsRun(ran, SIGMA, route)}
+    float_model = _AsRun(ours, route=route) if getattr(ours, "noise_map", False) else ours
     if quantized:
         models[FLOAT32] = float_model
     for name, config in REFERENCES.items():

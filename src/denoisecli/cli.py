@@ -134,8 +134,9 @@ INT8_HELP = ("On a CPU, run the network's deep levels in int8 where the model fi
 STRENGTH_HELP = ("Multiply the noise level the model is given (estimated, or --sigma) by this: above 1 smooths more, below 1 "
                  "keeps more grain. About 2 suits noise that is the same in every colour channel, which the colour model "
                  "otherwise removes too little of.")
-PER_CHANNEL_HELP = ("Denoise each channel alone as a grey image with the grey model: for images whose channels are "
-                    "independent (fluorescence composites, false colour), where the colour model blurs edges only one channel has.")
+PER_CHANNEL_HELP = ("Denoise each channel of a colour image alone with the grey model, for images whose channels are "
+                    "independent (fluorescence composites, false colour), where the colour model blurs edges only one channel has. "
+                    "Default: the shipped models do so where the channels look independent; --no-per-channel: never.")
 ENSEMBLE_HELP = "Average the outputs for the 8 flips and rotations of each image (self-ensemble): 8x the time, +0.1-0.2 dB PSNR on the benchmarks."
 NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), gaussian-shared (the same, shared between channels), "
               "poisson, poisson-gaussian, salt-pepper, speckle, jpeg, camera (poisson-gaussian then JPEG).")
@@ -328,7 +329,7 @@ def run_cmd(
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
     sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
     strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,
-    per_channel: Annotated[bool, typer.Option("--per-channel", help=PER_CHANNEL_HELP)] = False,
+    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--no-per-channel", help=PER_CHANNEL_HELP, show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per file, with the noise level used.")] = False,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
@@ -393,7 +394,7 @@ def eval_cmd(
     per_image: Annotated[bool, typer.Option(help="Print the per-image table too.")] = True,
     oracle_sigma: Annotated[bool, typer.Option("--oracle-sigma", help="Give a noise-level model the true sigma instead of its estimate.")] = False,
     strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,
-    per_channel: Annotated[bool, typer.Option("--per-channel", help=PER_CHANNEL_HELP)] = False,
+    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--no-per-channel", help=PER_CHANNEL_HELP, show_default=False)] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
 ) -> None:
@@ -449,7 +450,11 @@ def eval_cmd(
     level_note = "; noise level: the true sigma (--oracle-sigma)" if report.oracle else ""
     level_note += "; self-ensemble of 8 flips and rotations (--ensemble)" if report.ensemble else ""
     level_note += f"; noise level fed x{report.strength:g} (--strength)" if report.strength != 1 else ""
-    level_note += "; each channel alone through the grey model (--per-channel)" if report.per_channel else ""
+    split, denoised = report.split_count()
+    if report.per_channel:
+        level_note += "; each channel alone through the grey model (--per-channel)"
+    elif split:
+        level_note += f"; {split} of {denoised} images each channel alone through the grey model, their channels looking independent (--no-per-channel: none)"
     level_note += "; deep levels in int8 (--no-int8 for float32)" if report.int8 else ""
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}{level_note}", highlight=False)
 

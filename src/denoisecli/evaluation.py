@@ -34,6 +34,7 @@ class Score:
     psnr: float
     ssim: float
     texture: float
+    split: bool = False
 
 
 @dataclass
@@ -47,7 +48,12 @@ class EvalReport:
     ensemble: bool = False
     int8: bool = False
     strength: float = 1.0
-    per_channel: bool = False
+    per_channel: bool | None = None
+
+    def split_count(self) -> tuple[int, int]:
+        """(split, all): how many of the model's denoised images went through the grey model channel by channel."""
+        ours = [s for s in self.scores if s.method == "denoise"]
+        return sum(s.split for s in ours), len(ours)
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -129,7 +135,7 @@ def evaluate(
     ensemble: bool = False,
     int8: bool = True,
     strength: float = 1.0,
-    per_channel: bool = False,
+    per_channel: bool | None = None,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -143,7 +149,8 @@ def evaluate(
     true sigma instead of its estimate, to tell estimator error from model error;
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
     run as `run` runs it on a CPU (the report says whether it did); ``strength`` scales the level a
-    noise-level model is fed, as `run --strength` does; ``per_channel`` scores `run --per-channel`.
+    noise-level model is fed, as `run --strength` does; ``per_channel`` decides, as `run --per-channel`
+    does, which colour images go through the grey model channel by channel (each score says whether it did).
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -174,13 +181,14 @@ def evaluate(
             sigma = level.get("std") if is_normal(noise) else None
             given = _oracle_levels(denoiser, noisy, sigma, p) if oracle else None
             outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given)[0]
+            split = denoiser.split(noisy)
             for b in baselines:
                 if b != "noisy":
                     outputs[b] = _classical(b, noisy, sigma)
             for method, out in outputs.items():
                 out8 = quantize8(out)
                 score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean),
-                              texture_ratio(out8, clean))
+                              texture_ratio(out8, clean), split=split and method == "denoise")
                 report.scores.append(score)
                 if on_image:
                     on_image(score)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ BATCH_MAX_MP = 1.0
 MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
+COUPLING_SPLIT = 0.35
 DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
@@ -162,11 +164,12 @@ class Denoiser:
     ``ensemble`` averages the outputs for the 8 flips and rotations of each image
     (self-ensemble): 8 times the work for a slightly better result. ``strength`` scales the level
     a noise-level model is fed (see ``noise_estimate.model_level``); ``per_channel`` denoises each
-    channel alone with the grey model (see ``inputs``).
+    channel of a colour image alone with the grey model: True for every image, False for none,
+    None (the default) for those whose channels look independent (see ``split``).
     """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None,
-                 ensemble: bool = False, int8: bool = True, strength: float = 1.0, per_channel: bool = False) -> None:
+                 ensemble: bool = False, int8: bool = True, strength: float = 1.0, per_channel: bool | None = None) -> None:
         if not strength >= 0:
             raise DenoiseError(f"--strength {strength:g}: must be 0 or more")
         self.per_channel = per_channel
@@ -202,7 +205,7 @@ class Denoiser:
             return self._models[path]
 
     def model_for(self, channels: int) -> nn.Module:
-        return self._model(self.weights if self.weights is not None else shipped_weights(1 if self.per_channel else channels))
+        return self._model(self.weights if self.weights is not None else shipped_weights(channels))
 
     def grey_copy(self, image: torch.Tensor) -> bool:
         """Whether a colour image is a grey one in three equal channels (a black-and-white photo
@@ -211,17 +214,37 @@ class Denoiser:
         channel: on 20 BSD68 images made so, 28.65 / 24.33 / 19.73 dB at sigma 15 / 25 / 50
         against the grey model's 31.43 / 28.74 / 24.47. Only exactly equal channels count, so no
         colour is ever dropped; a model file the user chose is used for every image."""
-        return (self.weights is None and not self.per_channel and image.shape[0] == 3
+        return (self.weights is None and self.per_channel is not True and image.shape[0] == 3
                 and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]))
 
+    def split(self, image: torch.Tensor) -> bool:
+        """Whether a colour image goes through the grey model one channel at a time. `color.pt`
+        blurs edges that only one channel has (fluorescence composites, false colour, graphics:
+        5-6 dB under the grey model per channel on such images at sigma 25, while on photos the
+        grey model per channel is 1.2-3.1 dB worse; model card). So by default the shipped models
+        split an image whose ``channel_coupling`` is under ``COUPLING_SPLIT``, which no benchmark
+        photo comes near under any noise; ``per_channel`` True or False decides for every image."""
+        if image.shape[0] == 1:
+            return False
+        if self.per_channel is not None:
+            return self.per_channel
+        from denoisecli.noise_estimate import channel_coupling
+
+        return self.weights is None and not self.grey_copy(image) and channel_coupling(image) < COUPLING_SPLIT
+
+    def _route(self, image: torch.Tensor) -> str:
+        return "split" if self.split(image) else "grey" if self.grey_copy(image) else "image"
+
+    @staticmethod
+    def _parts(image: torch.Tensor, route: str) -> list[torch.Tensor]:
+        if route == "split":
+            return [image[c : c + 1] for c in range(image.shape[0])]
+        return [image[:1]] if route == "grey" else [image]
+
     def inputs(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What the model is given for these images, in order: each channel alone as a grey image with
-        ``per_channel`` (for images whose channels are independent signals, such as fluorescence
-        composites, whose edges in one channel `color.pt` blurs: model card), the grey channel of a
-        grey copy, else the image itself."""
-        if self.per_channel:
-            return [im[c : c + 1] for im in images for c in range(im.shape[0])]
-        return [im[:1] if self.grey_copy(im) else im for im in images]
+        """What the model is given for these images, in order: each channel alone as a grey image
+        for a split image (see ``split``), the grey channel of a grey copy, else the image itself."""
+        return [part for im in images for part in self._parts(im, self._route(im))]
 
     def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
         """Per model input (see ``inputs``: one per image, or one per channel), the noise sigma (0-1
@@ -250,23 +273,22 @@ class Denoiser:
 
     def batch(self, images: list[torch.Tensor], name: str = "image",
               levels: list[tuple[float, float | torch.Tensor]] | None = None) -> list[torch.Tensor]:
-        """Denoise same-shape CxHxW images in one forward pass (several small files at once); grey
-        copies (see ``grey_copy``) go through the grey model in a pass of their own. ``levels``, if
-        given, are ``levels``' for these images: one per model input."""
-        if self.per_channel:
-            done = iter(self._batch(self.inputs(images), name, levels))
-            return [torch.cat([next(done) for _ in range(im.shape[0])]) for im in images]
-        grey = [self.grey_copy(im) for im in images]
-        if any(grey):
-            out = list(images)
-            for flag in {False, True} & set(grey):
-                picked = [i for i, g in enumerate(grey) if g == flag]
-                part = [images[i][:1] if flag else images[i] for i in picked]
-                done = self._batch(part, name, None if levels is None else [levels[i] for i in picked])
-                for i, y in zip(picked, done):
-                    out[i] = y.expand(3, -1, -1).clone() if flag else y
-            return out
-        return self._batch(images, name, levels)
+        """Denoise same-shape CxHxW images in one forward pass (several small files at once); split
+        images and grey copies (see ``split``, ``grey_copy``) go through the grey model in passes of
+        their own. ``levels``, if given, are ``levels``' for these images: one per model input."""
+        routes = [self._route(im) for im in images]
+        parts = [self._parts(im, r) for im, r in zip(images, routes)]
+        first = list(itertools.accumulate((len(p) for p in parts), initial=0))
+        out: list[torch.Tensor] = list(images)
+        for route in dict.fromkeys(routes):
+            picked = [i for i, r in enumerate(routes) if r == route]
+            given = None if levels is None else [levels[j] for i in picked for j in range(first[i], first[i + 1])]
+            done = iter(self._batch([p for i in picked for p in parts[i]], name, given))
+            for i in picked:
+                ys = [next(done) for _ in parts[i]]
+                y = ys[0] if len(ys) == 1 else torch.cat(ys)
+                out[i] = y.expand(3, -1, -1).clone() if route == "grey" else y
+        return out
 
     def _batch(self, images: list[torch.Tensor], name: str, levels: list[tuple[float, float | torch.Tensor]] | None) -> list[torch.Tensor]:
         c = images[0].shape[0]
@@ -331,7 +353,7 @@ class RunOptions:
     ensemble: bool = False
     int8: bool = True
     strength: float = 1.0
-    per_channel: bool = False
+    per_channel: bool | None = None
 
 
 def denoise_files(
@@ -400,7 +422,7 @@ def denoise_files(
                 notes = [] if lvs is None else ["sigma " + " / ".join(f"{s * 255:.1f}" for s, _ in lvs)]
                 notes += ["estimated"] if lvs is not None and opts.sigma is None else []
                 notes += [f"strength {opts.strength:g}"] if lvs is not None and opts.strength != 1 else []
-                notes += ["per channel"] if opts.per_channel and img.pixels.shape[0] > 1 else []
+                notes += ["per channel"] if denoiser.split(img.pixels) else []
                 if denoiser.grey_copy(img.pixels):
                     notes.append("grey in RGB: grey model")
                 img.pixels = y
