@@ -154,7 +154,7 @@ def test_eval_oracle_sigma_with_shared_noise(clean_dir, tmp_path, monkeypatch):
 
     given = []
     levels = Denoiser.levels
-    monkeypatch.setattr(Denoiser, "levels", lambda self, images, sigma=None: given.append(sigma) or levels(self, images, sigma))
+    monkeypatch.setattr(Denoiser, "levels", lambda self, images, sigma=None, splits=None: given.append(sigma) or levels(self, images, sigma, splits))
 
     config = {"arch": "unet", "channels": 3, "width": 8, "depth": 2, "blocks": 1, "noise_map": True}
     atomic_save(model_payload(build_model(config), config), tmp_path / "m.pt")

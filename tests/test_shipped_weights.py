@@ -207,7 +207,7 @@ def _bars(h: int = 61, w: int = 67) -> torch.Tensor:
     return torch.stack([(xx // 9 % 2) * 0.6 + 0.2, (yy // 7 % 2) * 0.5 + 0.3, (((yy - 30) ** 2 + (xx - 33) ** 2) < 400) * 0.6 + 0.2]).float()
 
 
-def test_one_batch_takes_each_image_by_its_own_route(tmp_path):
+def test_one_batch_takes_each_image_by_its_own_route(tmp_path, monkeypatch):
     """Independent channels (split), a grey photo in RGB (grey model) and a colour photo (colour
     model) batched together come out as each does alone, with one level per model input; run -v
     names the split one, and --no-per-channel keeps every image whole."""
@@ -225,6 +225,7 @@ def test_one_batch_takes_each_image_by_its_own_route(tmp_path):
     denoiser = Denoiser(device="cpu")
     assert [denoiser.split(im) for im in (split, grey, photo)] == [True, False, False]
     assert len(denoiser.levels([split, grey, photo])) == 5
+    assert len(denoiser.levels([split, grey, photo], splits=[False, False, True])) == 5, "a caller's answers are taken"
     together = denoiser.batch([split, grey, photo])
     for im, out in zip((split, grey, photo), together):
         assert out.shape == im.shape and torch.allclose(out, denoiser(im), atol=1e-5)
@@ -232,7 +233,13 @@ def test_one_batch_takes_each_image_by_its_own_route(tmp_path):
     assert not Denoiser(shipped_weights(3), device="cpu").split(split), "a model file the user names is used for every image"
     for name, im in (("bars.png", split), ("photo.png", photo)):
         Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / name)
+    from denoisecli import noise_estimate
+
+    measured = []
+    coupling = noise_estimate.channel_coupling
+    monkeypatch.setattr(noise_estimate, "channel_coupling", lambda im: measured.append(im.shape) or coupling(im))
     details = {r.src.name: r.detail for r in denoise_files(tmp_path, tmp_path / "auto").results}
+    assert len(measured) == 2, "each colour image's coupling is measured once, in its reading thread"
     assert details["bars.png"].endswith(", estimated, per channel") and "per channel" not in details["photo.png"], details
     assert re.fullmatch(r"sigma [\d.]+ / [\d.]+ / [\d.]+, estimated, per channel", details["bars.png"]), details
     whole = {r.src.name: r.detail for r in denoise_files(tmp_path, tmp_path / "whole", RunOptions(per_channel=False)).results}

@@ -179,9 +179,9 @@ def evaluate(
             noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
             sigma = level.get("std") if is_normal(noise) else None
-            given = _oracle_levels(denoiser, noisy, sigma, p) if oracle else None
-            outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given)[0]
             split = denoiser.split(noisy)
+            given = _oracle_levels(denoiser, noisy, sigma, p, split) if oracle else None
+            outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given, splits=[split])[0]
             for b in baselines:
                 if b != "noisy":
                     outputs[b] = _classical(b, noisy, sigma)
@@ -198,12 +198,13 @@ def evaluate(
     return report, samples
 
 
-def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path) -> list[tuple[float, float | torch.Tensor]]:
+def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path,
+                   split: bool) -> list[tuple[float, float | torch.Tensor]]:
     """The true sigma, fed the way `run` feeds an estimate."""
     model = denoiser.model_for(noisy.shape[0])
     if not getattr(model, "noise_map", False):
         raise DenoiseError(f"{path}: --oracle-sigma needs a model with a noise-level input; this one is blind")
-    return denoiser.levels([noisy], sigma=sigma)
+    return denoiser.levels([noisy], sigma=sigma, splits=[split])
 
 
 def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,

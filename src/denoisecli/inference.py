@@ -232,8 +232,11 @@ class Denoiser:
 
         return self.weights is None and not self.grey_copy(image) and channel_coupling(image) < COUPLING_SPLIT
 
-    def _route(self, image: torch.Tensor) -> str:
-        return "split" if self.split(image) else "grey" if self.grey_copy(image) else "image"
+    def _routes(self, images: list[torch.Tensor], splits: list[bool] | None) -> list[str]:
+        """Each image's route; ``splits``, if given, are ``split``'s answers for these images, so
+        a caller that asked already (`denoise_files`, in its reading threads) need not ask again."""
+        splits = [self.split(im) for im in images] if splits is None else splits
+        return ["split" if s else "grey" if self.grey_copy(im) else "image" for im, s in zip(images, splits)]
 
     @staticmethod
     def _parts(image: torch.Tensor, route: str) -> list[torch.Tensor]:
@@ -241,12 +244,13 @@ class Denoiser:
             return [image[c : c + 1] for c in range(image.shape[0])]
         return [image[:1]] if route == "grey" else [image]
 
-    def inputs(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    def inputs(self, images: list[torch.Tensor], splits: list[bool] | None = None) -> list[torch.Tensor]:
         """What the model is given for these images, in order: each channel alone as a grey image
         for a split image (see ``split``), the grey channel of a grey copy, else the image itself."""
-        return [part for im in images for part in self._parts(im, self._route(im))]
+        return [part for im, r in zip(images, self._routes(images, splits)) for part in self._parts(im, r)]
 
-    def levels(self, images: list[torch.Tensor], sigma: float | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
+    def levels(self, images: list[torch.Tensor], sigma: float | None = None,
+               splits: list[bool] | None = None) -> list[tuple[float, float | torch.Tensor]] | None:
         """Per model input (see ``inputs``: one per image, or one per channel), the noise sigma (0-1
         scale of the file; ``sigma`` if given, else the Denoiser's own, else estimated) and the level
         its model gets for it, times the Denoiser's ``strength``, once the image is stretched to its
@@ -256,7 +260,7 @@ class Denoiser:
         from denoisecli.noise_estimate import model_level
 
         out = []
-        for im in self.inputs(images):
+        for im in self.inputs(images, splits):
             model = self.model_for(im.shape[0])
             if not getattr(model, "noise_map", False):
                 if given is not None or self.strength != 1:
@@ -271,12 +275,13 @@ class Denoiser:
         """Denoise a CxHxW image in [0, 1]; grey through a colour model goes as three equal channels."""
         return self.batch([pixels], name)[0]
 
-    def batch(self, images: list[torch.Tensor], name: str = "image",
-              levels: list[tuple[float, float | torch.Tensor]] | None = None) -> list[torch.Tensor]:
+    def batch(self, images: list[torch.Tensor], name: str = "image", levels: list[tuple[float, float | torch.Tensor]] | None = None,
+              splits: list[bool] | None = None) -> list[torch.Tensor]:
         """Denoise same-shape CxHxW images in one forward pass (several small files at once); split
         images and grey copies (see ``split``, ``grey_copy``) go through the grey model in passes of
-        their own. ``levels``, if given, are ``levels``' for these images: one per model input."""
-        routes = [self._route(im) for im in images]
+        their own. ``levels``, if given, are ``levels``' for these images: one per model input, and
+        ``splits`` ``split``'s answers."""
+        routes = self._routes(images, splits)
         parts = [self._parts(im, r) for im, r in zip(images, routes)]
         first = list(itertools.accumulate((len(p) for p in parts), initial=0))
         out: list[torch.Tensor] = list(images)
@@ -395,34 +400,36 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> tuple[LoadedImage, list[tuple[float, float | torch.Tensor]] | None]:
+        def read(path: Path) -> tuple[LoadedImage, list[tuple[float, float | torch.Tensor]] | None, bool]:
             image = read_image(path, opts.max_pixels)
             try:
-                return image, denoiser.levels([image.pixels])
+                split = denoiser.split(image.pixels)
+                return image, denoiser.levels([image.pixels], splits=[split]), split
             except DenoiseError as exc:
                 raise DenoiseError(f"{path}: {exc}") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
-        pending: list[tuple[Path, Path, LoadedImage, list[tuple[float, float | torch.Tensor]] | None]] = []
+        pending: list[tuple[Path, Path, LoadedImage, list[tuple[float, float | torch.Tensor]] | None, bool]] = []
 
         def flush() -> None:
             if not pending:
                 return
             first = str(pending[0][0])
-            levels = None if pending[0][3] is None else [lv for *_, lvs in pending for lv in lvs]
+            levels = None if pending[0][3] is None else [lv for *_, lvs, _ in pending for lv in lvs]
             try:
-                outputs = denoiser.batch([img.pixels for _, _, img, _ in pending], name=first, levels=levels)
+                outputs = denoiser.batch([img.pixels for _, _, img, _, _ in pending], name=first, levels=levels,
+                                         splits=[split for *_, split in pending])
             except DenoiseError as exc:
-                for path, out, _, _ in pending:
+                for path, out, *_ in pending:
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
                 pending.clear()
                 return
-            for (path, out, img, lvs), y in zip(pending, outputs):
+            for (path, out, img, lvs, split), y in zip(pending, outputs):
                 notes = [] if lvs is None else ["sigma " + " / ".join(f"{s * 255:.1f}" for s, _ in lvs)]
                 notes += ["estimated"] if lvs is not None and opts.sigma is None else []
                 notes += [f"strength {opts.strength:g}"] if lvs is not None and opts.strength != 1 else []
-                notes += ["per channel"] if denoiser.split(img.pixels) else []
+                notes += ["per channel"] if split else []
                 if denoiser.grey_copy(img.pixels):
                     notes.append("grey in RGB: grey model")
                 img.pixels = y
