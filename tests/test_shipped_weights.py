@@ -240,6 +240,9 @@ def test_one_batch_takes_each_image_by_its_own_route(tmp_path, monkeypatch):
     monkeypatch.setattr(noise_estimate, "channel_coupling", lambda im: measured.append(im.shape) or coupling(im))
     details = {r.src.name: r.detail for r in denoise_files(tmp_path, tmp_path / "auto").results}
     assert len(measured) == 2, "each colour image's coupling is measured once, in its reading thread"
+    measured.clear()
+    Denoiser(device="cpu")(photo)
+    assert len(measured) == 1
     assert details["bars.png"].endswith(", estimated, per channel") and "per channel" not in details["photo.png"], details
     assert re.fullmatch(r"sigma [\d.]+ / [\d.]+ / [\d.]+, estimated, per channel", details["bars.png"]), details
     whole = {r.src.name: r.detail for r in denoise_files(tmp_path, tmp_path / "whole", RunOptions(per_channel=False)).results}

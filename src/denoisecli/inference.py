@@ -302,7 +302,7 @@ class Denoiser:
         if c != mc and not (c == 1 and mc == 3):
             raise DenoiseError(f"{name}: the model is for {_kind(mc)} images, this image is {_kind(c)}")
         if levels is None:
-            levels = self.levels(images)
+            levels = self.levels(images, splits=[False] * len(images))  # already routed by ``batch``
         ranges = [value_range(im) for im in images]
         x = torch.stack([_stretched(im, lo, span) for im, (lo, span) in zip(images, ranges)]).to(self.device, torch.float32).clamp(0, 1)
         if c != mc:
