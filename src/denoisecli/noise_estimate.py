@@ -5,6 +5,10 @@ energy is what noise alone would give (Liu, Tanaka and Okutomi, 2013), then take
 noise variance as the mean of the largest tail of patch-covariance eigenvalues whose
 mean does not exceed its median (Chen, Zhu and Heng, 2015). The first stops texture from
 passing for noise; the second avoids the downward bias of the smallest eigenvalue.
+
+Beside it, the other statistics `run` reads from a noisy image before denoising it: how the
+noise varies with brightness (``level_map``) and how much the channels share their edges
+(``channel_coupling``), each with the noise taken out.
 """
 
 from __future__ import annotations
