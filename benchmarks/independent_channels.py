@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--sigma", default="15,25,50")
     ap.add_argument("--natural", type=Path, default=None, help="also a folder of natural colour images")
     ap.add_argument("--model", type=Path, default=None, help="a colour model.pt in place of color.pt (a training run's)")
+    ap.add_argument("--no-cbm3d", action="store_true", help="leave CBM3D out (minutes per set)")
     args = ap.parse_args()
     colour, per_channel, default = Denoiser(args.model, per_channel=False), Denoiser(per_channel=True), Denoiser()
     layer = ClampedNormalNoise().train()
@@ -77,7 +78,7 @@ def main() -> None:
                     noisy = quantize8(layer(clean[None], std=sigma / 255, generator=seeded_generator(0, f"{key}\x00{sigma:g}"))[0])
                 outputs = {"noisy": noisy, "color.pt": colour(noisy), "grey.pt per channel": per_channel(noisy), "default": default(noisy)}
                 split += default.split(noisy)
-                classical = cbm3d(noisy, sigma / 255)
+                classical = None if args.no_cbm3d else cbm3d(noisy, sigma / 255)
                 if classical is not None:
                     outputs["CBM3D"] = classical
                 for method, out in outputs.items():
