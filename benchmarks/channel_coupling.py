@@ -3,7 +3,7 @@ channels are independent, under many noises.
 
 `run` (with the shipped models) sends a colour image channel by channel through the grey model
 when its coupling is under ``COUPLING_SPLIT`` (0.35), since `color.pt` blurs edges that only one
-channel has. This prints, per set and noise, the lowest and median coupling and how many images
+channel has. This prints, per set and noise, the lowest, median and highest coupling and how many images
 would be split, so the line can be checked against every benchmark photo:
 
 - photos: every image of each folder under ``--data`` that holds colour images (CBSD68, Kodak24),
@@ -70,8 +70,9 @@ def main() -> None:
             values = torch.tensor([channel_coupling(make(im, seeded_generator(0, f"{key}\x00{noise}"))) for key, im in images])
             low = int(values.argmin())
             split = int((values < COUPLING_SPLIT).sum())
+            high = int(values.argmax())
             print(f"{name}, {noise}: lowest {values[low]:.3f} ({images[low][0]}), median {values.median():.3f}, "
-                  f"split {split} of {len(images)}", flush=True)
+                  f"highest {values[high]:.3f} ({images[high][0]}), split {split} of {len(images)}", flush=True)
 
 
 if __name__ == "__main__":
