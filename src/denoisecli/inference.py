@@ -220,7 +220,7 @@ class Denoiser:
     def split(self, image: torch.Tensor) -> bool:
         """Whether a colour image goes through the grey model one channel at a time. `color.pt`
         blurs edges that only one channel has (fluorescence composites, false colour, graphics:
-        5-6 dB under the grey model per channel on such images at sigma 25, while on photos the
+        4.3-6.1 dB under the grey model per channel on such images at sigma 25, while on photos the
         grey model per channel is 1.2-3.1 dB worse; model card). So by default the shipped models
         split an image whose ``channel_coupling`` is under ``COUPLING_SPLIT``, which no benchmark
         photo comes near under any noise; ``per_channel`` True or False decides for every image."""
