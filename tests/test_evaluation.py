@@ -251,6 +251,24 @@ def test_bench_peak_leaves_out_the_other_models_weights():
     assert _others_mib(models, "dncnn-17") == pytest.approx(mib(ours))
 
 
+@pytest.mark.parametrize("channels,measure", [(3, "channel_coupling"), (1, "signal_dependence")])
+def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels, measure):
+    """With the shipped models `run` measures a colour image's channel coupling and a grey
+    image's growth of noise with brightness before denoising it; `bench` charges that too."""
+    from denoisecli import noise_estimate
+    from denoisecli.benchmark import _AsRun
+    from denoisecli.models import build_model
+
+    calls = []
+    original = getattr(noise_estimate, measure)
+    monkeypatch.setattr(noise_estimate, measure, lambda im: calls.append(im.shape) or original(im))
+    model = build_model({"arch": "unet", "channels": channels, **TINY_MODEL, "noise_map": True}).eval()
+    with torch.no_grad():
+        _AsRun(model, route=True).eval()(torch.rand(2, channels, 40, 37))
+        _AsRun(model).eval()(torch.rand(2, channels, 40, 37))
+    assert calls == [(channels, 40, 37)] * 2
+
+
 def test_eval_strength_is_run_strength_and_is_reported(clean_dir, tmp_path):
     """--strength in eval scores what `run --strength` writes, and the report says it was used."""
     from denoisecli.models import build_model

@@ -204,7 +204,7 @@ def test_noise_map_level_given_to_the_model_matches_training(tmp_path, level):
     clean[:, :30] = 1.0
     noisy, nominal = NoiseSampler("gaussian", {"std": (40 / 255, 40 / 255)}).draw(clean[None], seeded_generator(3))
     trained = float(_noise_level(noisy, clean[None], nominal, level)[0])
-    sigma, given = Denoiser(_level_model(tmp_path, level), sigma=40).levels([noisy[0]])[0]
+    sigma, given, _ = Denoiser(_level_model(tmp_path, level), sigma=40).levels([noisy[0]])[0]
     assert sigma == pytest.approx(40 / 255)
     assert given == pytest.approx(trained, rel=0.05)
     assert (given == pytest.approx(sigma)) if level != "clamped" else (given < 0.95 * sigma)
@@ -221,8 +221,8 @@ def test_a_dim_image_gets_the_level_of_its_stretched_self_and_reports_its_own(tm
     noisy[0, 0, :2] = torch.tensor([0.0, 1.0])
     dim = noisy / 8
     denoiser = Denoiser(_level_model(tmp_path, "sigma"), sigma=given)
-    (full_sigma, full_level), = denoiser.levels([noisy])
-    (dim_sigma, dim_level), = Denoiser(_level_model(tmp_path, "sigma"), sigma=None if given is None else given / 8).levels([dim])
+    (full_sigma, full_level, _), = denoiser.levels([noisy])
+    (dim_sigma, dim_level, _), = Denoiser(_level_model(tmp_path, "sigma"), sigma=None if given is None else given / 8).levels([dim])
     assert dim_level == pytest.approx(full_level, rel=1e-4)
     assert dim_sigma == pytest.approx(full_sigma / 8, rel=1e-4)
     if given is not None:

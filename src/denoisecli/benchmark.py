@@ -100,9 +100,10 @@ def machine_name(device: torch.device) -> str:
 class _AsRun(nn.Module):
     """A noise-level model timed as `run` uses it: each image's level estimated first, or the level
     ``sigma`` (0-1 scale) as given by `--sigma`, fed as `run` feeds it (a ``"map"`` model's map is
-    made either way); training steps get a fixed level. With ``route``, each image's channel
-    coupling is measured too, as `run` does with the shipped colour model to choose its route
-    (``Denoiser.split``); the model timed here is the colour one either way."""
+    made either way); training steps get a fixed level. With ``route``, what `run` measures with
+    the shipped models to choose each image's route is measured too: a colour image's channel
+    coupling (``Denoiser.split``), a grey one's growth of noise with brightness
+    (``Denoiser.stabiliser``); the model timed here takes the image whole either way."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
@@ -113,11 +114,11 @@ class _AsRun(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import channel_coupling, level_input, model_level
+        from denoisecli.noise_estimate import channel_coupling, level_input, model_level, signal_dependence
 
         if self.route:
             for im in x:
-                channel_coupling(im)
+                channel_coupling(im) if im.shape[0] == 3 else signal_dependence(im)
         levels = [model_level(im, self.sigma, self.model.level)[1] for im in x]
         return self.model(x, level_input(levels, x.device, x.dtype))
 
@@ -243,7 +244,7 @@ def bench(
     dev = resolve_device(device)
     ours, ckpt = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
-    route = weights is None and channels == 3
+    route = weights is None
     ran = ours
     if int8:
         candidate = place_model(copy.deepcopy(ours), dev)

@@ -14,7 +14,7 @@ import torch
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import read_image, require_images
-from denoisecli.inference import Denoiser
+from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator
 
@@ -35,6 +35,7 @@ class Score:
     ssim: float
     texture: float
     split: bool = False
+    stabilised: bool = False
 
 
 @dataclass
@@ -49,11 +50,17 @@ class EvalReport:
     int8: bool = False
     strength: float = 1.0
     per_channel: bool | None = None
+    stabilise: bool | None = None
 
     def split_count(self) -> tuple[int, int]:
         """(split, all): how many of the model's denoised images went through the grey model channel by channel."""
         ours = [s for s in self.scores if s.method == "denoise"]
         return sum(s.split for s in ours), len(ours)
+
+    def stabilised_count(self) -> tuple[int, int]:
+        """(stabilised, all): how many of the model's denoised images had their noise stabilised (see ``Denoiser.stabiliser``)."""
+        ours = [s for s in self.scores if s.method == "denoise"]
+        return sum(s.stabilised for s in ours), len(ours)
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(s.method for s in self.scores))
@@ -71,7 +78,7 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "stabilise": self.stabilise, "means": means, "images": [asdict(s) for s in self.scores]}
 
 
 @dataclass
@@ -136,6 +143,7 @@ def evaluate(
     int8: bool = True,
     strength: float = 1.0,
     per_channel: bool | None = None,
+    stabilise: bool | None = None,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -150,7 +158,8 @@ def evaluate(
     ``ensemble`` scores the model's self-ensemble (as `run --ensemble`); ``int8`` lets the model
     run as `run` runs it on a CPU (the report says whether it did); ``strength`` scales the level a
     noise-level model is fed, as `run --strength` does; ``per_channel`` decides, as `run --per-channel`
-    does, which colour images go through the grey model channel by channel (each score says whether it did).
+    does, which colour images go through the grey model channel by channel (each score says whether it did);
+    ``stabilise``, as `run --stabilise` does, where the noise is stabilised around the model (each score says).
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -167,11 +176,13 @@ def evaluate(
         raise DenoiseError("--protocol standard is defined for gaussian noise; use --protocol clipped for other noise")
     if oracle and (not is_normal(noise) or noisy_dir is not None):
         raise DenoiseError("--oracle-sigma needs synthetic gaussian noise (its sigma is the oracle)")
+    if oracle and stabilise:
+        raise DenoiseError("--oracle-sigma gives white noise's one true level; --stabilise reads a level that grows with brightness: choose one")
     points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
-    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel)
+    denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel, stabilise=stabilise)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
-                        ensemble=ensemble, strength=strength, per_channel=per_channel)
+                        ensemble=ensemble, strength=strength, per_channel=per_channel, stabilise=stabilise)
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):
@@ -180,15 +191,16 @@ def evaluate(
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
             sigma = level.get("std") if is_normal(noise) else None
             split = denoiser.split(noisy)
-            given = _oracle_levels(denoiser, noisy, sigma, p, split) if oracle else None
+            given = _oracle_levels(denoiser, noisy, sigma, p, split) if oracle else denoiser.levels([noisy], splits=[split])
             outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given, splits=[split])[0]
+            stabilised = given is not None and any(lv.stabiliser for lv in given)
             for b in baselines:
                 if b != "noisy":
                     outputs[b] = _classical(b, noisy, sigma)
             for method, out in outputs.items():
                 out8 = quantize8(out)
                 score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean),
-                              texture_ratio(out8, clean), split=split and method == "denoise")
+                              texture_ratio(out8, clean), split=split and method == "denoise", stabilised=stabilised and method == "denoise")
                 report.scores.append(score)
                 if on_image:
                     on_image(score)
@@ -199,7 +211,7 @@ def evaluate(
 
 
 def _oracle_levels(denoiser: Denoiser, noisy: torch.Tensor, sigma: float | None, path: Path,
-                   split: bool) -> list[tuple[float, float | torch.Tensor]]:
+                   split: bool) -> list[Level]:
     """The true sigma, fed the way `run` feeds an estimate."""
     model = denoiser.model_for(noisy.shape[0])
     if not getattr(model, "noise_map", False):
