@@ -252,8 +252,8 @@ class Denoiser:
         return self.weights is None and not self.grey_copy(image) and channel_coupling(image) < COUPLING_SPLIT
 
     def stabiliser(self, image: torch.Tensor) -> Stabiliser | None:
-        """The variance-stabilising transform for one model input (stretched to its range, in
-        [0, 1]), or None. By default only where the shipped grey model denoises it (a grey image,
+        """The variance-stabilising transform for one model input (stretched to its range; read
+        clamped to [0, 1], as the model gets it), or None. By default only where the shipped grey model denoises it (a grey image,
         a grey copy, a split image's channel) and ``stabilise.stabiliser`` finds noise that grows
         with brightness, which on BSD68 and Set12 it found under shot noise on 38-75% of the
         images and under white noise of sigma 15-75 on none: `grey.pt` never saw shot noise and gains
@@ -262,7 +262,8 @@ class Denoiser:
         drops the rule's margins (every input whose noise grows at all)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):
             return None
-        return stabiliser(image) if self.stabilise is None else stabiliser(image, ratio=1.0, confirm=1.0)
+        inside = image.clamp(0, 1)
+        return stabiliser(inside) if self.stabilise is None else stabiliser(inside, ratio=1.0, confirm=1.0)
 
     def _routes(self, images: list[torch.Tensor], splits: list[bool] | None) -> list[str]:
         """Each image's route; ``splits``, if given, are ``split``'s answers for these images, so
@@ -301,14 +302,14 @@ class Denoiser:
                 return None
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
-            stab = self.stabiliser(x.clamp(0, 1)) if given is None else None
+            stab = self.stabiliser(x) if given is None else None
             if stab is None:
                 s, level = model_level(x, None if given is None else given / span, model.level, self.strength)
                 out.append(Level(s * span, level))
             else:
-                x = x.clamp(0, 1)
-                level = model_level(stab.forward(x), stab.sigma, model.level, self.strength)[1]
-                out.append(Level(stab.noise_std(float(x.mean())) * span, level, stab))
+                inside = x.clamp(0, 1)  # what the model is given (see ``_batch``)
+                level = model_level(stab.forward(inside), stab.sigma, model.level, self.strength)[1]
+                out.append(Level(stab.noise_std(float(inside.mean())) * span, level, stab))
         return out
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
