@@ -255,9 +255,9 @@ class Denoiser:
         """The variance-stabilising transform for one model input (stretched to its range; read
         clamped to [0, 1], as the model gets it), or None. By default only where the shipped grey model denoises it (a grey image,
         a grey copy, a split image's channel) and ``stabilise.stabiliser`` finds noise that grows
-        with brightness, which on BSD68 and Set12 it found under shot noise on 38-75% of the
+        with brightness, which on BSD68 and Set12 it found under shot noise on 35-83% of the
         images and under white noise of sigma 15-75 on none: `grey.pt` never saw shot noise and gains
-        1.5-3.5 dB on those sets so (weights/README.md, *Shot noise*). `color.pt` learned camera
+        1.4-3.5 dB on those sets so (weights/README.md, *Shot noise*). `color.pt` learned camera
         noise and loses on it when stabilised, hence only with ``stabilise`` True, which also
         drops the rule's margins (every input whose noise grows at all)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):

@@ -77,7 +77,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     """The transform for a CxHxW image in [0, 1] if its noise variance grows with brightness by
     at least ``ratio`` across it (``noise_estimate.signal_dependence``: about 1 ms) and that is
     confirmed by a variance at least ``confirm`` times higher in its bright blocks than in its
-    dark ones (``noise_estimate.bright_to_dark_noise``: two thirds of an estimate), else None;
+    dark ones (``noise_estimate.bright_to_dark_noise``: about 30 ms), else None;
     None too where the noise at the image's mean brightness is under ``MIN_NOISE`` (no grain to
     speak of: on clean BSD68 scans a transform fitted to their film grain and rounding cost 0.15
     dB). The offset is then the one of ``OFFSETS`` (or that fit's own)
