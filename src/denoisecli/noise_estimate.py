@@ -270,8 +270,8 @@ def bright_to_dark_noise(image: torch.Tensor, block: int = 16, most: int = 32, f
     estimator loops over its planes: a 256x256 image took 77 ms with all 85 blocks of each third,
     a 2048-pixel one would take seconds) to about 30 ms. Slower than ``signal_dependence``, but not
     fooled by texture that comes with brightness, which the estimator's weakly textured patches
-    leave out (weights/README.md, *Shot noise*). The floor keeps a clean image, whose two readings
-    are both rounding error, from reading a large ratio of two tiny ones."""
+    leave out (weights/README.md, *Shot noise*). The floor stands for rounding error, so a dark
+    third with no noise at all (a black background) does not make the ratio unbounded."""
     x = image.detach().to("cpu", torch.float32)
     c, h, w = x.shape
     blocks = x[:, : h // block * block, : w // block * block].reshape(c, h // block, block, w // block, block)
@@ -286,6 +286,7 @@ def bright_to_dark_noise(image: torch.Tensor, block: int = 16, most: int = 32, f
         return estimate_sigma(blocks[:, indices[picks]].reshape(-1, block, block))
 
     return (noise(order[-third:]) / max(noise(order[:third]), floor)) ** 2
+
 
 def flattest_offset(image: torch.Tensor, offsets: list[float]) -> float:
     """Of ``offsets``, the k for which ``2 sqrt(image + k)`` has the noise variance that varies
