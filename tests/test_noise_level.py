@@ -21,6 +21,7 @@ from denoisecli.noise_estimate import (
     _Planes,
     _step,
     _strides,
+    _tail_variance,
     _texture,
     channel_coupling,
     clipped_level,
@@ -94,12 +95,22 @@ def test_weak_patch_moments_from_prefix_sums_match_a_direct_sum(step):
         assert count == len(chosen)
         return torch.allclose(second, chosen.T @ chosen, rtol=1e-5, atol=1e-4) and torch.allclose(sums, chosen.sum(0), atol=1e-4)
 
-    assert all(close(m, p) for m, p in zip(sorted_patches.moments(), patches))
+    assert all(close(m, p) for m, p in zip(zip(*sorted_patches.moments()), patches))
     for limit in texture.quantile(torch.tensor([0.0, 0.1, 0.37, 0.5, 1.0])).tolist() + [texture.max().item() + 1]:
         weak = texture < limit
         counts = sorted_patches.weak(limit)
         assert counts == weak.sum(1).tolist()
-        assert all(close(m, p[w]) for m, p, w in zip(sorted_patches.moments(counts), patches, weak))
+        assert all(close(m, p[w]) for m, p, w in zip(zip(*sorted_patches.moments(counts)), patches, weak))
+    # planes take different counts in one batched call: none, one, exactly whole blocks, a partial block
+    order = texture.argsort(1)
+    for counts in ([0, len(order[0])], [1, 1024], [2048, 5], [3, 3]):
+        counts = [min(c, len(order[0])) for c in counts]
+        chosen = [p[o[:c]] for p, o, c in zip(patches, order, counts)]
+        assert all(close(m, c) for m, c in zip(zip(*sorted_patches.moments(counts)), chosen))
+    # a plane of fewer than 2 chosen patches adds nothing to the pooled covariance
+    alone = _Planes(planes[1:], 7, step)
+    for few in (0, 1):
+        assert _tail_variance(sorted_patches.moments([few, 900])) == pytest.approx(_tail_variance(alone.moments([900])), rel=1e-9)
 
 
 def test_patch_sampling_grid_keeps_about_one_patch_in_k():

@@ -77,7 +77,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     """The transform for a CxHxW image in [0, 1] if its noise variance grows with brightness by
     at least ``ratio`` across it (``noise_estimate.signal_dependence``: about 1 ms) and that is
     confirmed by a variance at least ``confirm`` times higher in its bright blocks than in its
-    dark ones (``noise_estimate.bright_to_dark_noise``: about 30 ms), else None;
+    dark ones (``noise_estimate.bright_to_dark_noise``: about 10 ms), else None;
     None too where the noise at the image's mean brightness is under ``MIN_NOISE``, no grain to
     speak of (with a floor of 0.5 of 255 instead, 8 of the 68 clean BSD68 scans were stabilised
     for their film grain; with it 2, which cost 0.15 dB on that mean). The offset is then the one
