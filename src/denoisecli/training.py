@@ -388,7 +388,7 @@ def _overset_targets(gen: torch.nn.Module, level: torch.Tensor, clean: torch.Ten
     patch with noise of level L (no gradient through it): so `--sigma` set above the noise
     really present smooths about as much as that level would. Trained on exact levels only, the
     grey model extrapolated there: at 3-4x the true level it left a pattern on the 2x2
-    pixel-unshuffle grid, as rough as the clean image (weights/README.md, `grey.pt` phase 7).
+    pixel-unshuffle grid, as rough as the clean image (weights/HISTORY.md, `grey.pt` phase 7).
     """
     pick = ~torch.isnan(over_level)
     if not pick.any():
