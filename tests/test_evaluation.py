@@ -251,17 +251,19 @@ def test_bench_peak_leaves_out_the_other_models_weights():
     assert _others_mib(models, "dncnn-17") == pytest.approx(mib(ours))
 
 
-@pytest.mark.parametrize("channels,measure", [(3, "channel_coupling"), (1, "signal_dependence")])
-def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels, measure):
-    """With the shipped models `run` measures a colour image's channel coupling and a grey
-    image's growth of noise with brightness before denoising it; `bench` charges that too."""
-    from denoisecli import noise_estimate
+@pytest.mark.parametrize("channels,module,measure", [(3, "noise_estimate", "channel_coupling"), (1, "stabilise", "default_stabiliser")])
+def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels, module, measure):
+    """With the shipped models `run` measures a colour image's channel coupling and decides
+    whether to stabilise a grey image before denoising it; `bench` charges that too."""
+    import importlib
+
     from denoisecli.benchmark import _AsRun
     from denoisecli.models import build_model
 
     calls = []
-    original = getattr(noise_estimate, measure)
-    monkeypatch.setattr(noise_estimate, measure, lambda im: calls.append(im.shape) or original(im))
+    where = importlib.import_module(f"denoisecli.{module}")
+    original = getattr(where, measure)
+    monkeypatch.setattr(where, measure, lambda im: calls.append(im.shape) or original(im))
     model = build_model({"arch": "unet", "channels": channels, **TINY_MODEL, "noise_map": True}).eval()
     with torch.no_grad():
         _AsRun(model, route=True).eval()(torch.rand(2, channels, 40, 37))

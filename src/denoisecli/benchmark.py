@@ -102,8 +102,9 @@ class _AsRun(nn.Module):
     ``sigma`` (0-1 scale) as given by `--sigma`, fed as `run` feeds it (a ``"map"`` model's map is
     made either way); training steps get a fixed level. With ``route``, what `run` measures with
     the shipped models to choose each image's route is measured too: a colour image's channel
-    coupling (``Denoiser.split``), a grey one's growth of noise with brightness
-    (``Denoiser.stabiliser``); the model timed here takes the image whole either way."""
+    coupling (``Denoiser.split``), a grey one's decision to stabilise (``Denoiser.stabiliser``:
+    the screen, and the confirmation and fit where the screen passes); the model timed here takes
+    the image whole, untransformed, either way."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
@@ -114,11 +115,12 @@ class _AsRun(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import channel_coupling, level_input, model_level, signal_dependence
+        from denoisecli.noise_estimate import channel_coupling, level_input, model_level
+        from denoisecli.stabilise import default_stabiliser
 
         if self.route:
             for im in x:
-                channel_coupling(im) if im.shape[0] == 3 else signal_dependence(im)
+                channel_coupling(im) if im.shape[0] == 3 else default_stabiliser(im)
         levels = [model_level(im, self.sigma, self.model.level)[1] for im in x]
         return self.model(x, level_input(levels, x.device, x.dtype))
 

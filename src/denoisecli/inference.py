@@ -21,7 +21,7 @@ from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, default_output, plan
 from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, unread_files, write_image
 from denoisecli.int8 import quantize
-from denoisecli.stabilise import MIN_NOISE, Stabiliser, stabiliser
+from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
 
 T = TypeVar("T")
@@ -34,7 +34,6 @@ MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
 COUPLING_SPLIT = 0.35
-RANGE_SLACK = 1e-6  # float rounding of the stretch, not data outside [0, 1]
 DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
@@ -257,18 +256,14 @@ class Denoiser:
         clamped to [0, 1], as the model gets it), or None. By default only where the shipped grey
         model denoises it (a grey image, a grey copy, a split image's channel), where no value lies
         outside [0, 1], and where ``stabilise.stabiliser``'s rule finds noise that grows with
-        brightness: `grey.pt` never saw shot noise and gains 2-4 dB on it so on BSD68 and Set12
-        (weights/README.md, *Shot noise*). Values outside [0, 1] are additive noise that was never clipped, which no
-        photon count makes and which the clamp would throw away (up to 7 dB on a dark image at
-        sigma 75). `color.pt` learned camera noise and loses on it when stabilised, hence only with
+        brightness (``stabilise.default_stabiliser``): `grey.pt` never saw shot noise and gains
+        2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned camera noise and loses on it when stabilised, hence only with
         ``stabilise`` True, which also drops the rule's margins (every input whose noise grows at all)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):
             return None
         if self.stabilise:
             return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE)
-        if bool((image < -RANGE_SLACK).any() or (image > 1 + RANGE_SLACK).any()):
-            return None
-        return stabiliser(image.clamp(0, 1))
+        return default_stabiliser(image)
 
     def _routes(self, images: list[torch.Tensor], splits: list[bool] | None) -> list[str]:
         """Each image's route; ``splits``, if given, are ``split``'s answers for these images, so
