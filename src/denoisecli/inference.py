@@ -265,6 +265,15 @@ class Denoiser:
             return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE)
         return default_stabiliser(image)
 
+    def unclamp(self, model: torch.nn.Module) -> bool:
+        """Whether the level is read as the noise's sigma before clamping (``noise_estimate.unclamped_sigma``):
+        for the shipped grey model, which learned white noise only and was fed its own sigma. The
+        estimator reads noise clamped at black low, and in files with heavy noise the model then left
+        much of it in (BSD68, clipped protocol, sigma 50: 24.63 dB so, 26.05 now, 26.13 given the
+        true sigma; weights/README.md, `grey.pt`, *In files*). `color.pt` also learned camera noise at the
+        estimator's own reading, which this would change, so it keeps that reading."""
+        return self.weights is None and model.channels == 1
+
     def _routes(self, images: list[torch.Tensor], splits: list[bool] | None) -> list[str]:
         """Each image's route; ``splits``, if given, are ``split``'s answers for these images, so
         a caller that asked already (`denoise_files`, in its reading threads) need not ask again."""
@@ -304,7 +313,8 @@ class Denoiser:
             x = _stretched(im, lo, span)
             stab = self.stabiliser(x) if given is None else None
             if stab is None:
-                s, level = model_level(x, None if given is None else given / span, model.level, self.strength)
+                s, level = model_level(x, None if given is None else given / span, model.level, self.strength,
+                                       unclamp=self.unclamp(model))
                 out.append(Level(s * span, level))
             else:
                 inside = x.clamp(0, 1)  # what the model is given (see ``_batch``)

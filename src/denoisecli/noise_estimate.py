@@ -33,6 +33,8 @@ MAP_BINS = 8
 MAP_SAMPLES = 1 << 13
 MAP_RANGE = (0.25, 4.0)
 COUPLING_POOL = 4
+CLAMPED_SHARE = 0.005
+CENSORED_MEANS = 256
 
 
 def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
@@ -49,24 +51,82 @@ def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
     without: fresh blocks cost page faults; the network about 70 and 1000 ms).
     benchmarks/estimator_accuracy.py measures the error. ``patch`` fixes the patch size; by default
     it is chosen by ``_patch_size``."""
+    return math.sqrt(_weak_noise(image, patch)[0])
+
+
+def _weak_noise(image: torch.Tensor, patch: int | None = None, means: bool = False) -> tuple[float, torch.Tensor | None]:
+    """``estimate_sigma``'s variance and, with ``means``, the means of the weakly textured patches it was read from."""
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
     x = image.detach().to("cpu", torch.float32)
     patch = _patch_size(x) if patch is None else patch
     if min(x.shape[-2:]) < patch + 1:
-        return 0.0
+        return 0.0, None
     planes = torch.cat([crop.reshape(-1, *crop.shape[-2:]) for crop in _crops(x)])
-    sorted_planes = _Planes(planes, patch, _step(planes, patch))
+    sorted_planes = _Planes(planes, patch, _step(planes, patch), means)
     variance = _tail_variance(sorted_planes.moments())
+    weak = [sorted_planes.per_plane] * len(planes)
     threshold = 2 * _chi2_quantile(2 * patch * (patch - 1))
     previous: list[int] | None = None
     for _ in range(ITERATIONS):
-        weak = sorted_planes.weak(threshold * variance)
-        if sum(weak) < 4 * patch * patch or weak == previous:
+        counts = sorted_planes.weak(threshold * variance)
+        if sum(counts) < 4 * patch * patch or counts == previous:
             break
-        previous = weak
+        previous = weak = counts
         variance = _tail_variance(sorted_planes.moments(weak))
-    return math.sqrt(variance)
+    if not means:
+        return variance, None
+    return variance, torch.cat([m[:n] for m, n in zip(sorted_planes.means, weak)])
+
+
+def unclamped_sigma(image: torch.Tensor, share: float = CLAMPED_SHARE) -> float:
+    """The sigma of white noise before it was clamped to [0, 1], for an image of which at least
+    ``share`` of the pixels sit exactly at 0 or 1 (a file's noise, clipped at black and white);
+    else ``estimate_sigma``. Clamping takes much of the noise away near black and white, and in a
+    dark image most weakly textured patches are dark ones, so the estimator reads it low, while a
+    model trained on the noise's own sigma wants that (weights/README.md, `grey.pt`, *In files*).
+    Each weak patch's mean fixes, for a trial sigma, the clean level under it (the mean of a
+    clamped normal, inverted), and with it the variance clamping leaves there; the sigma whose
+    mean left variance is what the estimator read is the answer (``_censored_sigma``)."""
+    x = image.detach().to("cpu", torch.float32)
+    variance, means = _weak_noise(x, means=True)
+    if means is None or variance <= 0 or float(((x == 0) | (x == 1)).float().mean()) < share:
+        return math.sqrt(variance)
+    return _censored_sigma(means[:: max(1, len(means) // CENSORED_MEANS)].double(), variance)
+
+
+def _clamped_moments(mu: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``clamp(N(mu, sigma^2), 0, 1)``."""
+    a, b = -mu / sigma, (1 - mu) / sigma
+    cdf = lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2)))  # noqa: E731
+    pdf = lambda z: torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    inside, above = cdf(b) - cdf(a), 1 - cdf(b)
+    first = above + mu * inside + sigma * (pdf(a) - pdf(b))
+    second = above + mu**2 * inside + 2 * mu * sigma * (pdf(a) - pdf(b)) + sigma**2 * (inside + a * pdf(a) - b * pdf(b))
+    return first, (second - first**2).clamp_min(0)
+
+
+def _censored_sigma(means: torch.Tensor, variance: float, steps: int = 24) -> float:
+    """The sigma for which clamped white noise under patches of these means leaves, on average,
+    ``variance``: tried on a grid from the reading itself to 3 times it (clamping took less than
+    that in every benchmark image), each trial inverting every patch's clamped mean to its clean
+    level by bisection, all at once; linear between the two grid points that bracket it."""
+    reading = math.sqrt(variance)
+    sigma = reading * torch.linspace(1, 3, 41, dtype=torch.float64)[:, None]
+    lo, hi = -5 * sigma.expand(-1, len(means)), 1 + 5 * sigma.expand(-1, len(means))
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        below = _clamped_moments(mid, sigma)[0] < means
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    left = _clamped_moments((lo + hi) / 2, sigma)[1].mean(1)
+    above = torch.nonzero(left >= variance).flatten()
+    if len(above) == 0:
+        return float(sigma[-1])
+    i = int(above[0])
+    if i == 0:
+        return reading
+    t = (variance - float(left[i - 1])) / max(float(left[i] - left[i - 1]), 1e-30)
+    return float(sigma[i - 1] + t * (sigma[i] - sigma[i - 1]))
 
 
 def _patch_size(x: torch.Tensor) -> int:
@@ -113,13 +173,14 @@ class _Planes:
 
     BLOCK = 1024
 
-    def __init__(self, planes: torch.Tensor, patch: int, step: int) -> None:
+    def __init__(self, planes: torch.Tensor, patch: int, step: int, means: bool = False) -> None:
         stride = _strides(step)
         centred = planes - planes.mean((1, 2), keepdim=True)
         windows = centred.unfold(1, patch, stride[0]).unfold(2, patch, stride[1])
         texture = _texture(planes, patch, stride)
         order = torch.from_numpy(np.argsort(texture.numpy(), axis=1))  # numpy's sort: half the time of torch's here
         self.texture = texture.gather(1, order)
+        self.means = F.avg_pool2d(planes[:, None], patch, stride=stride).flatten(1).gather(1, order) if means else None
         self.per_plane = order.shape[1]
         # every plane's patches, then one zero row that pads each plane's sorted rows to whole blocks
         rows = torch.empty(len(planes) * self.per_plane + 1, patch * patch)
@@ -332,12 +393,13 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
 
 
 def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma",
-                strength: float = 1.0) -> tuple[float, float | torch.Tensor]:
+                strength: float = 1.0, unclamp: bool = False) -> tuple[float, float | torch.Tensor]:
     """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
     input means ``level`` (see ``UNet``) is fed for it: a number, or for ``"map"`` a 1xHxW map.
     ``strength`` scales the level fed, not the sigma returned: above 1 the model smooths more, as
-    for noise it removes too little of (the same in every channel), below 1 it keeps more grain."""
-    s = estimate_sigma(image) if sigma is None else sigma
+    for noise it removes too little of (the same in every channel), below 1 it keeps more grain.
+    ``unclamp`` estimates with ``unclamped_sigma``, for a model that learned white noise only."""
+    s = (unclamped_sigma if unclamp else estimate_sigma)(image) if sigma is None else sigma
     fed = s * strength
     if level == "map":
         return s, level_map(image, fed)

@@ -18,7 +18,7 @@ import torch
 
 from denoisecli.noise_estimate import bright_to_dark_noise, estimate_sigma, flattest_offset, signal_dependence
 
-STABILISE_RATIO = 1.4
+STABILISE_RATIO = 2.0
 CONFIRM_RATIO = 1.2
 STABILISE_NOISE = 10 / 255
 MIN_NOISE = 2 / 255
@@ -83,9 +83,10 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     dark ones (``noise_estimate.bright_to_dark_noise``: about 10 ms), and the noise at the
     image's mean brightness is at least ``least``; else None. The defaults are `run`'s rule,
     chosen on Train400 (training images, 120 of them, under white, shot, shot-and-read and camera
-    noise) to take most of what stabilising every image gains under shot noise while white noise
-    loses at most 0.02 dB a level; weaker noise gains little from the transform, and at sigma 5
-    texture can pass for noise (weights/README.md, *Shot noise*). ``least`` is never under
+    noise; benchmarks/stabilise_rule.py) for the most gain under shot noise while no white-noise
+    setting loses more than 0.02 dB: clamped white noise in a dark image also grows with
+    brightness, and once the plain route reads its level right (``noise_estimate.unclamped_sigma``)
+    stabilising it costs (weights/README.md, *Shot noise*). ``least`` is never under
     ``MIN_NOISE``, no grain to speak of (with a floor of 0.5 of 255 instead, 8 of the 68 clean
     BSD68 scans were stabilised for their film grain). The offset is then the one
     of ``OFFSETS`` (or that fit's own) whose transform leaves the flattest noise
