@@ -139,8 +139,8 @@ PER_CHANNEL_HELP = ("Denoise each channel of a colour image alone with the grey 
                     "Default: the shipped models do so where the channels look independent; --no-per-channel: never.")
 STABILISE_HELP = ("Noise that grows with brightness (shot noise: microscopes, telescopes, raw sensor data) goes through a "
                   "variance-stabilising transform around the model. Default: for images the shipped grey model denoises whose "
-                  "noise grows with brightness (values outside 0-1, unclipped additive noise, never); --stabilise: every image whose noise grows (models with a noise-level input); "
-                  "--no-stabilise: none.")
+                  "noise grows with brightness (values outside 0-1, unclipped additive noise, never); "
+                  "--stabilise: every image whose noise grows (models with a noise-level input); --no-stabilise: none.")
 ENSEMBLE_HELP = "Average the outputs for the 8 flips and rotations of each image (self-ensemble): 8x the time, +0.1-0.2 dB PSNR on the benchmarks."
 NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), gaussian-shared (the same, shared between channels), "
               "poisson, poisson-gaussian, salt-pepper, speckle, jpeg, camera (poisson-gaussian then JPEG).")

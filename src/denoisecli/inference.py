@@ -179,7 +179,7 @@ class Denoiser:
     None (the default) for those whose channels look independent (see ``split``). ``stabilise``
     puts a variance-stabilising transform around the model for noise that grows with brightness:
     True wherever it does, False nowhere, None (the default) where the shipped grey model is used
-    and it grows a lot (see ``stabiliser``).
+    and the default rule finds it grows (see ``stabiliser``).
     """
 
     def __init__(self, weights: Path | None = None, device: str = "auto", tile: int | None = None, sigma: float | None = None,
@@ -257,8 +257,9 @@ class Denoiser:
         model denoises it (a grey image, a grey copy, a split image's channel), where no value lies
         outside [0, 1], and where ``stabilise.stabiliser``'s rule finds noise that grows with
         brightness (``stabilise.default_stabiliser``): `grey.pt` never saw shot noise and gains
-        2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned camera noise and loses on it when stabilised, hence only with
-        ``stabilise`` True, which also drops the rule's margins (every input whose noise grows at all)."""
+        2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned
+        camera noise and loses on it when stabilised, hence only with ``stabilise`` True, which
+        also drops the rule's margins (every input whose noise grows at all)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):
             return None
         if self.stabilise:
@@ -266,12 +267,13 @@ class Denoiser:
         return default_stabiliser(image)
 
     def unclamp(self, model: torch.nn.Module) -> bool:
-        """Whether the level is read as the noise's sigma before clamping (``noise_estimate.unclamped_sigma``):
-        for the shipped grey model, which learned white noise only and was fed its own sigma. The
-        estimator reads noise clamped at black low, and in files with heavy noise the model then left
-        much of it in (BSD68, clipped protocol, sigma 50: 24.63 dB so, 26.05 now, 26.13 given the
-        true sigma; weights/README.md, `grey.pt`, *In files*). `color.pt` also learned camera noise at the
-        estimator's own reading, which this would change, so it keeps that reading."""
+        """Whether the level is read as the noise's sigma before clamping
+        (``noise_estimate.unclamped_sigma``): for the shipped grey model, which learned white noise
+        only and was fed its own sigma. The estimator reads noise clamped at black low, and in files
+        with heavy noise the model then left much of it in (BSD68, clipped protocol, sigma 50:
+        24.63 dB so, 26.03 now, 26.13 given the true sigma; weights/README.md, `grey.pt`, *In
+        files*). `color.pt` also learned camera noise at the estimator's own reading, which this
+        would change, so it keeps that reading."""
         return self.weights is None and model.channels == 1
 
     def _routes(self, images: list[torch.Tensor], splits: list[bool] | None) -> list[str]:

@@ -34,7 +34,7 @@ MAP_SAMPLES = 1 << 13
 MAP_RANGE = (0.25, 4.0)
 COUPLING_POOL = 4
 CLAMPED_SHARE = 0.005
-CENSORED_MEANS = 256
+CENSORED_MEANS = 128
 
 
 def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
@@ -106,13 +106,13 @@ def _clamped_moments(mu: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torc
     return first, (second - first**2).clamp_min(0)
 
 
-def _censored_sigma(means: torch.Tensor, variance: float, steps: int = 24) -> float:
+def _censored_sigma(means: torch.Tensor, variance: float, steps: int = 16) -> float:
     """The sigma for which clamped white noise under patches of these means leaves, on average,
     ``variance``: tried on a grid from the reading itself to 3 times it (clamping took less than
     that in every benchmark image), each trial inverting every patch's clamped mean to its clean
     level by bisection, all at once; linear between the two grid points that bracket it."""
     reading = math.sqrt(variance)
-    sigma = reading * torch.linspace(1, 3, 41, dtype=torch.float64)[:, None]
+    sigma = reading * torch.linspace(1, 3, 21, dtype=torch.float64)[:, None]
     lo, hi = -5 * sigma.expand(-1, len(means)), 1 + 5 * sigma.expand(-1, len(means))
     for _ in range(steps):
         mid = (lo + hi) / 2
