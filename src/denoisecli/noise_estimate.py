@@ -95,14 +95,14 @@ def unclamped_sigma(image: torch.Tensor, share: float = CLAMPED_SHARE) -> float:
     return _censored_sigma(means[:: max(1, len(means) // CENSORED_MEANS)].double(), variance)
 
 
-def _clamped_moments(mu: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _clamped_moments(mu: torch.Tensor, sigma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of ``clamp(N(mu, sigma^2), 0, 1)``."""
     a, b = -mu / sigma, (1 - mu) / sigma
-    cdf = lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2)))  # noqa: E731
-    pdf = lambda z: torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    inside, above = cdf(b) - cdf(a), 1 - cdf(b)
-    first = above + mu * inside + sigma * (pdf(a) - pdf(b))
-    second = above + mu**2 * inside + 2 * mu * sigma * (pdf(a) - pdf(b)) + sigma**2 * (inside + a * pdf(a) - b * pdf(b))
+    pdf_a, pdf_b = torch.exp(-a * a / 2) / math.sqrt(2 * math.pi), torch.exp(-b * b / 2) / math.sqrt(2 * math.pi)
+    cdf_a, cdf_b = 0.5 * (1 + torch.erf(a / math.sqrt(2))), 0.5 * (1 + torch.erf(b / math.sqrt(2)))
+    inside, above = cdf_b - cdf_a, 1 - cdf_b
+    first = above + mu * inside + sigma * (pdf_a - pdf_b)
+    second = above + mu**2 * inside + 2 * mu * sigma * (pdf_a - pdf_b) + sigma**2 * (inside + a * pdf_a - b * pdf_b)
     return first, (second - first**2).clamp_min(0)
 
 
