@@ -89,8 +89,10 @@ def unclamped_sigma(image: torch.Tensor, share: float = CLAMPED_SHARE) -> float:
     clamped normal, inverted), and with it the variance clamping leaves there; the sigma whose
     mean left variance is what the estimator read is the answer (``_censored_sigma``)."""
     x = image.detach().to("cpu", torch.float32)
+    if float(((x == 0) | (x == 1)).float().mean()) < share:
+        return estimate_sigma(x)
     variance, means = _weak_noise(x, means=True)
-    if means is None or variance <= 0 or float(((x == 0) | (x == 1)).float().mean()) < share:
+    if means is None or variance <= 0:
         return math.sqrt(variance)
     return _censored_sigma(means[:: max(1, len(means) // CENSORED_MEANS)].double(), variance)
 
