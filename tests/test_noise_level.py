@@ -23,6 +23,7 @@ from denoisecli.noise_estimate import (
     _step,
     _strides,
     _tail_variance,
+    _flat_patches,
     _texture,
     channel_coupling,
     clipped_level,
@@ -165,6 +166,49 @@ def test_estimator_on_thumbnails(shape, sigma):
 
 def test_estimator_on_a_clean_flat_image_is_zero():
     assert estimate_sigma(torch.full((1, 40, 40), 0.5)) == pytest.approx(0.0, abs=1e-6)
+    assert estimate_sigma(torch.zeros(3, 37, 31)) == unclamped_sigma(torch.zeros(3, 37, 31)) == 0.0
+
+
+@pytest.mark.parametrize("sigma", [5, 25, 50])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_estimator_ignores_a_noise_free_border(sigma, channels):
+    """A black frame, a letterbox or a background clipped to black has no noise, and its patches,
+    the least textured of all, took over the tail: a quarter of the width set to 0 read 0 at every
+    sigma. Flat patches are left out, so the reading is that of the noisy part, in 8 bits too."""
+    clean = torch.from_numpy(smooth_image(96, 131, channels=channels)).float().reshape(96, 131, channels).permute(2, 0, 1) / 255
+    noisy = quantize8(_noisy(clean, sigma))
+    plain = estimate_sigma(noisy) * 255
+    for value, share in ((0.0, 0.25), (0.0, 0.5), (1.0, 0.25), (0.5, 0.25)):
+        framed = noisy.clone()
+        framed[..., : int(131 * share)] = value
+        framed[..., -6:, :] = value
+        assert estimate_sigma(framed) * 255 == pytest.approx(plain, abs=max(1.0, 0.06 * sigma)), (value, share)
+    framed[...] = 0.5
+    assert estimate_sigma(framed) == 0.0, "nothing but flat patches: nothing to read"
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
+def test_patches_that_touch_a_flat_spot_are_never_chosen(stride):
+    """A flat spot is the centre of a 5x5 window of one value; a patch holding one, wholly flat or
+    straddling the edge of a flat region, is left out of every pass. A flat 3x3 window is not
+    enough (the plateaus of a clean 8-bit sky)."""
+    planes = torch.rand(2, 40, 50, generator=torch.Generator().manual_seed(0))
+    planes[0, :, :20] = 0.25
+    planes[1, 10:15, 30:35] = 0.5  # a single flat spot, at (12, 32)
+    planes[1, 30:33, 5:8] = 0.5  # a flat 3x3 window, no spot
+    grid = torch.nn.functional.unfold(planes[:, None], 7, stride=stride)  # (P, 49, positions)
+    wholly = (grid == grid[:, :1]).all(1)
+    top, left = torch.meshgrid(torch.arange(0, 34, stride[0]), torch.arange(0, 44, stride[1]), indexing="ij")
+    holds_spot = ((top <= 12) & (12 <= top + 6) & (left <= 32) & (32 <= left + 6)).flatten()
+    flat = _flat_patches(planes, 7, stride)
+    assert flat.shape == wholly.shape and bool(flat[0][wholly[0]].all()) and not bool(wholly[1].any())
+    assert flat[0].sum() > wholly[0].sum(), "straddling patches too"
+    assert torch.equal(flat[1], holds_spot)
+    step = stride[0] * stride[1]
+    patches = _Planes(planes, 7, step)
+    live = (~_flat_patches(planes, 7, _strides(step))).sum(1).tolist()
+    assert patches.live == live and patches.moments()[2].tolist() == live and patches.weak(1e9) == live
+    assert _flat_patches(torch.rand(3, 37, 31), 7) is None, "noise leaves no flat spot"
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")

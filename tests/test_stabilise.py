@@ -137,6 +137,27 @@ def test_white_noise_clamped_at_black_may_be_stabilised_unclamped_never():
             assert psnr(quantize8(auto(clamped)), clean) > psnr(quantize8(off(clamped)), clean)
 
 
+def test_a_noise_free_border_is_not_taken_for_shot_noise():
+    """A letterboxed or framed image with white noise has no noise in its black border, as shot
+    noise has none where no photon came; the border says nothing about how noise grows with
+    brightness, so it is left out, and such an image keeps the plain route with the level of its
+    noisy part. Shot noise with a border is still stabilised."""
+    auto = Denoiser(device="cpu")
+    for seed in range(2):
+        clean = 0.25 + 0.5 * _photons(seed=seed)
+        white = quantize8(clean + torch.randn(clean.shape, generator=seeded_generator(seed)) * 25 / 255)
+        shot = _poisson(_photons(97, 83, seed=seed), 30, seed)  # a 67x45 one keeps too few blocks to confirm
+        for noisy in (white, shot):
+            noisy[..., :15] = 0
+            noisy[..., -8:, :] = 0
+        fit = signal_dependence(white)
+        assert (fit is None or fit[1] < STABILISE_RATIO) and bright_to_dark_noise(white) < 1.2
+        [level] = auto.levels([white])
+        assert level.stabiliser is None and level.sigma * 255 == pytest.approx(25, abs=2)
+        assert auto.levels([shot])[0].stabiliser is not None
+        assert psnr(quantize8(auto(white))[..., :-8, 15:], clean[..., :-8, 15:]) > psnr(white[..., :-8, 15:], clean[..., :-8, 15:]) + 5
+
+
 def test_shipped_grey_model_gains_on_shot_noise_when_stabilised():
     """By default a grey image with shot noise is stabilised and comes out much closer to the
     clean one than without (Set12 and BSD68: weights/README.md); a colour photo is not
