@@ -103,8 +103,9 @@ class _AsRun(nn.Module):
     made either way); training steps get a fixed level. With ``route``, what `run` measures with
     the shipped models to choose each image's route is measured too: a colour image's channel
     coupling (``Denoiser.split``), a grey one's decision to stabilise (``Denoiser.stabiliser``:
-    the screen, and the confirmation and fit where the screen passes) and its level read as the
-    noise before clamping; the model timed here takes the image whole, untransformed, either way."""
+    the screen, and the confirmation and fit where the screen passes), and either's level read as
+    the noise before clamping (``Denoiser.unclamp``); the model timed here takes the image whole,
+    untransformed, either way."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
@@ -121,8 +122,8 @@ class _AsRun(nn.Module):
         if self.route:
             for im in x:
                 channel_coupling(im) if im.shape[0] == 3 else default_stabiliser(im)
-        # as ``Denoiser.unclamp``: the shipped grey model's level is read as the noise before clamping
-        levels = [model_level(im, self.sigma, self.model.level, unclamp=self.route and im.shape[0] == 1)[1] for im in x]
+        # as ``Denoiser.unclamp``: a shipped model's level is read as the noise before clamping
+        levels = [model_level(im, self.sigma, self.model.level, unclamp=self.route)[1] for im in x]
         return self.model(x, level_input(levels, x.device, x.dtype))
 
 
