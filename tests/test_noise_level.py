@@ -273,6 +273,18 @@ def test_unclamped_sigma_reads_noise_clamped_at_black_closer_to_its_own_sigma(si
     assert unclamped_sigma(torch.full((1, 64, 64), 0.5)) == 0.0
 
 
+@pytest.mark.parametrize("sigma", [10, 30, 60])
+def test_censored_fit_recovers_the_sigma_of_exact_clamped_moments(sigma):
+    """Patches whose clean levels crowd black and white: from their clamped means and the mean
+    variance clamping leaves them, the fit finds the sigma back, to within its table's precision."""
+    from denoisecli.noise_estimate import _censored_sigma, _clamped_moments
+
+    clean = torch.cat([torch.linspace(0.0, 0.15, 100), torch.linspace(0.3, 0.7, 28), torch.linspace(0.9, 1.0, 50)]).double()
+    mean, variance = _clamped_moments(clean, sigma / 255)
+    assert float(variance.mean()) < (sigma / 255) ** 2 * 0.9, "clamping took a good part of it"
+    assert _censored_sigma(mean, float(variance.mean())) * 255 == pytest.approx(sigma, rel=0.01)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_the_shipped_models_are_fed_the_unclamped_level_and_gain(channels):
     """`run` reads the shipped models' level with ``unclamped_sigma``: on a dark image with clamped

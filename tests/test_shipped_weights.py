@@ -73,13 +73,15 @@ def test_per_channel_keeps_edges_that_only_one_channel_has():
     channels are independent, so by default the shipped models split the image too."""
     clean = _bars()
     noisy = quantize8(ClampedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(1))[0])
-    per_channel = Denoiser(device="cpu", per_channel=True)
+    # float32: in int8 the three channels in one batch and each alone round a few pixels apart
+    # (up to 0.15 of 255 here), which says nothing about the route
+    per_channel = Denoiser(device="cpu", per_channel=True, int8=False)
     out = per_channel(noisy)
-    grey = Denoiser(device="cpu")  # a grey image gets the shipped grey model, as each channel does here
-    assert torch.allclose(out, torch.cat([grey(noisy[c : c + 1]) for c in range(3)]), atol=1e-4)
+    grey = Denoiser(device="cpu", int8=False)  # a grey image gets the shipped grey model, as each channel does here
+    assert torch.allclose(out, torch.cat([grey(noisy[c : c + 1]) for c in range(3)]), atol=1e-5)
     assert len(per_channel.levels([noisy])) == 3, "one level per channel"
     assert psnr(quantize8(out), clean) > psnr(quantize8(Denoiser(device="cpu", per_channel=False)(noisy)), clean) + 5
-    default = Denoiser(device="cpu")
+    default = Denoiser(device="cpu", int8=False)
     assert default.split(noisy) and torch.equal(default(noisy), out)
 
 

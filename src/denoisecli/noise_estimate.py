@@ -109,19 +109,23 @@ def _clamped_moments(mu: torch.Tensor, sigma: float | torch.Tensor) -> tuple[tor
     return first, (second - first**2).clamp_min(0)
 
 
-def _censored_sigma(means: torch.Tensor, variance: float, steps: int = 16) -> float:
+def _censored_sigma(means: torch.Tensor, variance: float, grid: int = 257) -> float:
     """The sigma for which clamped white noise under patches of these means leaves, on average,
     ``variance``: tried on a grid from the reading itself to 3 times it (clamping took less than
     that in every benchmark image), each trial inverting every patch's clamped mean to its clean
-    level by bisection, all at once; linear between the two grid points that bracket it."""
+    level, all at once, by linear interpolation in a table of the clamped mean over ``grid`` clean
+    levels (16 steps of bisection took 4.1 ms, this 0.7, and readings moved by at most 0.005 of
+    255 on 60 noisy BSD68 and CBSD68 images); linear between the two trial sigmas that bracket it."""
     reading = math.sqrt(variance)
     sigma = reading * torch.linspace(1, 3, 21, dtype=torch.float64)[:, None]
-    lo, hi = -5 * sigma.expand(-1, len(means)), 1 + 5 * sigma.expand(-1, len(means))
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        below = _clamped_moments(mid, sigma)[0] < means
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    left = _clamped_moments((lo + hi) / 2, sigma)[1].mean(1)
+    clean = -5 * sigma + (1 + 10 * sigma) * torch.linspace(0, 1, grid, dtype=torch.float64)
+    table = _clamped_moments(clean, sigma)[0]
+    targets = means.expand(len(sigma), -1).contiguous()
+    upper = torch.searchsorted(table, targets).clamp(1, grid - 1)
+    a, b = table.gather(1, upper - 1), table.gather(1, upper)
+    t = ((targets - a) / (b - a).clamp_min(1e-30)).clamp(0, 1)
+    lo, hi = clean.gather(1, upper - 1), clean.gather(1, upper)
+    left = _clamped_moments(lo + t * (hi - lo), sigma)[1].mean(1)
     above = torch.nonzero(left >= variance).flatten()
     if len(above) == 0:
         return float(sigma[-1])
