@@ -275,9 +275,9 @@ def _texture(planes: torch.Tensor, patch: int, stride: tuple[int, int] = (1, 1))
     integral[0, :, 1:, 1:width] = (planes[..., 1:] - planes[..., :-1]).square()
     integral[1, :, 1:height, 1:] = (planes[:, 1:] - planes[:, :-1]).square()
     integral = integral.cumsum_(2).cumsum_(3)
-    across = _box_sums(integral[0], (patch, patch - 1), _grid(planes, patch, stride), stride)
-    down = _box_sums(integral[1], (patch - 1, patch), _grid(planes, patch, stride), stride)
-    return (across + down).flatten(1).float()
+    grid = _grid(planes, patch, stride)
+    across = _box_sums(integral[0], (patch, patch - 1), grid, stride)
+    return (across + _box_sums(integral[1], (patch - 1, patch), grid, stride)).flatten(1).float()
 
 
 def _flat_patches(planes: torch.Tensor, patch: int, stride: tuple[int, int] = (1, 1)) -> torch.Tensor | None:
@@ -414,15 +414,12 @@ def bright_to_dark_noise(image: torch.Tensor, block: int = 16, most: int = 32, f
     c, h, w = x.shape
     blocks = x[:, : h // block * block, : w // block * block].reshape(c, h // block, block, w // block, block)
     blocks = blocks.permute(0, 1, 3, 2, 4).reshape(c, -1, block, block)
+    flat = _flat_patches(x, block, (block, block)) if blocks.shape[1] >= 3 else None
+    if flat is not None:
+        blocks = blocks[:, ~flat.any(0)]
     third = blocks.shape[1] // 3
     if third < 1:
         return 1.0
-    flat = _flat_patches(x, block, (block, block))
-    if flat is not None:
-        blocks = blocks[:, ~flat.any(0)]
-        third = blocks.shape[1] // 3
-        if third < 1:
-            return 1.0
     order = blocks.mean((0, 2, 3)).argsort()
     picks = torch.linspace(0, third - 1, min(third, most)).round().long()
 
