@@ -51,7 +51,7 @@ def main() -> None:
                 levels = denoiser.levels([noisy])  # one per channel for an image split into channels
                 level += sum(lv.sigma for lv in levels) / len(levels) * 255
                 stabilised += any(lv.stabiliser is not None for lv in levels)
-                score += psnr(quantize8(denoiser(noisy))[kept], clean[kept])
+                score += psnr(quantize8(denoiser.batch([noisy], levels=levels)[0])[kept], clean[kept])
             n = len(paths)
             cells.append(f"{share:g}: {level / n:5.1f} / {int(stabilised)} / {score / n:.2f}")
         print(f"sigma {sigma:g}: " + " | ".join(cells), flush=True)

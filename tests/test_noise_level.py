@@ -23,6 +23,8 @@ from denoisecli.noise_estimate import (
     _step,
     _strides,
     _tail_variance,
+    _censored_sigma,
+    _clamped_moments,
     _flat_patches,
     _texture,
     channel_coupling,
@@ -277,8 +279,6 @@ def test_unclamped_sigma_reads_noise_clamped_at_black_closer_to_its_own_sigma(si
 def test_censored_fit_recovers_the_sigma_of_exact_clamped_moments(sigma):
     """Patches whose clean levels crowd black and white: from their clamped means and the mean
     variance clamping leaves them, the fit finds the sigma back, to within its table's precision."""
-    from denoisecli.noise_estimate import _censored_sigma, _clamped_moments
-
     clean = torch.cat([torch.linspace(0.0, 0.15, 100), torch.linspace(0.3, 0.7, 28), torch.linspace(0.9, 1.0, 50)]).double()
     mean, variance = _clamped_moments(clean, sigma / 255)
     assert float(variance.mean()) < (sigma / 255) ** 2 * 0.9, "clamping took a good part of it"
