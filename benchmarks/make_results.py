@@ -94,7 +94,8 @@ def main() -> None:
                          + f" | {rows[1024].peak_mib:.0f} | {tr} |")
         lines += ["", "`denoise` is what `denoise run` does by default (estimate each image's noise level, then "
                   "denoise it); `denoise --sigma` is the same network with the level given. The references are "
-                  "networks alone. The input is a smooth random image with sigma-25 noise."
+                  "networks alone. The input is a smooth random image with sigma-25 noise, its colour channels "
+                  "sharing most of their shapes as a photo's do (so `run` denoises it whole, as timed here)."
                   + (" On a CPU both run the network's deep levels in int8, as `run` does by default; `denoise "
                      "--no-int8` is `denoise` in float32 (int8 / float32: "
                      + ", ".join(f"{rep.ratio(FLOAT32, s):.2f}x at {s} px" for s in (256, 512, 1024)) + ")."

@@ -271,6 +271,20 @@ def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels
     assert calls == [(channels, 40, 37)] * 2
 
 
+@pytest.mark.parametrize("size", [48, 256, 1024])
+def test_bench_image_is_one_run_denoises_whole(size):
+    """`bench` times the colour model on its image whole; `run` with the shipped models splits a
+    colour image whose channels are independent, so the image must be photo-like, with coupled
+    channels, or `bench` would time a route that `run` never takes on it."""
+    from denoisecli.benchmark import SIGMA
+    from denoisecli.inference import Denoiser
+    from denoisecli.noise import noisy_photo
+
+    image = noisy_photo(3, size, SIGMA)[0]
+    assert not Denoiser(device="cpu").split(image)
+    assert not torch.equal(image[0], image[1])
+
+
 def test_eval_strength_is_run_strength_and_is_reported(clean_dir, tmp_path):
     """--strength in eval scores what `run --strength` writes, and the report says it was used."""
     from denoisecli.models import build_model

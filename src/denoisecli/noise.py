@@ -19,6 +19,8 @@ from torch import nn
 
 from denoisecli.errors import DenoiseError
 
+PHOTO_SHARED = 0.75  # the share of each colour channel of ``noisy_photo`` that all channels have
+
 
 class ClampedNormalNoise(nn.Module):
     """Add ``N(mean, std) * scale`` to an image in [0, 1] and clamp the result to [0, 1].
@@ -367,8 +369,11 @@ def noisy_photo(channels: int, size: int, std: float, seed: int = 0) -> torch.Te
     """A [1, C, size, size] test image without a file: smooth random shapes with white noise of
     ``std`` (0-1 scale) from the training noise layer. The noise estimator's work depends on the
     content, and on uniform random pixels (all texture, no structure) it is not what it is on a
-    photo; `bench` times on it and `int8.quantize` checks its int8 network on it."""
+    photo; `bench` times on it and `int8.quantize` checks its int8 network on it. As in a photo,
+    the colour channels share most of their shapes (``PHOTO_SHARED`` of each is one brightness
+    field), so `run` would denoise it whole, as `bench` times it, not one channel at a time."""
     gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, channels, 9, 9, generator=gen)
+    shared = torch.rand(1, 1, 9, 9, generator=gen)
+    coarse = PHOTO_SHARED * shared + (1 - PHOTO_SHARED) * torch.rand(1, channels, 9, 9, generator=gen)
     clean = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
     return ClampedNormalNoise(std=std)(clean, generator=gen)
