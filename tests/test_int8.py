@@ -115,7 +115,7 @@ def test_shipped_models_run_int8_with_the_float32_quality(channels):
     a, b = quantize8(on(noisy)), quantize8(off(noisy))
     assert on.int8_used == {shipped_weights(channels)} and not off.int8_used
     assert abs(psnr(a, clean) - psnr(b, clean)) < 0.05
-    assert psnr(a, b) > 45  # 52 dB here (colour), 59 (grey); 60-70 on photos
+    assert psnr(a, b) > 45  # here 52 / 59 dB (colour / grey) where written, 60.3 / 60.1 on an AVX-512 EPYC VM; 60-70 on photos
 
 
 @needs_int8
