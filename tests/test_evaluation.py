@@ -263,7 +263,7 @@ def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels
     calls = []
     where = importlib.import_module(f"denoisecli.{module}")
     original = getattr(where, measure)
-    monkeypatch.setattr(where, measure, lambda im: calls.append(im.shape) or original(im))
+    monkeypatch.setattr(where, measure, lambda im, *rest: calls.append(im.shape) or original(im, *rest))
     model = build_model({"arch": "unet", "channels": channels, **TINY_MODEL, "noise_map": True}).eval()
     with torch.no_grad():
         _AsRun(model, route=True).eval()(torch.rand(2, channels, 40, 37))

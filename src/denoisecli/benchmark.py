@@ -103,9 +103,10 @@ class _AsRun(nn.Module):
     made either way); training steps get a fixed level. With ``route``, what `run` measures with
     the shipped models to choose each image's route is measured too: a colour image's channel
     coupling (``Denoiser.split``), a grey one's decision to stabilise (``Denoiser.stabiliser``:
-    the screen, and the confirmation and fit where the screen passes), and either's level read as
-    the noise before clamping (``Denoiser.unclamp``); the model timed here takes the image whole,
-    untransformed, either way."""
+    the screen, the confirmation or the growth beyond clamping, and the fit where either test
+    passes), and either's level read as the noise before clamping (``Denoiser.unclamp``), once
+    for both, as `run` reads it; the model timed here takes the image whole, untransformed,
+    either way."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
@@ -116,14 +117,17 @@ class _AsRun(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import channel_coupling, level_input, model_level
+        from denoisecli.noise_estimate import channel_coupling, estimate_sigma, level_input, model_level, unclamped_sigma
         from denoisecli.stabilise import default_stabiliser
 
-        if self.route:
-            for im in x:
-                channel_coupling(im) if im.shape[0] == 3 else default_stabiliser(im)
-        # as ``Denoiser.unclamp``: a shipped model's level is read as the noise before clamping
-        levels = [model_level(im, self.sigma, self.model.level, unclamp=self.route)[1] for im in x]
+        levels = []
+        for im in x:
+            # as ``Denoiser.levels``: a shipped model's level is read as the noise before clamping,
+            # once, where a grey image's decision to stabilise needs it first
+            read = functools.cache(functools.partial(unclamped_sigma if self.route else estimate_sigma, im))
+            if self.route:
+                channel_coupling(im) if im.shape[0] == 3 else default_stabiliser(im, read)
+            levels.append(model_level(im, self.sigma if self.sigma is not None else read(), self.model.level)[1])
         return self.model(x, level_input(levels, x.device, x.dtype))
 
 

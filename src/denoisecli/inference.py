@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import deque
@@ -251,7 +252,7 @@ class Denoiser:
 
         return self.weights is None and not self.grey_copy(image) and channel_coupling(image) < COUPLING_SPLIT
 
-    def stabiliser(self, image: torch.Tensor) -> Stabiliser | None:
+    def stabiliser(self, image: torch.Tensor, sigma: Callable[[], float] | None = None) -> Stabiliser | None:
         """The variance-stabilising transform for one model input (stretched to its range; read
         clamped to [0, 1], as the model gets it), or None. By default only where the shipped grey
         model denoises it (a grey image, a grey copy, a split image's channel), where no value lies
@@ -259,12 +260,13 @@ class Denoiser:
         brightness (``stabilise.default_stabiliser``): `grey.pt` never saw shot noise and gains
         2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned
         camera noise and loses on it when stabilised, hence only with ``stabilise`` True, which
-        also drops the rule's margins (every input whose noise grows at all)."""
+        also drops the rule's margins (every input whose noise grows at all). ``sigma``, if given,
+        reads the plain route's level (see ``stabilise.stabiliser``)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):
             return None
         if self.stabilise:
-            return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE)
-        return default_stabiliser(image)
+            return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None)
+        return default_stabiliser(image, sigma)
 
     def unclamp(self) -> bool:
         """Whether the level is read as the noise's sigma before clamping
@@ -303,7 +305,7 @@ class Denoiser:
         None for a blind model. Safe to call from other threads: `denoise_files` estimates while
         the model works on earlier images."""
         given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
-        from denoisecli.noise_estimate import model_level
+        from denoisecli.noise_estimate import estimate_sigma, model_level, unclamped_sigma
 
         out = []
         for im in self.inputs(images, splits):
@@ -314,10 +316,11 @@ class Denoiser:
                 return None
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
-            stab = self.stabiliser(x) if given is None else None
+            # the plain route's level, read at most once: the default rule may need it first
+            read = functools.cache(functools.partial(unclamped_sigma if self.unclamp() else estimate_sigma, x))
+            stab = self.stabiliser(x, read) if given is None else None
             if stab is None:
-                s, level = model_level(x, None if given is None else given / span, model.level, self.strength,
-                                       unclamp=self.unclamp())
+                s, level = model_level(x, read() if given is None else given / span, model.level, self.strength)
                 out.append(Level(s * span, level))
             else:
                 inside = x.clamp(0, 1)  # what the model is given (see ``_batch``)

@@ -12,15 +12,19 @@ the bias a plain algebraic inverse leaves in the shadows (weights/README.md, *Sh
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from denoisecli.noise_estimate import bright_to_dark_noise, estimate_sigma, flattest_offset, signal_dependence
+from denoisecli.noise_estimate import (bright_to_dark_noise, estimate_sigma, flattest_offset, growth_beyond_clamping,
+                                      signal_dependence, unclamped_sigma)
 
 STABILISE_RATIO = 2.0
 CONFIRM_RATIO = 1.2
 STABILISE_NOISE = 10 / 255
+STABILISE_GROWTH = 0.35
+WHITE_SHARE = 0.1
 MIN_NOISE = 2 / 255
 RANGE_SLACK = 1e-6  # float rounding of `run`'s stretch, not data outside [0, 1]
 OFFSETS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -76,24 +80,39 @@ class Stabiliser:
 
 
 def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: float = CONFIRM_RATIO,
-               least: float = STABILISE_NOISE) -> Stabiliser | None:
-    """The transform for a CxHxW image in [0, 1] if its noise variance grows with brightness by
-    at least ``ratio`` across it (``noise_estimate.signal_dependence``: about 1 ms), that is
-    confirmed by a variance at least ``confirm`` times higher in its bright blocks than in its
-    dark ones (``noise_estimate.bright_to_dark_noise``: about 10 ms), and the noise at the
-    image's mean brightness is at least ``least``; else None. The defaults are `run`'s rule,
-    chosen on Train400 (training images, 120 of them, under white, shot, shot-and-read and camera
-    noise; benchmarks/stabilise_rule.py) for the most gain under shot noise while no white-noise
-    setting loses more than 0.02 dB: clamped white noise in a dark image also grows with
-    brightness, and once the plain route reads its level right (``noise_estimate.unclamped_sigma``)
-    stabilising it costs (weights/README.md, *Shot noise*). ``least`` is never under
-    ``MIN_NOISE``, no grain to speak of (with a floor of 0.5 of 255 instead, 8 of the 68 clean
-    BSD68 scans were stabilised for their film grain). The offset is then the one
-    of ``OFFSETS`` (or that fit's own) whose transform leaves the flattest noise
-    (``noise_estimate.flattest_offset``), and the gain is the square of what ``estimate_sigma``
-    reads on it: the fit's per-band medians read skewed shot noise low, the estimator does not."""
+               least: float = STABILISE_NOISE, growth: float | None = STABILISE_GROWTH,
+               sigma: Callable[[], float] | None = None) -> Stabiliser | None:
+    """The transform for a CxHxW image in [0, 1] whose noise grows with brightness, else None.
+
+    It must pass one of two tests. The first: the noise variance grows by at least ``ratio``
+    across the image (``noise_estimate.signal_dependence``: about 1 ms), confirmed by a variance
+    at least ``confirm`` times higher in its bright blocks than in its dark ones
+    (``noise_estimate.bright_to_dark_noise``: about 10 ms). The second, tried where the first
+    fails and ``growth`` is given: fewer than ``WHITE_SHARE`` of the pixels sit at white, and the
+    variance grows with brightness, once clamping is taken out of it, with an elasticity of at
+    least ``growth`` (``noise_estimate.growth_beyond_clamping``, given the noise's sigma before
+    clamping: ``sigma()``, else ``unclamped_sigma``, the plain route's own level, so a caller
+    that goes on to the plain route can read it once). The first reads the image's brightness
+    span as much as its noise, and misses shot noise in low-contrast images; the second is
+    fooled by shot noise in images that are mostly black (peak 5, a third of the pixels at 0),
+    which clamping at the same sigma would explain, and loses where many pixels were clipped at
+    white, which the transform does not model. Either way the noise at the image's mean
+    brightness must be at least ``least`` (never under ``MIN_NOISE``, no grain to speak of: with
+    a floor of 0.5 of 255, 8 of the 68 clean BSD68 scans were stabilised for their film grain).
+
+    The defaults are `run`'s rule, chosen on Train400 (training images, 120 of them, under
+    white, shot, shot-and-read and camera noise; benchmarks/stabilise_rule.py) for the most gain
+    under shot noise while no white-noise setting loses more than 0.02 dB: clamped white noise in
+    a dark image also grows with brightness, and once the plain route reads its level right
+    (``noise_estimate.unclamped_sigma``) stabilising it costs (weights/README.md, *Shot noise*).
+    The offset is then the one of ``OFFSETS`` (or the first test's own) whose transform leaves
+    the flattest noise (``noise_estimate.flattest_offset``), and the gain is the square of what
+    ``estimate_sigma`` reads on it: the per-band medians read skewed shot noise low, the
+    estimator does not."""
     fit = signal_dependence(image)
-    if fit is None or fit[1] < ratio or bright_to_dark_noise(image) < confirm:
+    if fit is None:
+        return None
+    if (fit[1] < ratio or bright_to_dark_noise(image) < confirm) and not _grows_beyond_clamping(image, growth, sigma):
         return None
     offset = flattest_offset(image, sorted({*OFFSETS, fit[0]}))
     gain = estimate_sigma(2 * torch.sqrt(image.detach().to("cpu", torch.float32).clamp_min(0) + offset)) ** 2
@@ -102,11 +121,18 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     return Stabiliser(gain, offset)
 
 
-def default_stabiliser(image: torch.Tensor) -> Stabiliser | None:
+def _grows_beyond_clamping(image: torch.Tensor, growth: float | None, sigma: Callable[[], float] | None) -> bool:
+    """``stabiliser``'s second test."""
+    if growth is None or float((image >= 1).float().mean()) >= WHITE_SHARE:
+        return False
+    return growth_beyond_clamping(image, sigma() if sigma is not None else unclamped_sigma(image)) >= growth
+
+
+def default_stabiliser(image: torch.Tensor, sigma: Callable[[], float] | None = None) -> Stabiliser | None:
     """`run`'s default for one grey model input (stretched to its range): ``stabiliser``'s rule on
-    it clamped to [0, 1], or None where any value lies outside [0, 1]. Such values are additive
-    noise that was never clipped, which no photon count makes and which the clamp would throw
-    away: on Train400 at sigma 75, stabilising a dark image so cost up to 7.1 dB."""
+    it clamped to [0, 1] (``sigma`` as there), or None where any value lies outside [0, 1]. Such
+    values are additive noise that was never clipped, which no photon count makes and which the
+    clamp would throw away: on Train400 at sigma 75, stabilising a dark image so cost up to 7.1 dB."""
     if bool((image < -RANGE_SLACK).any() or (image > 1 + RANGE_SLACK).any()):
         return None
-    return stabiliser(image.clamp(0, 1))
+    return stabiliser(image.clamp(0, 1), sigma=sigma)
