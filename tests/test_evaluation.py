@@ -254,7 +254,8 @@ def test_bench_peak_leaves_out_the_other_models_weights():
 @pytest.mark.parametrize("channels,module,measure", [(3, "noise_estimate", "channel_coupling"), (1, "stabilise", "default_stabiliser")])
 def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels, module, measure):
     """With the shipped models `run` measures a colour image's channel coupling and decides
-    whether to stabilise a grey image before denoising it; `bench` charges that too."""
+    whether to stabilise a grey image before denoising it; `bench` charges that too. Given a
+    sigma, `run` still measures the coupling but never stabilises, and `bench` times the same."""
     import importlib
 
     from denoisecli.benchmark import _AsRun
@@ -269,6 +270,10 @@ def test_bench_times_what_run_measures_to_route_each_image(monkeypatch, channels
         _AsRun(model, route=True).eval()(torch.rand(2, channels, 40, 37))
         _AsRun(model).eval()(torch.rand(2, channels, 40, 37))
     assert calls == [(channels, 40, 37)] * 2
+    calls.clear()
+    with torch.no_grad():
+        _AsRun(model, 20 / 255, route=True).eval()(torch.rand(2, channels, 40, 37))
+    assert calls == ([(channels, 40, 37)] * 2 if channels == 3 else [])
 
 
 @pytest.mark.parametrize("size", [48, 256, 1024])

@@ -102,11 +102,11 @@ class _AsRun(nn.Module):
     ``sigma`` (0-1 scale) as given by `--sigma`, fed as `run` feeds it (a ``"map"`` model's map is
     made either way); training steps get a fixed level. With ``route``, what `run` measures with
     the shipped models to choose each image's route is measured too: a colour image's channel
-    coupling (``Denoiser.split``), a grey one's decision to stabilise (``Denoiser.stabiliser``:
-    the screen, the confirmation or the growth beyond clamping, and the fit where either test
-    passes), and either's level read as the noise before clamping (``Denoiser.unclamp``), once
-    for both, as `run` reads it; the model timed here takes the image whole, untransformed,
-    either way."""
+    coupling (``Denoiser.split``), a grey one's decision to stabilise without a given sigma
+    (``Denoiser.stabiliser``: the screen, the confirmation or the growth beyond clamping, and the
+    fit where either test passes), and either's level read as the noise before clamping
+    (``Denoiser.unclamp``), once for both, as `run` reads it; the model timed here takes the
+    image whole, untransformed, either way."""
 
     def __init__(self, model: nn.Module, sigma: float | None = None, route: bool = False) -> None:
         super().__init__()
@@ -123,10 +123,12 @@ class _AsRun(nn.Module):
         levels = []
         for im in x:
             # as ``Denoiser.levels``: a shipped model's level is read as the noise before clamping,
-            # once, where a grey image's decision to stabilise needs it first
+            # once, where a grey image's decision to stabilise needs it first; a given sigma skips both
             read = functools.cache(functools.partial(unclamped_sigma if self.route else estimate_sigma, im))
-            if self.route:
-                channel_coupling(im) if im.shape[0] == 3 else default_stabiliser(im, read)
+            if self.route and im.shape[0] == 3:
+                channel_coupling(im)
+            elif self.route and self.sigma is None:
+                default_stabiliser(im, read)
             levels.append(model_level(im, self.sigma if self.sigma is not None else read(), self.model.level)[1])
         return self.model(x, level_input(levels, x.device, x.dtype))
 
