@@ -117,14 +117,14 @@ class _AsRun(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x, torch.full((x.shape[0],), SIGMA, device=x.device, dtype=x.dtype))
-        from denoisecli.noise_estimate import channel_coupling, estimate_sigma, level_input, model_level, unclamped_sigma
+        from denoisecli.noise_estimate import channel_coupling, level_input, model_level, plain_level
         from denoisecli.stabilise import default_stabiliser
 
         levels = []
         for im in x:
             # as ``Denoiser.levels``: a shipped model's level is read as the noise before clamping,
-            # once, where a grey image's decision to stabilise needs it first; a given sigma skips both
-            read = functools.cache(functools.partial(unclamped_sigma if self.route else estimate_sigma, im))
+            # once for the decision to stabilise and the level; a given sigma skips both
+            read = plain_level(im, self.route)
             if self.route and im.shape[0] == 3:
                 channel_coupling(im)
             elif self.route and self.sigma is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections import deque
@@ -305,7 +304,7 @@ class Denoiser:
         None for a blind model. Safe to call from other threads: `denoise_files` estimates while
         the model works on earlier images."""
         given = sigma if sigma is not None else None if self.sigma is None else self.sigma / 255.0
-        from denoisecli.noise_estimate import estimate_sigma, model_level, unclamped_sigma
+        from denoisecli.noise_estimate import model_level, plain_level
 
         out = []
         for im in self.inputs(images, splits):
@@ -316,8 +315,7 @@ class Denoiser:
                 return None
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
-            # the plain route's level, read at most once: the default rule may need it first
-            read = functools.cache(functools.partial(unclamped_sigma if self.unclamp() else estimate_sigma, x))
+            read = plain_level(x, self.unclamp())
             stab = self.stabiliser(x, read) if given is None else None
             if stab is None:
                 s, level = model_level(x, read() if given is None else given / span, model.level, self.strength)

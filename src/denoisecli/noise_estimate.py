@@ -13,7 +13,9 @@ noise varies with brightness (``level_map``) and how much the channels share the
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -494,15 +496,21 @@ def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) 
     return float(((x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1) - x).std())
 
 
+def plain_level(image: torch.Tensor, unclamp: bool) -> Callable[[], float]:
+    """The noise sigma `run` reads for an image on its plain route, read at most once however
+    often it is asked for: the default decision to stabilise may need it before the level does
+    (``stabilise.stabiliser``). ``unclamp`` reads it with ``unclamped_sigma``, as `run` does for
+    the shipped models (``inference.Denoiser.unclamp``), else with ``estimate_sigma``."""
+    return functools.cache(functools.partial(unclamped_sigma if unclamp else estimate_sigma, image))
+
+
 def model_level(image: torch.Tensor, sigma: float | None = None, level: str = "sigma",
-                strength: float = 1.0, unclamp: bool = False) -> tuple[float, float | torch.Tensor]:
+                strength: float = 1.0) -> tuple[float, float | torch.Tensor]:
     """(sigma, input): the noise sigma, given or else estimated, and what a noise-level model whose
     input means ``level`` (see ``UNet``) is fed for it: a number, or for ``"map"`` a 1xHxW map.
     ``strength`` scales the level fed, not the sigma returned: above 1 the model smooths more, as
-    for noise it removes too little of (the same in every channel), below 1 it keeps more grain.
-    ``unclamp`` estimates with ``unclamped_sigma``, as `run` does for the shipped models
-    (``inference.Denoiser.unclamp``)."""
-    s = (unclamped_sigma if unclamp else estimate_sigma)(image) if sigma is None else sigma
+    for noise it removes too little of (the same in every channel), below 1 it keeps more grain."""
+    s = estimate_sigma(image) if sigma is None else sigma
     fed = s * strength
     if level == "map":
         return s, level_map(image, fed)
