@@ -379,7 +379,16 @@ def channel_coupling(image: torch.Tensor) -> float:
     return float(sum(r[i, j] for i, j in pairs) / len(pairs))
 
 
-def signal_dependence(image: torch.Tensor) -> tuple[float, float] | None:
+def shot_bands(image: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_bands`` of a CxHxW image as the shot-noise tests read them (clamped to [0, 1], flat
+    stretches left out), or None where the image is too small to measure: computed once, for
+    ``signal_dependence`` and ``growth_beyond_clamping`` both."""
+    if image.ndim != 3 or min(image.shape[-2:]) < 8:
+        return None
+    return _bands(image.detach().float().cpu().clamp(0, 1).numpy(), skip_flat=True)
+
+
+def signal_dependence(image: torch.Tensor, bands: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float] | None:
     """(offset, ratio): the noise variance of a CxHxW image taken as proportional to brightness +
     ``offset`` (``_variance_fit``'s line), and how many times larger that makes it at the
     image's bright end than at its dark end (the 90th and 10th percentiles of its bands'
@@ -387,10 +396,9 @@ def signal_dependence(image: torch.Tensor) -> tuple[float, float] | None:
     (about 1 ms at 256x256): on BSD68 and Set12 (80 images), shot noise at peaks 10 / 30 / 100
     read 2 or more on 46 / 53 / 57 images, white noise at sigma 15 / 25 / 50 / 75 on 0 / 0 / 1
     / 0 (clamping near black makes its variance vary too), but at sigma 5, where texture that
-    comes with brightness passes for noise, on 5 (weights/README.md, *Shot noise*)."""
-    if image.ndim != 3 or min(image.shape[-2:]) < 8:
-        return None
-    fit = _variance_fit(image.detach().float().cpu().clamp(0, 1).numpy(), skip_flat=True)
+    comes with brightness passes for noise, on 5 (weights/README.md, *Shot noise*). ``bands``:
+    ``shot_bands(image)``, if the caller has it already."""
+    fit = _variance_fit(bands if bands is not None else shot_bands(image))
     if fit is None or fit[0] <= 0:
         return None
     slope, intercept, bands = fit
@@ -431,7 +439,8 @@ def bright_to_dark_noise(image: torch.Tensor, block: int = 16, most: int = 32, f
     return (noise(order[-third:]) / max(noise(order[:third]), floor)) ** 2
 
 
-def growth_beyond_clamping(image: torch.Tensor, sigma: float, floor: float = 0.05) -> float:
+def growth_beyond_clamping(image: torch.Tensor, sigma: float, floor: float = 0.05,
+                           bands: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """How the noise variance of a CxHxW image in [0, 1] grows with brightness once clamping is
     taken out of it: the elasticity (slope times mean brightness over mean variance) of
     ``_bands``' variances, each divided by the share of its variance that white noise of
@@ -442,10 +451,9 @@ def growth_beyond_clamping(image: torch.Tensor, sigma: float, floor: float = 0.0
     brightness, so a low-contrast image with shot noise reads low there, and a dark one with
     clamped white noise high. On 120 Train400 images (5th to 95th percentile), shot noise at
     peak 30 read 0.54-1.16 here and 1.33-5.2 there, half of it under the screen's 2; white noise
-    at sigma 15-75, clamped or not, -0.28 to 0.32 here (weights/README.md, *Shot noise*)."""
-    if image.ndim != 3 or min(image.shape[-2:]) < 8:
-        return 0.0
-    bands = _bands(image.detach().float().cpu().clamp(0, 1).numpy(), skip_flat=True)
+    at sigma 15-75, clamped or not, -0.28 to 0.32 here (weights/README.md, *Shot noise*).
+    ``bands``: ``shot_bands(image)``, if the caller has it already."""
+    bands = bands if bands is not None else shot_bands(image)
     if bands is None:
         return 0.0
     m, v = bands
@@ -544,7 +552,7 @@ def level_map(image: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0 or min(h, w) < 8:
         return flat
     x = image.detach().float().cpu().numpy()
-    fit = _variance_fit(x)
+    fit = _variance_fit(_bands(x))
     if fit is None:
         return flat
     slope, intercept, _ = fit
@@ -558,10 +566,9 @@ def level_map(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return (float(sigma) * full)[None].to(image.device, torch.float32)
 
 
-def _variance_fit(x: np.ndarray, skip_flat: bool = False) -> tuple[float, float, np.ndarray] | None:
+def _variance_fit(bands: tuple[np.ndarray, np.ndarray] | None) -> tuple[float, float, np.ndarray] | None:
     """(slope, intercept, band brightnesses): a line fitted to ``_bands``' noise variances against
-    their brightness, slope and intercept clamped at 0, or None if the image is too small to measure."""
-    bands = _bands(x, skip_flat)
+    their brightness, slope and intercept clamped at 0, or None if the image was too small to measure."""
     if bands is None:
         return None
     m, v = bands

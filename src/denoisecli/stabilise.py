@@ -15,10 +15,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from denoisecli.noise_estimate import (bright_to_dark_noise, estimate_sigma, flattest_offset, growth_beyond_clamping,
-                                      signal_dependence, unclamped_sigma)
+                                      shot_bands, signal_dependence, unclamped_sigma)
 
 STABILISE_RATIO = 2.0
 CONFIRM_RATIO = 1.2
@@ -109,10 +110,11 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     the flattest noise (``noise_estimate.flattest_offset``), and the gain is the square of what
     ``estimate_sigma`` reads on it: the per-band medians read skewed shot noise low, the
     estimator does not."""
-    fit = signal_dependence(image)
+    bands = shot_bands(image)
+    fit = signal_dependence(image, bands)
     if fit is None:
         return None
-    if (fit[1] < ratio or bright_to_dark_noise(image) < confirm) and not _grows_beyond_clamping(image, growth, sigma):
+    if (fit[1] < ratio or bright_to_dark_noise(image) < confirm) and not _grows_beyond_clamping(image, bands, growth, sigma):
         return None
     offset = flattest_offset(image, sorted({*OFFSETS, fit[0]}))
     gain = estimate_sigma(2 * torch.sqrt(image.detach().to("cpu", torch.float32).clamp_min(0) + offset)) ** 2
@@ -121,11 +123,12 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     return Stabiliser(gain, offset)
 
 
-def _grows_beyond_clamping(image: torch.Tensor, growth: float | None, sigma: Callable[[], float] | None) -> bool:
-    """``stabiliser``'s second test."""
+def _grows_beyond_clamping(image: torch.Tensor, bands: tuple[np.ndarray, np.ndarray] | None, growth: float | None,
+                           sigma: Callable[[], float] | None) -> bool:
+    """``stabiliser``'s second test, on the bands the first one read."""
     if growth is None or float((image >= 1).float().mean()) >= WHITE_SHARE:
         return False
-    return growth_beyond_clamping(image, sigma() if sigma is not None else unclamped_sigma(image)) >= growth
+    return growth_beyond_clamping(image, sigma() if sigma is not None else unclamped_sigma(image), bands=bands) >= growth
 
 
 def default_stabiliser(image: torch.Tensor, sigma: Callable[[], float] | None = None) -> Stabiliser | None:
