@@ -200,6 +200,19 @@ def test_estimator_ignores_a_noise_free_border(sigma, channels):
     assert estimate_sigma(framed) == 0.0, "nothing but flat patches: nothing to read"
 
 
+def test_estimator_with_an_upper_bound_reads_only_the_darker_patches():
+    """``upper`` leaves out every patch whose mean is above it, as the stabiliser does to read its
+    gain below where the noise was clipped at white, which made the bright part quieter: here the
+    left half, at 0.3 with noise of 40 of 255, and the right half, at 0.7 with 10. The estimator
+    reads the quieter half of the whole image; bounded at 0.5, what it reads on the darker half
+    alone. Nothing below the bound reads 0."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.cat([0.3 + torch.randn(1, 96, 64, generator=g) * 40 / 255, 0.7 + torch.randn(1, 96, 64, generator=g) * 10 / 255], 2)
+    assert estimate_sigma(image) * 255 == pytest.approx(10, abs=1)
+    assert estimate_sigma(image, upper=0.5) == pytest.approx(estimate_sigma(image[..., :64]), rel=0.05)
+    assert estimate_sigma(image, upper=0.1) == 0.0
+
+
 @pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
 def test_patches_that_touch_a_flat_spot_are_never_chosen(stride):
     """A flat spot is the centre of a 5x5 window of one value; a patch holding one, wholly flat or

@@ -12,7 +12,8 @@ from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import ClampedNormalNoise, PoissonNoise, seeded_generator
 from denoisecli import noise_estimate
 from denoisecli.noise_estimate import bright_to_dark_noise, flattest_offset, growth_beyond_clamping, signal_dependence, unclamped_sigma
-from denoisecli.stabilise import OFFSETS, STABILISE_GROWTH, STABILISE_RATIO, WHITE_SHARE, Stabiliser, stabiliser
+from denoisecli import stabilise
+from denoisecli.stabilise import OFFSETS, STABILISE_GROWTH, STABILISE_RATIO, WHITE_SHARE, Stabiliser, clip_free_level, stabiliser
 
 from conftest import save, smooth_image
 
@@ -122,6 +123,42 @@ def test_stabiliser_reads_the_gain_from_the_image():
     assert stabiliser(weak, least=2 / 255) is not None and stabiliser(weak) is None, "noise too weak to be worth it"
 
 
+def test_clip_free_level_is_where_the_noise_reaches_white_one_time_in_a_hundred():
+    for gain, offset in ((1 / 5, 0.0), (1 / 30, 0.3), (1e-4, 0.01)):
+        level = clip_free_level(gain, offset)
+        reach = 0.5 * math.erfc((1 - level) / math.sqrt(2 * gain * (level + offset)))
+        assert 0 < level < 1 and reach == pytest.approx(0.01, rel=0.01)
+
+
+def test_flattest_offset_below_a_level_reads_only_that_part():
+    """Bounded halfway up the noisy ramp it still finds pure shot noise; bounded at its darkest
+    points, there is too little to read."""
+    shot, _, _ = _ramp_noise(0)
+    assert flattest_offset(shot, list(OFFSETS), upper=0.5) <= 0.03
+    assert flattest_offset(shot, list(OFFSETS), upper=0.01) is None
+
+
+def _bright_shot(seed: int, peak: float = 30) -> torch.Tensor:
+    """Shot noise on a 96x80 image mostly in its upper half of brightness, 6-11% of it clipped at white."""
+    c = torch.from_numpy(smooth_image(96, 80, channels=1, seed=seed)).float()[None] / 255
+    return _poisson(0.05 + 0.95 * ((c - c.min()) / (c.max() - c.min())) ** 0.6, peak, seed)
+
+
+def test_the_gain_is_read_below_where_the_noise_was_clipped_at_white(monkeypatch):
+    """Clipping at white takes the variance out of the bright bands, so the flattest transform of
+    the whole image has too large an offset and too small a gain: on these six images the gain
+    read 0.09-0.54 of the truth (median 0.31), and read again below ``clip_free_level`` 0.58-0.96
+    (median 0.84) when this test was written. The decision is not the refit's (the route is forced)."""
+    def ratios() -> list[float]:
+        return sorted(stabiliser(_bright_shot(seed), ratio=1.0, confirm=1.0, least=0.0, growth=None).gain * 30 for seed in range(6))
+
+    refit = ratios()
+    monkeypatch.setattr(stabilise, "_below_clipping", lambda image, gain, offset: (gain, offset))
+    first = ratios()
+    assert 0.75 < (refit[2] + refit[3]) / 2 < 1.25 and (first[2] + first[3]) / 2 < 0.6
+    assert all(float((_bright_shot(seed) >= 1).float().mean()) > 0.05 for seed in range(6))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_growth_beyond_clamping_reads_shot_noise_and_not_clamping(seed):
     """Shot noise (variance proportional to brightness) reads about 1. White noise clamped at
@@ -153,8 +190,8 @@ def test_shot_noise_in_a_low_contrast_image_is_found_by_the_second_test(seed):
     (1.31-1.47 on eight seeds when this test was written, against 2), but its growth per
     brightness is that of shot noise (0.68-1.42, against 0.35), so the second test finds it and
     the gain is read within a factor of two. With a tenth of the pixels at white the second test
-    stands aside: the transform does not model clipping there, and on Train400 such images lost
-    (weights/README.md, *Shot noise*)."""
+    stands aside: the transform's inverse does not model clipping, and on Train400 such images
+    lost, or gained little against the worst single losses (weights/README.md, *Shot noise*)."""
     _, noisy = _low_contrast_shot(seed)
     assert signal_dependence(noisy)[1] < STABILISE_RATIO and stabiliser(noisy, growth=None) is None
     assert growth_beyond_clamping(noisy, unclamped_sigma(noisy)) >= STABILISE_GROWTH

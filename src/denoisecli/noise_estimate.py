@@ -39,7 +39,7 @@ CLAMPED_SHARE = 0.005
 CENSORED_MEANS = 128
 
 
-def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
+def estimate_sigma(image: torch.Tensor, patch: int | None = None, upper: float | None = None) -> float:
     """Noise standard deviation of a CxHxW image (same scale as the pixels), pooled over channels.
 
     Every plane (each channel of each crop) contributes the scatter of its own weakly textured
@@ -52,11 +52,14 @@ def estimate_sigma(image: torch.Tensor, patch: int | None = None) -> float:
     EPYC VM, 13-16 and 45 ms as `run` calls it, with ``device.keep_freed_memory`` set (23 and 56-77 ms
     without: fresh blocks cost page faults; the network about 70 and 1000 ms).
     benchmarks/estimator_accuracy.py measures the error. ``patch`` fixes the patch size; by default
-    it is chosen by ``_patch_size``."""
-    return math.sqrt(_weak_noise(image, patch)[0])
+    it is chosen by ``_patch_size``. ``upper`` leaves out the patches whose mean is above it: a
+    reading of the part of the image darker than where its noise was clipped at white (see
+    ``stabilise.stabiliser``); 0 where none is left."""
+    return math.sqrt(_weak_noise(image, patch, upper=upper)[0])
 
 
-def _weak_noise(image: torch.Tensor, patch: int | None = None, means: bool = False) -> tuple[float, torch.Tensor | None]:
+def _weak_noise(image: torch.Tensor, patch: int | None = None, means: bool = False,
+                upper: float | None = None) -> tuple[float, torch.Tensor | None]:
     """``estimate_sigma``'s variance and, with ``means``, the means of the weakly textured patches it was read from."""
     if image.ndim != 3:
         raise ValueError("expected a CxHxW image")
@@ -65,7 +68,7 @@ def _weak_noise(image: torch.Tensor, patch: int | None = None, means: bool = Fal
     if min(x.shape[-2:]) < patch + 1:
         return 0.0, None
     planes = torch.cat([crop.reshape(-1, *crop.shape[-2:]) for crop in _crops(x)])
-    sorted_planes = _Planes(planes, patch, _step(planes, patch))
+    sorted_planes = _Planes(planes, patch, _step(planes, patch), upper)
     variance = _tail_variance(sorted_planes.moments())
     weak = sorted_planes.live
     threshold = 2 * _chi2_quantile(2 * patch * (patch - 1))
@@ -189,12 +192,15 @@ class _Planes:
 
     BLOCK = 1024
 
-    def __init__(self, planes: torch.Tensor, patch: int, step: int) -> None:
+    def __init__(self, planes: torch.Tensor, patch: int, step: int, upper: float | None = None) -> None:
         stride = _strides(step)
         centred = planes - planes.mean((1, 2), keepdim=True)
         windows = centred.unfold(1, patch, stride[0]).unfold(2, patch, stride[1])
         texture = _texture(planes, patch, stride)
         flat = _flat_patches(planes, patch, stride)
+        if upper is not None:
+            bright = _patch_means(planes, patch, stride) > upper
+            flat = bright if flat is None else flat | bright
         if flat is None:
             self.live = [texture.shape[1]] * len(planes)
         else:
@@ -307,6 +313,15 @@ def _flat_patches(planes: torch.Tensor, patch: int, stride: tuple[int, int] = (1
     integral[:, 3 : height - 1, 3 : width - 1] = inner
     integral = integral.cumsum_(1).cumsum_(2)
     return _box_sums(integral, (patch, patch), _grid(planes, patch, stride), stride).flatten(1) > 0
+
+
+def _patch_means(planes: torch.Tensor, patch: int, stride: tuple[int, int]) -> torch.Tensor:
+    """The mean of every patch of ``_texture``'s grid, one row-major row per plane."""
+    height, width = planes.shape[-2:]
+    integral = planes.new_zeros(len(planes), height + 1, width + 1, dtype=torch.float64)
+    integral[:, 1:, 1:] = planes
+    integral = integral.cumsum_(1).cumsum_(2)
+    return _box_sums(integral, (patch, patch), _grid(planes, patch, stride), stride).flatten(1) / (patch * patch)
 
 
 def _grid(planes: torch.Tensor, patch: int, stride: tuple[int, int]) -> tuple[int, int]:
@@ -465,7 +480,7 @@ def growth_beyond_clamping(image: torch.Tensor, sigma: float, floor: float = 0.0
     return _line(m, v)[0] * float(m.mean()) / max(float(v.mean()), 1e-12)
 
 
-def flattest_offset(image: torch.Tensor, offsets: list[float]) -> float:
+def flattest_offset(image: torch.Tensor, offsets: list[float], upper: float | None = None) -> float | None:
     """Of ``offsets``, the k for which ``2 sqrt(image + k)`` has the noise variance that varies
     least with brightness (the least relative slope of ``_bands``' line). After the right
     transform the noise is close to Gaussian in every band, so the bands' medians read it low by
@@ -473,17 +488,21 @@ def flattest_offset(image: torch.Tensor, offsets: list[float]) -> float:
     reads lower in the shadows than in the highlights, so its own line's offset comes out too large.
     Flat stretches count here, unlike in the decision to stabilise (``signal_dependence``): once shot
     noise is decided on, a stretch where no photon came is part of it, and leaving such stretches
-    out chose offsets too large (Kodak24 made grey, Poisson at peak 10: 25.46 dB against 25.57)."""
+    out chose offsets too large (Kodak24 made grey, Poisson at peak 10: 25.46 dB against 25.57).
+    ``upper`` reads only the part of the image no brighter than it (see ``stabilise.stabiliser``).
+    None where the image (or that part) is too small to read."""
     x = image.detach().float().cpu().clamp(0, 1).numpy()
 
     def tilt(k: float) -> float:
-        bands = _bands(2 * np.sqrt(x + k))
+        bands = _bands(2 * np.sqrt(x + k), upper=None if upper is None else 2 * math.sqrt(upper + k))
         if bands is None:
             return math.inf
         m, v = bands
         return abs(_line(m, v)[0]) * float(m[-1] - m[0]) / max(float(v.mean()), 1e-12)
 
-    return min(offsets, key=tilt)
+    tilts = {k: tilt(k) for k in offsets}
+    best = min(tilts, key=tilts.__getitem__)
+    return best if math.isfinite(tilts[best]) else None
 
 
 def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) -> float:
@@ -583,7 +602,7 @@ def _line(m: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     return slope, float(v.mean()) - slope * float(m.mean())
 
 
-def _bands(x: np.ndarray, skip_flat: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+def _bands(x: np.ndarray, skip_flat: bool = False, upper: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(brightness, noise variance) of ``MAP_BINS`` brightness bands of a CxHxW image, or None
     if it is too small to measure. Each band's variance is read from the
     Laplacian residual (Immerkaer, 1996) of its least textured half (Sobel on the channel mean),
@@ -598,7 +617,7 @@ def _bands(x: np.ndarray, skip_flat: bool = False) -> tuple[np.ndarray, np.ndarr
     (``_flat_patches``' spots) was tried here too and lost: it changed the screen's ratio on most
     BSD68 images at peaks 5 and 10, and shot noise at peak 5 (clipped) lost 0.02 dB on BSD68 and
     0.14 on Set12; white noise and peaks 10-100 moved by 0.003 at most. ``level_map`` keeps them,
-    as the colour model's training maps did."""
+    as the colour model's training maps did. ``upper`` leaves out points brighter than it."""
     h, w = x.shape[-2:]
     luma = x.mean(0)
     rows, cols = (h - 1) // 2, (w - 1) // 2
@@ -613,8 +632,10 @@ def _bands(x: np.ndarray, skip_flat: bool = False) -> tuple[np.ndarray, np.ndarr
     sobel_y = slope_y[:, left] + 2 * slope_y[:, centre] + slope_y[:, right]
     texture = (np.abs(sobel_x) + np.abs(sobel_y)).ravel()
     brightness = ((total[:, left] + total[:, centre] + total[:, right]) / 9.0).ravel()
-    if skip_flat:
-        live = (texture > 0) | (residual > 0)
+    if skip_flat or upper is not None:
+        live = ((texture > 0) | (residual > 0)) if skip_flat else np.ones(brightness.shape, dtype=bool)
+        if upper is not None:
+            live &= brightness <= upper
         residual, texture, brightness = residual[live], texture[live], brightness[live]
     n = brightness.size // MAP_BINS
     if n < 32:
