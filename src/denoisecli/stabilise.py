@@ -119,12 +119,14 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     fit = signal_dependence(image, bands)
     if fit is None:
         return None
-    if (fit[1] < ratio or bright_to_dark_noise(image) < confirm) and not _grows_beyond_clamping(image, bands, growth, sigma):
+    white = float((image >= 1).float().mean())
+    if (fit[1] < ratio or bright_to_dark_noise(image) < confirm) and not _grows_beyond_clamping(image, bands, white, growth, sigma):
         return None
     offset = flattest_offset(image, sorted({*OFFSETS, fit[0]}))
-    assert offset is not None  # the image was large enough for ``signal_dependence``
+    if offset is None:
+        return None
     gain = _gain(image, offset)
-    if float((image >= 1).float().mean()) >= CLIPPED_WHITE:
+    if white >= CLIPPED_WHITE:
         gain, offset = _below_clipping(image, gain, offset)
     if gain * (float(image.mean()) + offset) < max(least, MIN_NOISE) ** 2:
         return None
@@ -164,10 +166,10 @@ def _below_clipping(image: torch.Tensor, gain: float, offset: float) -> tuple[fl
     return (refit_gain, refit) if refit_gain > 0 else (gain, offset)
 
 
-def _grows_beyond_clamping(image: torch.Tensor, bands: tuple[np.ndarray, np.ndarray] | None, growth: float | None,
-                           sigma: Callable[[], float] | None) -> bool:
-    """``stabiliser``'s second test, on the bands the first one read."""
-    if growth is None or float((image >= 1).float().mean()) >= WHITE_SHARE:
+def _grows_beyond_clamping(image: torch.Tensor, bands: tuple[np.ndarray, np.ndarray] | None, white: float,
+                           growth: float | None, sigma: Callable[[], float] | None) -> bool:
+    """``stabiliser``'s second test, on the bands the first one read (``white``: the share of pixels at white)."""
+    if growth is None or white >= WHITE_SHARE:
         return False
     return growth_beyond_clamping(image, sigma() if sigma is not None else unclamped_sigma(image), bands=bands) >= growth
 
