@@ -138,10 +138,12 @@ def test_flattest_offset_below_a_level_reads_only_that_part():
     assert flattest_offset(shot, list(OFFSETS), upper=0.01) is None
 
 
-def _bright_shot(seed: int, peak: float = 30) -> torch.Tensor:
-    """Shot noise on a 96x80 image mostly in its upper half of brightness, 6-11% of it clipped at white."""
+def _bright_shot(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, noisy): shot noise at peak 30 on a 96x80 image mostly in its upper half of
+    brightness, 6-11% of it clipped at white."""
     c = torch.from_numpy(smooth_image(96, 80, channels=1, seed=seed)).float()[None] / 255
-    return _poisson(0.05 + 0.95 * ((c - c.min()) / (c.max() - c.min())) ** 0.6, peak, seed)
+    clean = 0.05 + 0.95 * ((c - c.min()) / (c.max() - c.min())) ** 0.6
+    return clean, _poisson(clean, 30, seed)
 
 
 def test_the_gain_is_read_below_where_the_noise_was_clipped_at_white(monkeypatch):
@@ -150,13 +152,24 @@ def test_the_gain_is_read_below_where_the_noise_was_clipped_at_white(monkeypatch
     read 0.09-0.54 of the truth (median 0.31), and read again below ``clip_free_level`` 0.58-0.96
     (median 0.84) when this test was written. The decision is not the refit's (the route is forced)."""
     def ratios() -> list[float]:
-        return sorted(stabiliser(_bright_shot(seed), ratio=1.0, confirm=1.0, least=0.0, growth=None).gain * 30 for seed in range(6))
+        return sorted(stabiliser(_bright_shot(seed)[1], ratio=1.0, confirm=1.0, least=0.0, growth=None).gain * 30 for seed in range(6))
 
     refit = ratios()
     monkeypatch.setattr(stabilise, "_below_clipping", lambda image, gain, offset: (gain, offset))
     first = ratios()
     assert 0.75 < (refit[2] + refit[3]) / 2 < 1.25 and (first[2] + first[3]) / 2 < 0.6
-    assert all(float((_bright_shot(seed) >= 1).float().mean()) > 0.05 for seed in range(6))
+    assert all(float((_bright_shot(seed)[1] >= 1).float().mean()) > 0.05 for seed in range(6))
+
+
+def test_reading_below_clipping_makes_the_shipped_grey_model_better(monkeypatch):
+    """On the six images above, `grey.pt` through the route gained 0.16-1.78 dB (0.72 on average)
+    from the refit when this test was written, and none lost."""
+    forced = Denoiser(stabilise=True)
+    pairs = [_bright_shot(seed) for seed in range(6)]
+    refit = [psnr(quantize8(forced(noisy)), clean) for clean, noisy in pairs]
+    monkeypatch.setattr(stabilise, "_below_clipping", lambda image, gain, offset: (gain, offset))
+    gains = [r - psnr(quantize8(forced(noisy)), clean) for r, (clean, noisy) in zip(refit, pairs)]
+    assert sum(gains) / len(gains) > 0.3 and min(gains) > -0.1, gains
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
