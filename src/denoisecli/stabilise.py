@@ -83,7 +83,7 @@ class Stabiliser:
 
 def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: float = CONFIRM_RATIO,
                least: float = STABILISE_NOISE, growth: float | None = STABILISE_GROWTH,
-               sigma: Callable[[], float] | None = None) -> Stabiliser | None:
+               sigma: Callable[[], float] | None = None, clipped_white: float | None = CLIPPED_WHITE) -> Stabiliser | None:
     """The transform for a CxHxW image in [0, 1] whose noise grows with brightness, else None.
 
     It must pass one of two tests. The first: the noise variance grows by at least ``ratio``
@@ -110,11 +110,11 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     The offset is then the one of ``OFFSETS`` (or the first test's own) whose transform leaves
     the flattest noise (``noise_estimate.flattest_offset``), and the gain is the square of what
     ``estimate_sigma`` reads on it: the per-band medians read skewed shot noise low, the
-    estimator does not. Where at least ``CLIPPED_WHITE`` of the pixels sit at white, both are
-    read again on the part of the image below where the noise reaches white (``_below_clipping``):
-    with fewer, on Train400 (the same 120 images, shot-noise settings) reading again lost 0.014 dB
-    on average (0.5-1% at white) where from 1% it gained (0.03 dB at 1-2%, 0.66 at 5-10%): the
-    bands it leaves out weighed less than the brightness span it lost."""
+    estimator does not. Where at least ``clipped_white`` of the pixels sit at white (None:
+    never), both are read again on the part of the image below where the noise reaches white
+    (``_below_clipping``): with fewer, on Train400 (the same 120 images, shot-noise settings,
+    benchmarks/clipped_fit.py) reading again lost on average (0.5-1% at white) where from 1% it
+    gained: the bands it leaves out weighed less than the brightness span it lost."""
     bands = shot_bands(image)
     fit = signal_dependence(image, bands)
     if fit is None:
@@ -126,7 +126,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     if offset is None:
         return None
     gain = _gain(image, offset)
-    if white >= CLIPPED_WHITE:
+    if clipped_white is not None and white >= clipped_white:
         gain, offset = _below_clipping(image, gain, offset)
     if gain * (float(image.mean()) + offset) < max(least, MIN_NOISE) ** 2:
         return None
