@@ -49,6 +49,8 @@ def measure(folder: Path, count: int, first: int = 0) -> list[dict]:
     fits = {share: forced(lambda image, share=share: stabiliser(image, ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None,
                                                                   clipped_white=share))
             for share in (FIRST_FIT, READ_AGAIN)}
+    true: dict[str, Stabiliser] = {}
+    truth = forced(lambda image: true["stabiliser"])
     rows = []
     for (noise, peak), path in itertools.product(SETTINGS, list_images(folder)[first : first + count]):
         clean = quantize8(read_image(path).pixels.float())
@@ -59,7 +61,7 @@ def measure(folder: Path, count: int, first: int = 0) -> list[dict]:
         row = {"setting": (noise, peak), "white": float((x >= 1).float().mean()),
                "first": psnr(quantize8(fits[FIRST_FIT](x)), clean) - base, "again": psnr(quantize8(fits[READ_AGAIN](x)), clean) - base}
         if noise == "poisson":  # variance x / peak in the file, so gain 1 / (peak span) and offset lo / span once stretched
-            truth = forced(lambda image: Stabiliser(1 / (peak * span), lo / span))
+            true["stabiliser"] = Stabiliser(1 / (peak * span), lo / span)
             row["truth"] = psnr(quantize8(truth(x)), clean) - base
         rows.append(row)
     return rows
