@@ -153,8 +153,9 @@ def _below_clipping(image: torch.Tensor, gain: float, offset: float) -> tuple[fl
     image whose noise was clipped at white. Clipping takes away the variance of the bright bands,
     so the flattest transform is one whose offset is too large and whose gain is too small: on
     120 Train400 images at peak 10 the gain read 0.41 of the truth where more than a tenth of the
-    pixels were white (0.82 where under 5%), and stabilising so lost 0.35 dB on average where a
-    stabiliser of the true gain gained 0.94 (weights/README.md, *Shot noise*). The level comes
+    pixels were white (0.82 where under 5%), and with the route forced the fit read once gained
+    1.63 dB on average at peak 10, read again 2.09, the true gain and offset 2.21
+    (benchmarks/clipped_fit.py; weights/README.md, *Shot noise*). The level comes
     from the first fit, whose gain is too small, so it is a little too high; one pass is enough
     (a second chose offsets too large again on some images at peaks 5 and 10, and lost up to
     9.8 dB on one). The first fit stands where too little of the image lies below the level."""
