@@ -251,7 +251,8 @@ class Denoiser:
 
         return self.weights is None and not self.grey_copy(image) and channel_coupling(image) < COUPLING_SPLIT
 
-    def stabiliser(self, image: torch.Tensor, sigma: Callable[[], float] | None = None) -> Stabiliser | None:
+    def stabiliser(self, image: torch.Tensor, sigma: Callable[[], float] | None = None,
+                   stretch: tuple[float, float] | None = None) -> Stabiliser | None:
         """The variance-stabilising transform for one model input (stretched to its range; read
         clamped to [0, 1], as the model gets it), or None. By default only where the shipped grey
         model denoises it (a grey image, a grey copy, a split image's channel), where no value lies
@@ -260,12 +261,13 @@ class Denoiser:
         2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned
         camera noise and loses on it when stabilised, hence only with ``stabilise`` True, which
         also drops the rule's margins (every input whose noise grows at all). ``sigma``, if given,
-        reads the plain route's level (see ``stabilise.stabiliser``)."""
+        reads the plain route's level, and ``stretch`` is ``value_range``'s (low, span) for the
+        image, which finds photon counts in the file's values (see ``stabilise.stabiliser``)."""
         if self.stabilise is False or (self.stabilise is None and (self.weights is not None or image.shape[0] != 1)):
             return None
         if self.stabilise:
-            return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None)
-        return default_stabiliser(image, sigma)
+            return stabiliser(image.clamp(0, 1), ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None, stretch=stretch)
+        return default_stabiliser(image, sigma, stretch)
 
     def unclamp(self) -> bool:
         """Whether the level is read as the noise's sigma before clamping
@@ -316,7 +318,7 @@ class Denoiser:
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
             read = plain_level(x, self.unclamp())
-            stab = self.stabiliser(x, read) if given is None else None
+            stab = self.stabiliser(x, read, (lo, span)) if given is None else None
             if stab is None:
                 s, level = model_level(x, read() if given is None else given / span, model.level, self.strength)
                 out.append(Level(s * span, level))

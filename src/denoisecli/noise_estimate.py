@@ -37,6 +37,10 @@ MAP_RANGE = (0.25, 4.0)
 COUPLING_POOL = 4
 CLAMPED_SHARE = 0.005
 CENSORED_MEANS = 128
+COUNT_LEVELS = 64
+COUNT_SLACK = 0.1
+COUNT_FLOOR = 2
+COUNT_PROBE = 4096
 
 
 def estimate_sigma(image: torch.Tensor, patch: int | None = None, upper: float | None = None) -> float:
@@ -503,6 +507,48 @@ def flattest_offset(image: torch.Tensor, offsets: list[float], upper: float | No
     tilts = {k: tilt(k) for k in offsets}
     best = min(tilts, key=tilts.__getitem__)
     return best if math.isfinite(tilts[best]) else None
+
+
+def count_step(image: torch.Tensor, low: float = 0.0, span: float = 1.0, most: int = COUNT_LEVELS) -> float | None:
+    """The value of one photon in an image of whole photon counts, in the file's units (``image *
+    span + low``: ``inference.value_range``'s stretch undone), else None. Such an image holds at most ``most`` distinct values, all within ``COUNT_SLACK`` of
+    a step of whole multiples of one step (a count times the detector's gain, rounded to the
+    file's levels); the step spans at least two of the file's levels (``_file_level``), so it is
+    not the file's own quantisation; and the darkest value is at most ``COUNT_FLOOR`` steps, as
+    where count 0 is the file's 0 (a black level that happens to fall on the steps would put it
+    elsewhere). There the gain and offset are known exactly, where the fit from the noise is at
+    its weakest: at a few photons the transform's variance is not 1 and clipping at white takes
+    variance away, and on 120 Train400 images under Poisson noise at peak 5 the fitted gain read
+    0.15 to 1.6 of the step (weights/README.md, *Shot noise*). Read noise leaves no such lattice,
+    and natural images hold hundreds of values: a strided probe of ``COUNT_PROBE`` pixels turns
+    most away before the full count."""
+    x = image.detach().flatten()
+    if torch.unique(x[:: max(1, x.numel() // COUNT_PROBE)]).numel() > most:
+        return None
+    v = torch.unique(x).to("cpu", torch.float64) * span + low
+    if not 3 <= v.numel() <= most:
+        return None
+    step = float(torch.diff(v).median())
+    if float(v[0]) > (COUNT_FLOOR + 1) * step:
+        return None
+    for reach in (4, 16, math.inf):  # steps read from the gaps drift over many multiples, so fit from the darkest values up
+        near = v[v <= (COUNT_FLOOR + reach) * step]
+        k = torch.round(near / step)
+        step = float((k * near).sum() / (k * k).sum())
+    k = torch.round(v / step)
+    if (step < 2 * _file_level(v) or float(v[0]) > COUNT_FLOOR * step or torch.unique(k).numel() != v.numel()
+            or float((v / step - k).abs().max()) > COUNT_SLACK):
+        return None
+    return step
+
+
+def _file_level(values: torch.Tensor) -> float:
+    """The spacing of the file's levels that ``values`` (in [0, 1]) lie on: 1/255 for 8-bit data,
+    1/65535 for 16-bit, else 0 (float data)."""
+    for top in (255, 65535):
+        if float((values * top - torch.round(values * top)).abs().max()) < 0.05:
+            return 1 / top
+    return 0.0
 
 
 def clipped_level(image: torch.Tensor, sigma: float, max_pixels: int = 1 << 20) -> float:
