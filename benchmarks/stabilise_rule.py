@@ -5,8 +5,8 @@ noise (peaks 5-100), shot and read noise (peaks 10-100) and camera noise (peaks 
 denoised by the shipped grey model with the route forced (`--stabilise`) and without it. Per
 image it records the statistics the rule reads (``signal_dependence``'s ratio, the
 ``bright_to_dark_noise`` confirmation, ``growth_beyond_clamping``, the share of pixels at white,
-the fitted noise at mean brightness, whether any value lies outside [0, 1]) and what forcing
-gained; then it scores rules: the mean gain over the shot-noise settings, the worst mean over the
+the fitted noise at mean brightness, whether any value lies outside [0, 1], whether it holds whole
+photon counts that look like noise) and what forcing gained; then it scores rules: the mean gain over the shot-noise settings, the worst mean over the
 white-noise settings, and the worst single image. The thresholds in ``denoisecli.stabilise`` were
 chosen so on training images, never on the benchmark sets:
 
@@ -31,9 +31,9 @@ from denoisecli.image_io import list_images, read_image
 from denoisecli.inference import Denoiser, _stretched, value_range
 from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import NOISE_MODELS, seeded_generator
-from denoisecli.noise_estimate import bright_to_dark_noise, growth_beyond_clamping, signal_dependence, unclamped_sigma
+from denoisecli.noise_estimate import bright_to_dark_noise, count_step, growth_beyond_clamping, signal_dependence, unclamped_sigma
 from denoisecli.stabilise import (CONFIRM_RATIO, MIN_NOISE, STABILISE_GROWTH, STABILISE_NOISE, STABILISE_RATIO, WHITE_SHARE,
-                                  stabiliser)
+                                  counts_look_like_noise, stabiliser)
 
 SETTINGS = [("standard", "gaussian", s) for s in (15, 25, 50, 75)] + \
     [("clipped", "gaussian", s) for s in (5, 15, 25, 50, 75)] + \
@@ -59,14 +59,18 @@ def measure(folder: Path, count: int, first: int = 0) -> list[dict]:
         clean = quantize8(read_image(path).pixels.float())
         clean = clean.mean(0, keepdim=True) if clean.shape[0] == 3 else clean
         x = noisy(clean, path.name, protocol, noise, level)
-        inside = _stretched(x, *value_range(x)).clamp(0, 1)
-        fit, st = signal_dependence(inside), stabiliser(inside, ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None)
+        stretch = value_range(x)
+        inside = _stretched(x, *stretch).clamp(0, 1)
+        fit = signal_dependence(inside)
+        st = stabiliser(inside, ratio=1.0, confirm=1.0, least=MIN_NOISE, growth=None, stretch=stretch)  # as `--stabilise`
+        step = count_step(inside, *stretch)
         base = psnr(quantize8(plain(x)), clean)
         rows.append({
             "setting": (protocol, noise, level), "ratio": fit[1] if fit else 1.0, "confirm": bright_to_dark_noise(inside),
             "growth": growth_beyond_clamping(inside, unclamped_sigma(inside)), "white": float((inside >= 1).float().mean()),
             "noise": st.noise_std(float(inside.mean())) if st else 0.0, "outside": bool(((x < 0) | (x > 1)).any()),
             "forced": st is not None, "gain": psnr(quantize8(forced(x)), clean) - base if st else 0.0,
+            "counted": step is not None and counts_look_like_noise(inside, step, stretch, None),
         })
     return rows
 
@@ -75,12 +79,12 @@ def score(rows: list[dict], ratio: float, confirm: float, least: float, growth: 
           white: float = WHITE_SHARE) -> tuple[float, float, float, float]:
     """(worst white-noise setting's mean gain, shot-noise settings' mean gain, share of shot-noise
     images stabilised, worst image's gain) for a rule as ``denoisecli.stabilise.stabiliser``
-    applies it: the first test or, with ``growth``, the second."""
+    applies it: whole counts that look like noise, the first test or, with ``growth``, the second."""
     by = collections.defaultdict(list)
     for r in rows:
         first = r["ratio"] >= ratio and r["confirm"] >= confirm
         second = growth is not None and r["white"] < white and r["growth"] >= growth
-        applies = not r["outside"] and (first or second) and r["noise"] >= least and r["forced"]
+        applies = not r["outside"] and (r["counted"] or first or second) and r["noise"] >= least and r["forced"]
         by[r["setting"]].append((r["gain"] if applies else 0.0, applies))
     white_means = [sum(g for g, _ in v) / len(v) for k, v in by.items() if k[1] == "gaussian"]
     shot = [v for k, v in by.items() if k[1] != "gaussian"]

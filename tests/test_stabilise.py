@@ -431,3 +431,26 @@ def test_reading_whole_counts_makes_the_shipped_grey_model_better(monkeypatch):
     monkeypatch.setattr(stabilise, "count_step", lambda *args: None)
     gains = [c - psnr(quantize8(forced(noisy)), clean) for c, (clean, noisy) in zip(counted, pairs)]
     assert sum(gains) / len(gains) > 0.5 and min(gains) > -0.1, gains
+
+
+def test_equal_count_excess_tells_photon_counts_from_a_clean_image_of_few_levels():
+    smooth = _photons(67, 45, seed=6)
+    for peak in (3, 5, 30):
+        counts = torch.poisson(smooth * peak, generator=seeded_generator(peak))
+        assert abs(noise_estimate.equal_count_excess(counts)) < 0.15, peak
+    for levels in (2, 4, 16):
+        assert noise_estimate.equal_count_excess(torch.round(smooth * levels)) > 0.5, levels
+
+
+def test_by_default_counts_skip_the_tests_where_they_look_like_noise():
+    """At peak 5 with a quarter of the pixels at white, the tests turn away five of these six
+    images; read as counts, all six are stabilised. A clean image of a few levels is not."""
+    def default(image: torch.Tensor, counts: bool) -> Stabiliser | None:
+        lo, span = value_range(image)
+        return stabilise.default_stabiliser(_stretched(image, lo, span), stretch=(lo, span) if counts else None)
+
+    noisy = [_poisson(clean, 5, seed) for seed, (clean, _) in enumerate(map(_bright_shot, range(6)))]
+    assert sum(default(x, False) is not None for x in noisy) <= 2
+    assert all(default(x, True) is not None for x in noisy)
+    for levels in (2, 4, 8):
+        assert default(quantize8(torch.round(_bright_shot(0)[0] * levels) / levels), True) is None, levels
