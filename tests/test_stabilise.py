@@ -454,3 +454,8 @@ def test_by_default_counts_skip_the_tests_where_they_look_like_noise():
     assert all(default(x, True) is not None for x in noisy)
     for levels in (2, 4, 8):
         assert default(quantize8(torch.round(_bright_shot(0)[0] * levels) / levels), True) is None, levels
+
+
+def test_count_step_of_values_with_no_step_near_black_is_none():
+    """A dark value far below a cluster of close bright ones leaves no multiple to fit from."""
+    assert noise_estimate.count_step(torch.tensor([[[0.0, 0.0, 0.9, 0.94, 0.98]]])) is None

@@ -512,12 +512,12 @@ def flattest_offset(image: torch.Tensor, offsets: list[float], upper: float | No
 
 def count_step(image: torch.Tensor, low: float = 0.0, span: float = 1.0, most: int = COUNT_LEVELS) -> float | None:
     """The value of one photon in an image of whole photon counts, in the file's units (``image *
-    span + low``: ``inference.value_range``'s stretch undone), else None. Such an image holds at most ``most`` distinct values, all within ``COUNT_SLACK`` of
-    a step of whole multiples of one step (a count times the detector's gain, rounded to the
-    file's levels); the step spans at least two of the file's levels (``_file_level``), so it is
-    not the file's own quantisation; and the darkest value is at most ``COUNT_FLOOR`` steps, as
-    where count 0 is the file's 0 (a black level that happens to fall on the steps would put it
-    elsewhere). There the gain and offset are known exactly, where the fit from the noise is at
+    span + low``: ``inference.value_range``'s stretch undone), else None. Such an image holds at
+    most ``most`` distinct values, each within ``COUNT_SLACK`` of a step of a whole multiple of one
+    step (a count times the detector's gain, rounded to the file's levels); the step spans at
+    least two of the file's levels (``_file_level``), so it is not the file's own quantisation;
+    and the darkest value is at most ``COUNT_FLOOR`` steps, as where count 0 is the file's 0 (a
+    black level that happens to fall on the steps would put it elsewhere). There the gain and offset are known exactly, where the fit from the noise is at
     its weakest: at a few photons the transform's variance is not 1 and clipping at white takes
     variance away, and on 120 Train400 images under Poisson noise at peak 5 the fitted gain read
     0.15 to 1.6 of the step (weights/README.md, *Shot noise*). Read noise leaves no such lattice,
@@ -535,6 +535,8 @@ def count_step(image: torch.Tensor, low: float = 0.0, span: float = 1.0, most: i
     for reach in (4, 16, math.inf):  # steps read from the gaps drift over many multiples, so fit from the darkest values up
         near = v[v <= (COUNT_FLOOR + reach) * step]
         k = torch.round(near / step)
+        if not bool((k > 0).any()):
+            return None
         step = float((k * near).sum() / (k * k).sum())
     k = torch.round(v / step)
     if (step < 2 * _file_level(v) or float(v[0]) > COUNT_FLOOR * step or torch.unique(k).numel() != v.numel()

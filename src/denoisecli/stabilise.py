@@ -150,7 +150,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
 
 
 def counts_look_like_noise(image: torch.Tensor, step: float, stretch: tuple[float, float],
-                      sigma: Callable[[], float] | None) -> bool:
+                           sigma: Callable[[], float] | None) -> bool:
     """Whether an image of whole counts (``step`` one count in the file's units, ``stretch`` as for
     ``stabiliser``) looks like photon counts rather than a clean image of a few levels: its
     neighbouring pixels hold equal counts hardly more often than shot noise would
