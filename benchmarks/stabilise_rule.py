@@ -2,13 +2,14 @@
 
 Each image gets white noise (standard protocol, sigma 15-75; clipped and 8-bit, sigma 5-75), shot
 noise (peaks 5-100), shot and read noise (peaks 10-100) and camera noise (peaks 30, 100), and is
-denoised by the shipped grey model with the route forced (`--stabilise`) and without it. Per
-image it records the statistics the rule reads (``signal_dependence``'s ratio, the
+denoised by the shipped grey model with the route forced (`--stabilise`) and without it. Per image
+it records the statistics the rule reads (``signal_dependence``'s ratio, the
 ``bright_to_dark_noise`` confirmation, ``growth_beyond_clamping``, the share of pixels at white,
 the fitted noise at mean brightness, whether any value lies outside [0, 1], whether it holds whole
-photon counts that look like noise) and what forcing gained; then it scores rules: the mean gain over the shot-noise settings, the worst mean over the
-white-noise settings, and the worst single image. The thresholds in ``denoisecli.stabilise`` were
-chosen so on training images, never on the benchmark sets:
+photon counts that look like noise) and what forcing gained; then it scores rules: the mean gain
+over the shot-noise settings, the worst mean over the white-noise settings, and the worst single
+image. The thresholds in ``denoisecli.stabilise`` were chosen so on training images, never on the
+benchmark sets:
 
     python benchmarks/stabilise_rule.py ../shared/data/train/Train400 --count 120
 
