@@ -238,12 +238,12 @@ def test_clamped_white_noise_in_a_dark_image_is_not_confirmed_as_shot_noise(seed
 @pytest.mark.parametrize("seed", [0, 2, 3])
 def test_mostly_black_shot_noise_is_confirmed_by_the_first_test(seed):
     """A 16-bit photon-counting file with a black level (100 ADU, 20 ADU a photon, peak 3, no read
-    noise) is a third black, so clamping explains its growth as well as shot noise does (the
-    second test's growth: -0.08 to 0.25 on these seeds), and its count 0 is not the file's 0, so
-    it is not read as whole counts. Its dark third is nearly noiseless and its bright third is not,
-    so the first test's confirmation reads well above 2 (2.4-8.5), where clamped white noise
-    stays under it (the test above): `run` stabilises it, 3-7 dB better than the plain route
-    when this test was written."""
+    noise) is half black, so clamping explains its growth as well as shot noise does (the second
+    test's growth: -0.08 to 0.25 on these seeds), and its count 0 is not the file's 0, so it is
+    not read as whole counts. Its dark blocks hold little noise beside its bright ones, so the
+    first test's confirmation reads well above 2 (2.4-8.5), where clamped white noise stays
+    under it (the test above): `run` stabilises it, 3-7 dB better than the plain route when this
+    test was written."""
     clean = _photons(97, 83, seed)
     noisy = ((100 + 20 * torch.poisson(clean.double() * 3, generator=seeded_generator(seed))) / 65535).float()
     stretch = value_range(noisy)

@@ -103,11 +103,11 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     clamping is taken out of it, with an elasticity of at least ``growth``
     (``noise_estimate.growth_beyond_clamping``, given the noise's sigma before clamping:
     ``sigma()``, else ``unclamped_sigma``, the plain route's own level, so a caller that goes on
-    to the plain route can read it once). The first reads the image's brightness
-    span as much as its noise, and misses shot noise in low-contrast images; the second is
-    fooled by shot noise in images that are mostly black (peak 5, a third of the pixels at 0),
-    which clamping at the same sigma would explain, and loses where many pixels were clipped at
-    white, which the transform's inverse does not model. Either way the noise at the image's mean
+    to the plain route can read it once). The first reads the image's brightness span as much as
+    its noise, and misses shot noise in low-contrast images; the second is fooled by shot noise
+    in images that are mostly black (peak 5, a third of the pixels at 0), which clamping at the
+    same sigma would explain, and loses where many pixels were clipped at white, which the
+    transform's inverse does not model. Either way the noise at the image's mean
     brightness must be at least ``least`` (never under ``MIN_NOISE``, no grain to speak of: with
     a floor of 0.5 of 255, 8 of the 68 clean BSD68 scans were stabilised for their film grain).
 
@@ -119,8 +119,9 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     The confirmation of 2 (1.2 until the thirty-fourth session, which still holds where much is
     white) turns such images away where the screen alone passed them: on Train400 clamped white
     noise at sigma 75 in dark images confirmed at most 1.95 and lost up to 3.8 dB each, while
-    the shot noise that only the first test found, images a fifth black at peak 5, confirmed at
-    least 2.4; BSD68 `test028.png` (17% white, peak 100) confirms 1.98 and gains 3.1 dB.
+    the shot noise that only the first test found, images a seventh to a quarter black (shot and
+    read noise at peak 5), confirmed at least 2.4; BSD68 `test028.png` (17% white, peak 100)
+    confirms 1.98 and gains 3.1 dB.
     The offset is then the one of ``OFFSETS`` (or the first test's own) whose transform leaves
     the flattest noise (``noise_estimate.flattest_offset``), and the gain is the square of what
     ``estimate_sigma`` reads on it: the per-band medians read skewed shot noise low, the
