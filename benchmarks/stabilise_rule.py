@@ -33,8 +33,8 @@ from denoisecli.inference import Denoiser, _stretched, value_range
 from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import NOISE_MODELS, seeded_generator
 from denoisecli.noise_estimate import bright_to_dark_noise, count_step, growth_beyond_clamping, signal_dependence, unclamped_sigma
-from denoisecli.stabilise import (CONFIRM_RATIO, MIN_NOISE, STABILISE_GROWTH, STABILISE_NOISE, STABILISE_RATIO, WHITE_CONFIRM, WHITE_SHARE,
-                                  counts_look_like_noise, stabiliser)
+from denoisecli.stabilise import (CONFIRM_RATIO, MIN_NOISE, STABILISE_GROWTH, STABILISE_NOISE, STABILISE_RATIO, WHITE_SHARE,
+                                  confirmation_asked, counts_look_like_noise, stabiliser)
 
 SETTINGS = [("standard", "gaussian", s) for s in (15, 25, 50, 75)] + \
     [("clipped", "gaussian", s) for s in (5, 15, 25, 50, 75)] + \
@@ -82,11 +82,10 @@ def score(rows: list[dict], ratio: float, confirm: float, least: float, growth: 
     """(worst white-noise setting's mean gain, shot-noise settings' mean gain, share of shot-noise
     images stabilised, worst image's gain, inputs that lose more than ``LOSS`` dB) for a rule as
     ``denoisecli.stabilise.stabiliser`` applies it: whole counts that look like noise, the first
-    test (its confirmation at most ``WHITE_CONFIRM`` where ``white`` or more sit at white) or,
-    with ``growth``, the second."""
+    test (its confirmation as ``confirmation_asked`` gives it) or, with ``growth``, the second."""
     by = collections.defaultdict(list)
     for r in rows:
-        first = r["ratio"] >= ratio and r["confirm"] >= (confirm if r["white"] < white else min(confirm, WHITE_CONFIRM))
+        first = r["ratio"] >= ratio and r["confirm"] >= confirmation_asked(confirm, r["white"])
         second = growth is not None and r["white"] < white and r["growth"] >= growth
         applies = not r["outside"] and (r["counted"] or first or second) and r["noise"] >= least and r["forced"]
         by[r["setting"]].append((r["gain"] if applies else 0.0, applies))
