@@ -6,7 +6,7 @@ image gets Poisson noise at peaks 3-30 (clipped and 8-bit, the rule's benchmark'
 is posterised to 2-32 levels; for every one read as counts it records the two statistics the
 decision reads (``noise_estimate.equal_count_excess``, and the estimated noise over what counts of
 that step give at the image's mean) and prints their range and how many skip the tests: the
-evidence for ``COUNT_EXCESS`` and ``COUNT_NOISE`` (weights/README.md, *Whole photon counts*):
+evidence for ``COUNT_EXCESS`` and ``COUNT_NOISE`` (weights/SHOT-NOISE.md, *Whole photon counts*):
 
     python benchmarks/count_guard.py ../shared/data/train/Train400 --count 400
 """

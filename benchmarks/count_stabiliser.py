@@ -5,7 +5,7 @@ benchmark's inputs, image for image), and is denoised by the shipped grey model 
 variance-stabilising route, forced, with stabilisers around the true one (a factor on the true
 gain, photons added to the true offset), and by the plain route. It prints each pair's mean gain
 over the plain route and its worst image: the evidence for ``denoisecli.stabilise.COUNT_GAIN`` and
-``COUNT_OFFSET``, chosen so on training images (weights/README.md, *Whole photon counts*):
+``COUNT_OFFSET``, chosen so on training images (weights/SHOT-NOISE.md, *Whole photon counts*):
 
     python benchmarks/count_stabiliser.py ../shared/data/train/Train400 --count 120 --peaks 3,5,7,10,15,30
 

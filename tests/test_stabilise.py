@@ -205,7 +205,7 @@ def test_shot_noise_in_a_low_contrast_image_is_found_by_the_second_test(seed):
     brightness is that of shot noise (0.68-1.42, against 0.35), so the second test finds it and
     the gain is read within a factor of two. With a tenth of the pixels at white the second test
     stands aside: the transform's inverse does not model clipping, and on Train400 such images
-    lost, or gained little against the worst single losses (weights/README.md, *Shot noise*)."""
+    lost, or gained little against the worst single losses (weights/SHOT-NOISE.md)."""
     _, noisy = _low_contrast_shot(seed)
     assert signal_dependence(noisy)[1] < STABILISE_RATIO and stabiliser(noisy, growth=None) is None
     assert growth_beyond_clamping(noisy, unclamped_sigma(noisy)) >= STABILISE_GROWTH
@@ -222,8 +222,9 @@ def test_clamped_white_noise_in_a_dark_image_is_not_confirmed_as_shot_noise(seed
     would: the first test's ratio passes, and its confirmation (1.56-1.81 on these seeds when this
     test was written) passed the 1.2 the rule asked until the thirty-fourth session, while the
     second test's growth (-0.08 to 0.28) finds no more than clamping explains. On Train400 such
-    passes (clipped sigma 75) lost up to 3.8 dB each, and none of them read 2 (weights/README.md,
-    *Shot noise*). Forced, the route loses here too (1.6-3.2 dB when this test was written)."""
+    passes (clipped sigma 75) lost up to 3.8 dB each, and none of them read 2
+    (weights/SHOT-NOISE.md). Forced, the route loses here too (1.6-3.2 dB when this test was
+    written)."""
     clean = 0.01 + 0.4 / 0.94 * (_photons(97, 83, seed) - 0.01)
     noisy = quantize8(clean + torch.randn(clean.shape, generator=seeded_generator(seed)) * 75 / 255)
     assert float((noisy >= 1).float().mean()) < WHITE_SHARE and signal_dependence(noisy)[1] >= STABILISE_RATIO
@@ -303,7 +304,7 @@ def test_the_plain_level_is_read_once_where_the_second_test_needs_it(monkeypatch
 
 def test_white_noise_clamped_at_black_may_be_stabilised_unclamped_never():
     """White noise clamped at black grows with brightness near it, and the route gained on such
-    images (Train400, clipped sigma 50-75: weights/README.md, *Shot noise*); noise that went past
+    images (Train400, clipped sigma 50-75: weights/SHOT-NOISE.md); noise that went past
     0 or 1 unclamped (the standard protocol) is additive by its values alone and is left to the
     model, which would lose it all to the route's clamp. The gain is a mean over many images
     (``benchmarks/stabilise_rule.py``), not a promise for each: on one of these small images the

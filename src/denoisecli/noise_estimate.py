@@ -416,7 +416,7 @@ def signal_dependence(image: torch.Tensor, bands: tuple[np.ndarray, np.ndarray] 
     (about 1 ms at 256x256): on BSD68 and Set12 (80 images), shot noise at peaks 10 / 30 / 100
     read 2 or more on 46 / 53 / 57 images, white noise at sigma 15 / 25 / 50 / 75 on 0 / 0 / 1
     / 0 (clamping near black makes its variance vary too), but at sigma 5, where texture that
-    comes with brightness passes for noise, on 5 (weights/README.md, *Shot noise*). ``bands``:
+    comes with brightness passes for noise, on 5 (weights/SHOT-NOISE.md). ``bands``:
     ``shot_bands(image)``, if the caller has it already."""
     fit = _variance_fit(bands if bands is not None else shot_bands(image))
     if fit is None or fit[0] <= 0:
@@ -435,7 +435,7 @@ def bright_to_dark_noise(image: torch.Tensor, block: int = 16, most: int = 32, f
     10 ms at any size on the 2-core EPYC VM, where all blocks took 17 ms at 256x256 and 750 ms at
     2048x2048 (30 ms and seconds before ``_Planes.moments`` took every plane in one product).
     Slower than ``signal_dependence``, but not fooled by texture that comes with brightness,
-    which the estimator's weakly textured patches leave out (weights/README.md, *Shot noise*).
+    which the estimator's weakly textured patches leave out (weights/SHOT-NOISE.md).
     The floor stands for rounding error, so a dark third with no noise at all does not make the
     ratio unbounded. A block that holds a flat spot (``_flat_patches``: a black border, a
     background clipped to black) is left out, as ``estimate_sigma`` leaves out such patches: it
@@ -471,7 +471,7 @@ def growth_beyond_clamping(image: torch.Tensor, sigma: float, floor: float = 0.0
     brightness, so a low-contrast image with shot noise reads low there, and a dark one with
     clamped white noise high. On 120 Train400 images (5th to 95th percentile), shot noise at
     peak 30 read 0.54-1.16 here and 1.33-5.2 there, half of it under the screen's 2; white noise
-    at sigma 15-75, clamped or not, -0.28 to 0.32 here (weights/README.md, *Shot noise*).
+    at sigma 15-75, clamped or not, -0.28 to 0.32 here (weights/SHOT-NOISE.md).
     ``bands``: ``shot_bands(image)``, if the caller has it already."""
     bands = bands if bands is not None else shot_bands(image)
     if bands is None:
@@ -520,7 +520,7 @@ def count_step(image: torch.Tensor, low: float = 0.0, span: float = 1.0, most: i
     black level that happens to fall on the steps would put it elsewhere). There the gain and offset are known exactly, where the fit from the noise is at
     its weakest: at a few photons the transform's variance is not 1 and clipping at white takes
     variance away, and on 120 Train400 images under Poisson noise at peak 5 the fitted gain read
-    0.15 to 1.6 of the step (weights/README.md, *Shot noise*). Read noise leaves no such lattice,
+    0.15 to 1.6 of the step (weights/SHOT-NOISE.md). Read noise leaves no such lattice,
     and natural images hold hundreds of values: a strided probe of ``COUNT_PROBE`` pixels turns
     most away before the full count."""
     x = image.detach().flatten()
@@ -552,7 +552,7 @@ def equal_count_excess(counts: torch.Tensor) -> float:
     around them), as a fraction of what is left to 1. About 0 for photon counts, whose every pixel
     draws its own count (at most 0.20 on 400 Train400 images under Poisson noise at peaks 3-30),
     and near 1 for a clean image of a few levels, whose pixels hold the level of their
-    neighbours (posterised Train400 images: see weights/README.md, *Whole photon counts*): the
+    neighbours (posterised Train400 images: see weights/SHOT-NOISE.md, *Whole photon counts*): the
     two read as counts alike, and this tells them apart."""
     z = counts.detach().to("cpu", torch.float64)[:, None]
     lam = F.avg_pool2d(z, COUNT_POOL, 1, COUNT_POOL // 2, count_include_pad=False)

@@ -6,7 +6,7 @@ given the level the estimator reads, left most of the noise of Poisson images in
 30: 24.8 dB). The generalised Anscombe transform turns noise whose variance is ``gain * (x +
 offset)`` into noise of variance about 1 everywhere; the model denoises that at one level, and
 the closed-form exact unbiased inverse of Makitalo and Foi (2011) maps the result back without
-the bias a plain algebraic inverse leaves in the shadows (weights/README.md, *Shot noise*).
+the bias a plain algebraic inverse leaves in the shadows (weights/SHOT-NOISE.md).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     white, shot, shot-and-read and camera noise; benchmarks/stabilise_rule.py) for the most gain
     under shot noise while no white-noise setting loses more than 0.02 dB: clamped white noise in
     a dark image also grows with brightness, and once the plain route reads its level right
-    (``noise_estimate.unclamped_sigma``) stabilising it costs (weights/README.md, *Shot noise*).
+    (``noise_estimate.unclamped_sigma``) stabilising it costs (weights/SHOT-NOISE.md).
     The confirmation of 2 (1.2 until the thirty-fourth session, which still holds where much is
     white) turns such images away where the screen alone passed them: on Train400 clamped white
     noise at sigma 75 in dark images confirmed at most 1.95 and lost up to 3.8 dB each, while
@@ -139,7 +139,7 @@ def stabiliser(image: torch.Tensor, ratio: float = STABILISE_RATIO, confirm: flo
     ``COUNT_GAIN`` of the gain and ``COUNT_OFFSET`` photons more offset. On 120 Train400 images
     under Poisson noise, route forced, the truth gained 1.20 / 1.51 / 2.20 / 2.37 dB over the plain
     route at peaks 3 / 5 / 10 / 30 and this 2.24 / 1.91 / 2.26 / 2.35, every image gaining; the
-    fit, 1.12 at peak 5 and 2.09 at 10 (weights/README.md, *Shot noise*: *Whole photon counts*).
+    fit, 1.12 at peak 5 and 2.09 at 10 (weights/SHOT-NOISE.md, *Whole photon counts*).
     Counts are shot noise, so they skip the tests, which at peak 5 turned away images whose
     clipping at white flattened the noise's growth: with the margins dropped (``ratio`` and
     ``confirm`` at most 1, as `--stabilise` asks) always, and by default where they look like
@@ -167,7 +167,7 @@ def counts_look_like_noise(image: torch.Tensor, step: float, stretch: tuple[floa
     reads (``sigma()``, else ``unclamped_sigma``) is at least ``COUNT_NOISE`` of what counts of
     that step give at the image's mean brightness. On Train400 (400 images) counts under Poisson
     noise at peaks 3-30 passed both and images posterised to 2-32 levels failed one or the other
-    (weights/README.md, *Whole photon counts*)."""
+    (weights/SHOT-NOISE.md, *Whole photon counts*)."""
     low, span = stretch
     if equal_count_excess(torch.round((image.double() * span + low) / step)) >= COUNT_EXCESS:
         return False
@@ -225,7 +225,7 @@ def _below_clipping(image: torch.Tensor, gain: float, offset: float) -> tuple[fl
     120 Train400 images at peak 10 the gain read 0.41 of the truth where more than a tenth of the
     pixels were white (0.82 where under 5%), and with the route forced the fit read once gained
     1.63 dB on average at peak 10, read again 2.09, the true gain and offset 2.21
-    (benchmarks/clipped_fit.py; weights/README.md, *Shot noise*). The level comes
+    (benchmarks/clipped_fit.py; weights/SHOT-NOISE.md). The level comes
     from the first fit, whose gain is too small, so it is a little too high; one pass is enough
     (a second chose offsets too large again on some images at peaks 5 and 10, and lost up to
     9.8 dB on one). The first fit stands where too little of the image lies below the level."""
