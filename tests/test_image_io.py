@@ -279,9 +279,71 @@ def test_decompression_bomb_limit(tmp_path):
     assert read_image(src, max_pixels=None).pixels.shape == (3, 60, 50)
 
 
-def test_multipage_tiff_is_refused(tmp_path):
+def test_multipage_tiff_is_refused_unless_stacks_are_asked_for(tmp_path):
+    """Commands that take one image per file (add-noise, eval, train) refuse a stack in one line;
+    `run` asks for stacks."""
     import tifffile
 
     tifffile.imwrite(tmp_path / "stack.tif", (_float_arr((5, 10, 12)) * 255).astype(np.uint8), photometric="minisblack")
-    with pytest.raises(DenoiseError, match="stack"):
+    with pytest.raises(DenoiseError, match="stack.tif: multi-page TIFF stacks are not supported here"):
         read_image(tmp_path / "stack.tif")
+    assert read_image(tmp_path / "stack.tif", stacks=True).pixels.shape == (5, 1, 10, 12)
+
+
+def test_imagej_hyperstack_round_trips_with_its_axes_calibration_and_compression(tmp_path):
+    """A microscope's 16-bit hyperstack (time, z, channel) comes back as the same hyperstack: shape,
+    axes, ImageJ calibration and labels, resolution, compression and every value."""
+    import tifffile
+
+    arr = (_float_arr((2, 3, 2, 31, 37)) * 65535).astype(np.uint16)
+    labels = [f"plane {i}" for i in range(12)]
+    tifffile.imwrite(tmp_path / "hyper.tif", arr, imagej=True, compression="zlib", resolution=(2.5, 2.5),
+                     metadata={"axes": "TZCYX", "spacing": 0.3, "unit": "um", "finterval": 2.0, "Labels": labels})
+    img = read_image(tmp_path / "hyper.tif", stacks=True)
+    assert img.pixels.shape == (12, 1, 31, 37) and img.pixels.dtype == torch.float32 and img.bits == 16
+    assert img.channels == 1 and len(img.planes) == 12 and img.megapixels == pytest.approx(12 * 31 * 37 / 1e6)
+    assert torch.equal(img.planes[5][0], torch.from_numpy(arr.reshape(12, 31, 37)[5].astype(np.float32) / 65535))
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        series = tf.series[0]
+        assert tf.is_imagej and series.shape == arr.shape and series.axes == "TZCYX"
+        assert np.array_equal(series.asarray(), arr)
+        meta = tf.imagej_metadata
+        assert (meta["spacing"], meta["unit"], meta["finterval"], meta["Labels"]) == (0.3, "um", 2.0, labels)
+        assert tf.pages[0].compression.name == "ADOBE_DEFLATE"
+        assert tf.pages[0].tags["XResolution"].value == (5, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_plain_colour_and_float_stacks_round_trip(tmp_path, dtype):
+    """A stack tifffile wrote without ImageJ's metadata, RGB planes or float data: the same series
+    back. Float data is read on the whole stack's range, so its planes keep their brightness."""
+    import tifffile
+
+    arr = _float_arr((4, 31, 37, 3)) if dtype == np.float32 else (_float_arr((4, 31, 37, 3)) * 255).astype(dtype)
+    if dtype == np.float32:
+        arr = (arr * 1000 - 200).astype(dtype)
+        arr[2] /= 10
+    tifffile.imwrite(tmp_path / "rgb.tif", arr, photometric="rgb", metadata={"axes": "ZYXS"})
+    img = read_image(tmp_path / "rgb.tif", stacks=True)
+    assert img.pixels.shape == (4, 3, 31, 37) and img.channels == 3
+    if dtype == np.float32:
+        assert float(img.pixels[2].max()) < 0.3 < float(img.pixels[1].max())
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.series[0].shape == arr.shape and tf.series[0].axes == "ZYXS" and not tf.is_imagej
+        back = tf.series[0].asarray()
+    assert back.dtype == arr.dtype
+    assert np.array_equal(back, arr) if dtype == np.uint8 else np.allclose(back, arr, atol=1e-3)
+
+
+def test_stack_limits_count_every_plane_and_alpha_is_refused(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "tall.tif", np.zeros((10, 20, 30), np.uint8), photometric="minisblack")
+    with pytest.raises(DenoiseError, match="tall.tif: a stack of 10 planes of 30x20 .*--max-pixels"):
+        read_image(tmp_path / "tall.tif", max_pixels=5000, stacks=True)
+    assert read_image(tmp_path / "tall.tif", max_pixels=6000, stacks=True).pixels.shape == (10, 1, 20, 30)
+    tifffile.imwrite(tmp_path / "alpha.tif", np.zeros((3, 20, 30, 4), np.uint8), photometric="rgb", extrasamples=["unassalpha"])
+    with pytest.raises(DenoiseError, match="alpha.tif: TIFF stacks with an alpha channel are not supported"):
+        read_image(tmp_path / "alpha.tif", stacks=True)

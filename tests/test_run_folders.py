@@ -217,3 +217,48 @@ def test_add_noise_also_removes_stale_temp_files(clean_dir, tmp_path):
     os.utime(stale, (0, 0))
     assert runner.invoke(app, ["add-noise", str(clean_dir), str(out)]).exit_code == 0
     assert not stale.exists() and (out / "a.png").is_file()
+
+
+def _noisy_stack(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """8-bit planes of generated images with sigma-20 noise, in ``shape`` (planes, then YX)."""
+    n = int(np.prod(shape[:-2]))
+    rng = np.random.default_rng(seed)
+    planes = [smooth_image(*shape[-2:], channels=1, seed=seed + i) / 255 + rng.normal(0, 20 / 255, shape[-2:]) for i in range(n)]
+    return (np.clip(np.stack(planes), 0, 1) * 255).round().astype(np.uint8).reshape(shape)
+
+
+def test_a_tiff_stack_is_denoised_plane_by_plane_and_written_back_as_the_stack(tmp_path, tiny_model_file):
+    """A microscope's z-stack goes through `run` whole: each plane is denoised as the same plane
+    alone would be (in passes of at most --batch planes), and the output is the same hyperstack."""
+    import tifffile
+
+    arr = _noisy_stack((5, 31, 37))
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "z.tif", arr, imagej=True, metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um"})
+    save(tmp_path / "in" / "a.png", smooth_image(31, 37))
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file),
+                                 "--batch", "2", "-v"])
+    assert result.exit_code == 0, result.output
+    assert "z.tif (5 planes)" in result.output
+    with tifffile.TiffFile(tmp_path / "out" / "z.tif") as tf:
+        assert tf.is_imagej and tf.series[0].axes == "ZYX" and tf.imagej_metadata["spacing"] == 0.5
+        out = tf.series[0].asarray()
+    assert out.shape == arr.shape and out.dtype == np.uint8 and not np.array_equal(out, arr)
+    alone = Denoiser(tiny_model_file)
+    for i in (0, 3):
+        plane = torch.from_numpy(arr[i].astype(np.float32) / 255)[None]
+        expected = (alone(plane)[0].clamp(0, 1) * 255).round().numpy().astype(np.uint8)
+        assert np.abs(out[i].astype(int) - expected).max() <= 1
+
+
+def test_a_stack_asked_for_in_another_format_fails_alone(tmp_path, tiny_model_file):
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "t.tif", _noisy_stack((3, 20, 24)), photometric="minisblack")
+    save(tmp_path / "in" / "a.png", smooth_image(20, 24))
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file),
+                                 "--format", "png"])
+    assert result.exit_code == 1
+    assert "t.tif: a TIFF stack can only be written as TIFF, not PNG" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "out" / "a.png").exists() and not (tmp_path / "out" / "t.png").exists()

@@ -2,14 +2,16 @@
 
 Pillow reads and writes most files. Pillow has no 16-bit colour mode, so two well-kept
 libraries by the same author cover what it cannot: tifffile for every TIFF (8/16-bit,
-32-bit float, grey, colour, alpha; its compressions through imagecodecs) and imagecodecs'
-libpng for 16-bit colour PNG. Metadata (EXIF, ICC profile, DPI) goes back into every
-output that can carry it.
+32-bit float, grey, colour, alpha; its compressions through imagecodecs; multi-page stacks,
+ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG. Metadata (EXIF,
+ICC profile, DPI; a stack's axes and ImageJ calibration) goes back into every output that can
+carry it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 import zlib
@@ -32,6 +34,8 @@ DEFAULT_MAX_PIXELS = 120_000_000
 # as OpenCV writes PNG by default; WebP's lossless effort 0 (its "quality") wrote 3.8x as fast as
 # 100, files 0.4% larger. Slow settings had made writing a PNG a third of `run`'s time at 256x256.
 PNG_STRATEGY = zlib.Z_RLE
+# ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
+IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 WEBP_LOSSLESS_EFFORT = 0
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -41,7 +45,9 @@ class LoadedImage:
     """Pixels as a float CxHxW tensor in [0, 1], plus what is needed to write the same kind of file.
 
     ``bits`` is 8, 16 or 32 (float); ``alpha`` is the untouched alpha plane in the file's
-    own dtype; ``info`` holds metadata (icc_profile, exif, dpi) and format details.
+    own dtype; ``info`` holds metadata (icc_profile, exif, dpi) and format details. A TIFF
+    stack (read with ``stacks``) holds its planes as NxCxHxW, and ``info["stack"]`` the shape
+    and axes of the file's planes, so it is written back as the same stack.
     """
 
     pixels: torch.Tensor
@@ -52,11 +58,16 @@ class LoadedImage:
 
     @property
     def channels(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self.pixels.shape[-3])
+
+    @property
+    def planes(self) -> list[torch.Tensor]:
+        """The CxHxW images to denoise: a stack's planes, or the image itself."""
+        return list(self.pixels) if self.pixels.ndim == 4 else [self.pixels]
 
     @property
     def megapixels(self) -> float:
-        return self.pixels.shape[-1] * self.pixels.shape[-2] / 1e6
+        return math.prod(self.pixels.shape[:-3]) * self.pixels.shape[-1] * self.pixels.shape[-2] / 1e6
 
 
 def is_image_path(path: Path) -> bool:
@@ -109,8 +120,12 @@ def _files(root: Path, exclude: Path | None) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and (skip is None or not p.resolve().is_relative_to(skip))]
 
 
-def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode fully (so a broken file fails here, with its name and the reason, not later)."""
+def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: bool = False) -> LoadedImage:
+    """Decode fully (so a broken file fails here, with its name and the reason, not later).
+
+    A multi-page TIFF stack (a microscope's z-stack or time series, an ImageJ hyperstack) is
+    read whole where ``stacks`` is set (`run` denoises each plane), else refused; ``max_pixels``
+    then bounds the whole stack, as its planes are all held at once."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -118,7 +133,7 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Loade
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return _read_tiff(path, max_pixels)
+            return _read_tiff(path, max_pixels, stacks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with _unlimited_pillow(), Image.open(path) as im:
@@ -147,11 +162,12 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Loade
         raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({reason})") from exc
 
 
-def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
+def _check_size(path: Path, w: int, h: int, max_pixels: int | None, planes: int = 1) -> None:
     """Refuse decompression bombs before decoding: the header says how big the pixels will be."""
-    if max_pixels is not None and w * h > max_pixels:
+    if max_pixels is not None and w * h * planes > max_pixels:
+        size = f"{w}x{h}" if planes == 1 else f"a stack of {planes} planes of {w}x{h}"
         raise DenoiseError(
-            f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP safety limit "
+            f"{path}: {size} is {w * h * planes / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP safety limit "
             "(raise it with --max-pixels if you trust the file)"
         )
 
@@ -174,11 +190,12 @@ def _png_header(path: Path) -> tuple[int, int]:
     return head[24], head[25]
 
 
-def _to_tensor(arr: np.ndarray, scale: float) -> torch.Tensor:
+def _to_tensor(arr: np.ndarray, scale: float, stack: bool = False) -> torch.Tensor:
+    """HxW or HxWxC (with ``stack``, NxHxW or NxHxWxC) to CxHxW (NxCxHxW) float."""
     arr = arr.astype(np.float32) / scale
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    if arr.ndim == (3 if stack else 2):
+        arr = arr[..., None]
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, -3)))
 
 
 def _meta(info: dict[str, Any]) -> dict[str, Any]:
@@ -218,12 +235,14 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     return LoadedImage(_to_tensor(np.asarray(im), 255.0), fmt, 8, alpha, info)
 
 
-def _float_image(arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any]) -> LoadedImage:
-    """Float data of any range is denoised on [0, 1] and mapped back on writing."""
+def _float_image(arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
+                 stack: bool = False) -> LoadedImage:
+    """Float data of any range is denoised on [0, 1] and mapped back on writing (a stack on its
+    whole range, so its planes keep their relative brightness)."""
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
     lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi if hi > lo else lo + 1)
     info = {**info, "float_range": (lo, hi)}
-    return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0), fmt, 32, alpha, info)
+    return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0, stack), fmt, 32, alpha, info)
 
 
 def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
@@ -238,17 +257,22 @@ def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
     return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, _meta(pil_info))
 
 
-def _read_tiff(path: Path, max_pixels: int | None) -> LoadedImage:
+def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
-        page = tf.pages[0]
-        _check_size(path, page.imagewidth, page.imagelength, max_pixels)
-        if len(tf.pages) > 1 and len(tf.series) == 1 and tf.series[0].ndim > page.ndim:
-            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported yet; split the pages first")
-        arr = page.asarray()
+        page, series = tf.pages[0], tf.series[0]
+        lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.pages) > 1 and len(tf.series) == 1 else ()
+        if lead and not stacks:
+            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported here (`denoise run` takes them); "
+                               "split the pages first")
+        _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead))
+        arr = series.asarray() if lead else page.asarray()
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
+        if lead:
+            info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)],
+                             "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
@@ -258,21 +282,26 @@ def _read_tiff(path: Path, max_pixels: int | None) -> LoadedImage:
         photometric = page.photometric.name
     if photometric not in ("MINISBLACK", "RGB"):
         raise DenoiseError(f"{path}: TIFF with {photometric} colour is not supported; convert to RGB or grey first")
-    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
-        raise DenoiseError(f"{path}: TIFF of shape {arr.shape} is not a single grey or colour image")
+    shape = arr.shape
+    arr = arr.reshape(-1, *shape[len(lead):])  # one leading axis of planes (1 for a single image)
+    if arr.ndim == 4 and arr.shape[1] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 1, -1)
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 2, 3, 4)):
+        raise DenoiseError(f"{path}: TIFF of shape {shape} is not a grey or colour image or a stack of them")
     alpha = None
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):
-        arr, alpha = arr[:, :, :-1], arr[:, :, -1].copy()
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
+    if arr.ndim == 4 and arr.shape[3] in (2, 4):
+        if lead:
+            raise DenoiseError(f"{path}: TIFF stacks with an alpha channel are not supported")
+        arr, alpha = arr[..., :-1], arr[0, :, :, -1].copy()
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    arr = arr if lead else arr[0]
     if arr.dtype == np.uint8:
-        return LoadedImage(_to_tensor(arr, 255.0), "TIFF", 8, alpha, info)
+        return LoadedImage(_to_tensor(arr, 255.0, bool(lead)), "TIFF", 8, alpha, info)
     if arr.dtype == np.uint16:
-        return LoadedImage(_to_tensor(arr, 65535.0), "TIFF", 16, alpha, info)
+        return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
     if arr.dtype.kind == "f":
-        return _float_image(arr.astype(np.float32), "TIFF", alpha, info)
+        return _float_image(arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
     raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (8/16-bit integer or float)")
 
 
@@ -281,8 +310,8 @@ def _ratio(v: Any) -> float:
 
 
 def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
-    """HxW or HxWxC array in the file's dtype, alpha re-attached."""
-    arr = img.pixels.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    """HxW or HxWxC array in the file's dtype, alpha re-attached (a stack: NxHxW or NxHxWxC)."""
+    arr = np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1)
     if bits == 32:
         lo, hi = img.info.get("float_range", (0.0, 1.0))
         out = (arr * (hi - lo) + lo).astype(np.float32)
@@ -291,7 +320,7 @@ def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
         out = np.round(arr * top).astype(np.uint16 if bits == 16 else np.uint8)
     if img.alpha is not None:
         out = np.concatenate([out, _alpha_as(img.alpha, out.dtype)[:, :, None]], axis=2)
-    return np.ascontiguousarray(out[:, :, 0] if out.shape[2] == 1 else out)
+    return np.ascontiguousarray(out[..., 0] if out.shape[-1] == 1 else out)
 
 
 def _alpha_as(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -373,11 +402,21 @@ def _tiff_bytes(img: LoadedImage) -> bytes:
         extra["iccprofile"] = img.info["icc_profile"]
     comp = img.info.get("compression")
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
+    metadata: dict[str, Any] | None = None
+    stack = img.info.get("stack")
+    if stack is not None:
+        arr = arr.reshape(*stack["shape"], *arr.shape[1:])
+        axes = stack["axes"] + ("YXS" if img.channels == 3 else "YX")
+        if stack["imagej"] is not None:
+            extra["imagej"] = True
+            metadata = {k: v for k, v in stack["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
+        else:
+            metadata = {"axes": axes}
     tifffile.imwrite(
         buf, arr, photometric="rgb" if img.channels == 3 else "minisblack",
         extrasamples=("unassalpha",) if img.alpha is not None else None,
         compression=comp, predictor=img.info.get("predictor") if comp not in (None, "packbits") else None,
-        metadata=None, **extra,
+        metadata=metadata, **extra,
     )
     return buf.getvalue()
 

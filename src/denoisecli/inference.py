@@ -258,7 +258,7 @@ class Denoiser:
         model denoises it (a grey image, a grey copy, a split image's channel), where no value lies
         outside [0, 1], and where ``stabilise.stabiliser``'s rule finds noise that grows with
         brightness (``stabilise.default_stabiliser``): `grey.pt` never saw shot noise and gains
-        2-4 dB on it so on BSD68 and Set12 (weights/README.md, *Shot noise*). `color.pt` learned
+        2-4 dB on it so on BSD68 and Set12 (weights/SHOT-NOISE.md). `color.pt` learned
         camera noise and loses on it when stabilised, hence only with ``stabilise`` True, which
         also drops the rule's margins (every input whose noise grows at all). ``sigma``, if given,
         reads the plain route's level, and ``stretch`` is ``value_range``'s (low, span) for the
@@ -460,41 +460,40 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> tuple[LoadedImage, list[Level] | None, bool]:
-            image = read_image(path, opts.max_pixels)
+        def read(path: Path) -> tuple[LoadedImage, list[list[Level] | None], list[bool]]:
+            image = read_image(path, opts.max_pixels, stacks=True)
+            if image.pixels.ndim == 4 and fmt not in (None, "TIFF"):
+                raise DenoiseError(f"{path}: a TIFF stack can only be written as TIFF, not {fmt}")
             try:
-                split = denoiser.split(image.pixels)
-                return image, denoiser.levels([image.pixels], splits=[split]), split
+                splits = [denoiser.split(p) for p in image.planes]
+                return image, [denoiser.levels([p], splits=[s]) for p, s in zip(image.planes, splits)], splits
             except DenoiseError as exc:
                 raise DenoiseError(f"{path}: {exc}") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
-        pending: list[tuple[Path, Path, LoadedImage, list[Level] | None, bool]] = []
+        pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
 
         def flush() -> None:
             if not pending:
                 return
             first = str(pending[0][0])
-            levels = None if pending[0][3] is None else [lv for *_, lvs, _ in pending for lv in lvs]
+            planes = [(p, lv, s) for _, _, img, lvs, ss in pending for p, lv, s in zip(img.planes, lvs, ss)]
             try:
-                outputs = denoiser.batch([img.pixels for _, _, img, _, _ in pending], name=first, levels=levels,
-                                         splits=[split for *_, split in pending])
+                outputs = [y for chunk in _chunks(planes, opts.batch) for y in denoiser.batch(
+                    [p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
+                    levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])]
             except DenoiseError as exc:
                 for path, out, *_ in pending:
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
                 pending.clear()
                 return
-            for (path, out, img, lvs, split), y in zip(pending, outputs):
-                notes = [] if lvs is None else ["sigma " + " / ".join(f"{lv.sigma * 255:.1f}" for lv in lvs)]
-                notes += ["estimated"] if lvs is not None and opts.sigma is None else []
-                notes += [f"strength {opts.strength:g}"] if lvs is not None and opts.strength != 1 else []
-                notes += ["per channel"] if split else []
-                notes += ["stabilised: the noise grows with brightness"] if lvs is not None and any(lv.stabiliser for lv in lvs) else []
-                if denoiser.grey_copy(img.pixels):
-                    notes.append("grey in RGB: grey model")
-                img.pixels = y
-                detail = ", ".join(notes)
+            done = iter(outputs)
+            for path, out, img, lvs, splits in pending:
+                ys = [next(done) for _ in splits]
+                detail = _detail([lv for plane in lvs if plane is not None for lv in plane], opts, any(splits),
+                                 denoiser.grey_copy(img.planes[0]), len(splits))
+                img.pixels = torch.stack(ys) if img.pixels.ndim == 4 else ys[0]
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
@@ -511,9 +510,33 @@ def denoise_files(
     return BatchReport(results, unread_files(src, exclude=dst))
 
 
+def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int) -> str:
+    """What `run -v` says of one file: the levels used (a stack's as a range), and the routes taken."""
+    notes = [f"{planes} planes"] if planes > 1 else []
+    if levels:
+        sigmas = [lv.sigma * 255 for lv in levels]
+        notes.append("sigma " + (" / ".join(f"{s:.1f}" for s in sigmas) if planes == 1 else f"{min(sigmas):.1f}-{max(sigmas):.1f}"))
+        notes += ["estimated"] if opts.sigma is None else []
+        notes += [f"strength {opts.strength:g}"] if opts.strength != 1 else []
+    notes += ["per channel"] if split else []
+    stabilised = sum(lv.stabiliser is not None for lv in levels)
+    if stabilised:
+        notes.append("stabilised: the noise grows with brightness" + (f" ({stabilised} of {len(levels)})" if planes > 1 else ""))
+    notes += ["grey in RGB: grey model"] if grey_copy else []
+    return ", ".join(notes)
+
+
 def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
-    """Small images of one shape share a forward pass; large ones go alone (and maybe tiled)."""
-    return tile is None and a.pixels.shape == b.pixels.shape and a.megapixels <= BATCH_MAX_MP
+    """Small images of one shape share a forward pass; large ones go alone (and maybe tiled), and
+    so does a stack, whose planes make passes of their own."""
+    return tile is None and a.pixels.shape == b.pixels.shape and a.pixels.ndim == 3 and a.megapixels <= BATCH_MAX_MP
+
+
+def _chunks(planes: list[tuple[torch.Tensor, T, bool]], batch: int) -> list[list[tuple[torch.Tensor, T, bool]]]:
+    """The pending files' (plane, levels, split) in passes of at most ``batch`` planes, one at a time
+    where a plane is large, as for single files: a stack's planes do not all go through the model at once."""
+    size = 1 if planes[0][0].shape[-1] * planes[0][0].shape[-2] > BATCH_MAX_MP * 1e6 else max(1, batch)
+    return [planes[i : i + size] for i in range(0, len(planes), size)]
 
 
 def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Callable[[Path], T], ahead: int):
