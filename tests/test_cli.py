@@ -216,6 +216,32 @@ def test_add_noise_keeps_a_tiff_as_tiff_float_data_included(tmp_path):
     assert 0 < np.abs(floats - plane * 0.05).mean() and not np.array_equal(words, (plane * 4095).astype(np.uint16))
 
 
+def test_add_noise_keeps_a_stack_as_the_stack_each_plane_its_own_noise(tmp_path):
+    """A z-stack's noisy copy is the same ImageJ stack, every plane noisy with noise of its own (not
+    one noise image repeated); the same file gets the same noise again; train refuses stacks."""
+    import tifffile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    plane = smooth_image(31, 37, channels=1)
+    arr = np.stack([plane] * 4).reshape(2, 2, 31, 37)
+    tifffile.imwrite(src / "z.tif", arr, imagej=True, metadata={"axes": "TZYX", "spacing": 0.5})
+    for out in ("a", "b"):
+        result = runner.invoke(app, ["add-noise", str(src), str(tmp_path / out), "--sigma", "5-30"])
+        assert result.exit_code == 0, result.output
+    with tifffile.TiffFile(tmp_path / "a" / "z.tif") as tf:
+        assert tf.is_imagej and tf.series[0].axes == "TZYX" and tf.imagej_metadata["spacing"] == 0.5
+        noisy = tf.series[0].asarray().reshape(4, 31, 37).astype(float)
+    assert np.array_equal(tifffile.imread(tmp_path / "b" / "z.tif"), noisy.reshape(arr.shape))
+    residuals = noisy - plane
+    stds = residuals.std(axis=(1, 2))
+    assert (stds > 3).all() and stds.max() > 1.2 * stds.min(), stds  # a level drawn per plane from the range
+    assert abs(np.corrcoef(residuals[0].ravel(), residuals[1].ravel())[0, 1]) < 0.2
+    save(src / "p.png", smooth_image(31, 37))
+    result = runner.invoke(app, ["train", str(src), "--out", str(tmp_path / "r"), "--steps", "1", "--patch", "16"])
+    assert result.exit_code == 0 and "z.tif: multi-page TIFF stacks are not supported here" in result.output
+
+
 def test_ctrl_c_during_training_saves_a_checkpoint(clean_dir, tmp_path):
     import json
     import os

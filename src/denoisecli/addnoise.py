@@ -25,7 +25,8 @@ def add_noise(
     on_file: Callable[[FileResult], None] | None = None,
 ) -> BatchReport:
     """Write a lossless noisy copy of each image, mirroring the input tree: PNG, or TIFF for a
-    TIFF (the one that holds float data, and keeps its compression and resolution).
+    TIFF (the one that holds float data, and keeps its compression and resolution; a TIFF stack
+    stays the same stack, each plane a sample of its own, drawing its own level from a range).
 
     Each file's noise (and its level, when a range is given) comes from a generator keyed
     by (seed, path relative to the input), so a file gets the same noise whatever order
@@ -44,10 +45,13 @@ def add_noise(
             result = FileResult(path, out, "skipped", "exists (use --overwrite)")
         else:
             try:
-                img = read_image(path)
+                img = read_image(path, stacks=True)
                 key = path.relative_to(root).as_posix()
+                stack = img.pixels.ndim == 4
                 with torch.no_grad():
-                    img.pixels = sampler(img.pixels[None], seeded_generator(seed, "level:" + key), seeded_generator(seed, key))[0]
+                    noisy = sampler(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
+                                    seeded_generator(seed, key))
+                img.pixels = noisy if stack else noisy[0]
                 img.format = "TIFF" if _is_tiff(path) else "PNG"
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels)
