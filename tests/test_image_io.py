@@ -228,6 +228,44 @@ def test_jpeg_keeps_chroma_subsampling_and_icc(tmp_path):
     assert JpegImagePlugin.get_sampling(out) == 2 and out.info["icc_profile"] == _icc()
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_heic_keeps_format_metadata_and_chroma(tmp_path, channels):
+    """An iPhone's photos are HEIC: read through pillow-heif, written back as HEIC with the
+    input's EXIF, ICC profile and chroma subsampling, close to the pixels at quality 95."""
+    pytest.importorskip("pillow_heif")
+    from denoisecli.image_io import _heif
+
+    _heif(tmp_path / "x.heic")
+    arr = smooth_image(31, 37, channels=channels)
+    exif = Image.Exif()
+    exif[0x010F] = "Phone"
+    Image.fromarray(arr).save(tmp_path / "x.HEIC", format="HEIF", quality=95, chroma=420, exif=exif.tobytes(),
+                              icc_profile=_icc())
+    img = read_image(tmp_path / "x.HEIC")
+    assert img.format == "HEIF" and img.channels == channels and img.pixels.shape[-2:] == (31, 37)
+    assert img.info.get("chroma") == (420 if channels == 3 else None)  # grey HEIC has no chroma
+    write_image(img, tmp_path / "y.heic")
+    out = Image.open(tmp_path / "y.heic")
+    assert out.format == "HEIF" and out.getexif()[0x010F] == "Phone" and out.info["icc_profile"] == _icc()
+    assert channels == 1 or out.info["chroma"] == 420
+    back = np.asarray(out.convert("RGB" if channels == 3 else "L"), np.float64)
+    assert 10 * np.log10(255**2 / ((back - arr) ** 2).mean()) > 35
+    write_image(read_image(tmp_path / "y.heic"), tmp_path / "z.png", fmt="png")
+    assert Image.open(tmp_path / "z.png").format == "PNG"
+
+
+def test_heic_without_its_plugin_is_one_clear_line(tmp_path, monkeypatch):
+    """pillow-heif is an optional extra (its wheels bundle the GPL x265 encoder): without it a HEIC
+    file fails in one line that says what to install, and is not silently left alone."""
+    import sys
+
+    (tmp_path / "IMG_1.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    with pytest.raises(DenoiseError, match=r"IMG_1.heic: HEIC/HEIF images need the optional pillow-heif package \(pip install 'denoisecli\[heif\]'\)"):
+        read_image(tmp_path / "IMG_1.heic")
+    assert [p.name for p in list_images(tmp_path)] == ["IMG_1.heic"]
+
+
 @pytest.mark.parametrize("fmt,suffix", [("WEBP", ".webp"), ("BMP", ".bmp"), ("PNG", ".PNG")])
 def test_other_formats_roundtrip(tmp_path, fmt, suffix):
     arr = smooth_image(15, 13)

@@ -40,18 +40,18 @@ def test_unicode_spaces_and_upper_case_extensions(tmp_path, tiny_model_file):
 
 def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_path, tiny_model_file):
     (clean_dir / "IMG_1.CR2").write_bytes(b"raw")
-    (clean_dir / "sub" / "IMG_2.heic").write_bytes(b"heic")
+    (clean_dir / "sub" / "IMG_2.dng").write_bytes(b"dng")
     (clean_dir / ".DS_Store").write_bytes(b"mac")
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 0, result.output
-    assert "left alone: 1 .cr2, 1 .heic (files this tool does not read" in " ".join(result.output.split())
-    assert add_noise(clean_dir, tmp_path / "noisy").unread == {".cr2": 1, ".heic": 1}
+    assert "left alone: 1 .cr2, 1 .dng (files this tool does not read" in " ".join(result.output.split())
+    assert add_noise(clean_dir, tmp_path / "noisy").unread == {".cr2": 1, ".dng": 1}
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "IMG_3.cr2").write_bytes(b"raw")
     result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp); it holds 1 .cr2" in " ".join(result.output.split())
+    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic); it holds 1 .cr2" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),
@@ -262,3 +262,24 @@ def test_a_stack_asked_for_in_another_format_fails_alone(tmp_path, tiny_model_fi
     assert result.exit_code == 1
     assert "t.tif: a TIFF stack can only be written as TIFF, not PNG" in result.output and "Traceback" not in result.output
     assert (tmp_path / "out" / "a.png").exists() and not (tmp_path / "out" / "t.png").exists()
+
+
+def test_run_takes_an_iphone_folder_of_heic_and_writes_heic(tmp_path, tiny_model_file):
+    """HEIC in, HEIC out (EXIF kept), as for every format; --format heic converts others to it."""
+    pytest.importorskip("pillow_heif")
+    from denoisecli.image_io import _heif
+
+    _heif(tmp_path / "x.heic")
+    exif = Image.Exif()
+    exif[0x0110] = "iPhone"
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "in" / "IMG_0001.HEIC", format="HEIF", quality=90, exif=exif.tobytes())
+    save(tmp_path / "in" / "b.png", smooth_image(20, 24))
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    out = Image.open(tmp_path / "out" / "IMG_0001.HEIC")
+    assert out.format == "HEIF" and out.size == (31, 37) and out.getexif()[0x0110] == "iPhone"
+    result = runner.invoke(app, ["run", str(tmp_path / "in" / "b.png"), "-o", str(tmp_path / "b.heic"),
+                                 "--weights", str(tiny_model_file), "--format", "heic"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "b.heic").format == "HEIF"

@@ -3,7 +3,8 @@
 Pillow reads and writes most files. Pillow has no 16-bit colour mode, so two well-kept
 libraries by the same author cover what it cannot: tifffile for every TIFF (8/16-bit,
 32-bit float, grey, colour, alpha; its compressions through imagecodecs; multi-page stacks,
-ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG. Metadata (EXIF,
+ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG; HEIC/HEIF (an
+iPhone's photos) goes through the optional pillow-heif plugin. Metadata (EXIF,
 ICC profile, DPI; a stack's axes and ImageJ calibration) goes back into every output that can
 carry it.
 """
@@ -26,8 +27,9 @@ from PIL import Image, ImageFile
 from denoisecli.atomic import atomic_write
 from denoisecli.errors import DenoiseError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
-FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+HEIF_SUFFIXES = {".heic", ".heif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", *HEIF_SUFFIXES}
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic"}
 DEFAULT_MAX_PIXELS = 120_000_000
 # Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
 # run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
@@ -89,7 +91,7 @@ def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
     if not found:
         others = unread_files(root, exclude)
         held = f"; it holds {describe_counts(others)}" if others else ""
-        raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp){held}")
+        raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic){held}")
     return found
 
 
@@ -134,6 +136,8 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
             magic = f.read(4)
         if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _read_tiff(path, max_pixels, stacks)
+        if path.suffix.lower() in HEIF_SUFFIXES:
+            _heif(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with _unlimited_pillow(), Image.open(path) as im:
@@ -160,6 +164,18 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
             raise DenoiseError(f"{path}: not an image file (or a format this tool cannot read)") from exc
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({reason})") from exc
+
+
+def _heif(path: Path) -> None:
+    """Let Pillow read and write HEIC/HEIF through pillow-heif, or say in one line how to get it.
+    It is an optional extra, not a dependency: its wheels bundle libheif and the GPL x265 encoder."""
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise DenoiseError(f"{path}: HEIC/HEIF images need the optional pillow-heif package "
+                           "(pip install 'denoisecli[heif]')") from exc
+    if "HEIF" not in Image.OPEN:
+        pillow_heif.register_heif_opener()
 
 
 def _check_size(path: Path, w: int, h: int, max_pixels: int | None, planes: int = 1) -> None:
@@ -214,6 +230,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     if fmt == "WEBP":
         with open(path, "rb") as f:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
+    if fmt == "HEIF" and im.info.get("chroma"):
+        info["chroma"] = im.info["chroma"]
     mode = im.mode
     if mode in ("CMYK", "LAB", "HSV"):
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
@@ -343,9 +361,9 @@ def normalize_format(fmt: str | None) -> str | None:
     """'jpg' -> 'JPEG', 'tif' -> 'TIFF'; an unknown format is a clear error."""
     if fmt is None:
         return None
-    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt.upper(), fmt.upper())
+    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}.get(fmt.upper(), fmt.upper())
     if name not in FORMAT_SUFFIX:
-        raise DenoiseError(f"format {fmt}: unknown (choose png, jpeg, tiff, webp or bmp)")
+        raise DenoiseError(f"format {fmt}: unknown (choose png, jpeg, tiff, webp, bmp or heic)")
     return name
 
 
@@ -373,6 +391,10 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     elif fmt == "WEBP":
         lossless = img.info.get("lossless", img.format != "WEBP")
         kwargs.update(lossless=lossless, quality=WEBP_LOSSLESS_EFFORT if lossless else jpeg_quality, exact=True)
+    elif fmt == "HEIF":
+        _heif(path)
+        kwargs.pop("dpi", None)
+        kwargs.update(quality=jpeg_quality, chroma=img.info.get("chroma", 444 if jpeg_quality >= 90 else 420))
     elif fmt == "BMP":
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
