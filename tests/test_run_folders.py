@@ -283,3 +283,17 @@ def test_run_takes_an_iphone_folder_of_heic_and_writes_heic(tmp_path, tiny_model
                                  "--weights", str(tiny_model_file), "--format", "heic"])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "b.heic").format == "HEIF"
+
+
+def test_progress_moves_through_a_stack_pass_by_pass(tmp_path, tiny_model_file):
+    """A long stack is one file: after each pass of its planes `run` hears the share done, so its
+    progress bar moves through the stack; single images make no such calls."""
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "t.tif", _noisy_stack((5, 20, 24)), photometric="minisblack")
+    save(tmp_path / "in" / "a.png", smooth_image(20, 24))
+    shares = []
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=2), on_share=shares.append)
+    assert [r.status for r in report.results] == ["denoised", "denoised"]
+    assert shares == pytest.approx([1 / 3, 2 / 3, 1.0])

@@ -352,11 +352,12 @@ def run_cmd(
                           strength=strength, per_channel=per_channel, stabilise=stabilise)
         with _progress(TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
             task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
-            start, mp, n = time.perf_counter(), 0.0, 0
+            start, mp, n, done = time.perf_counter(), 0.0, 0, 0
 
             def on_file(result: FileResult) -> None:
-                nonlocal mp, n
+                nonlocal mp, n, done
                 _report_file(result)
+                done += 1
                 if result.status == "denoised":
                     mp += result.megapixels
                     n += 1
@@ -364,9 +365,10 @@ def run_cmd(
                         console.print(f"denoised: {result.dst}" + (f" ({result.detail})" if result.detail else ""),
                                       highlight=False, soft_wrap=True)
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=1, mps=mp / elapsed, ips=n / elapsed)
+                bar.update(task, completed=done, mps=mp / elapsed, ips=n / elapsed)
 
-            report = denoise_files(input, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total))
+            report = denoise_files(input, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
+                                   on_share=lambda share: bar.update(task, completed=done + share))
     _summary(report, "denoised")
 
 

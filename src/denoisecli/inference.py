@@ -427,6 +427,7 @@ def denoise_files(
     options: RunOptions | None = None,
     on_file: Callable[[FileResult], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    on_share: Callable[[float], None] | None = None,
 ) -> BatchReport:
     """Denoise a file or a folder into ``dst`` (default: a new sibling folder), keeping names and formats.
 
@@ -434,7 +435,8 @@ def denoise_files(
     Files are read, their noise estimated, and written in background threads while the model
     works (on a GPU the estimate takes longer than the network), small images of one size go
     through the model together, and a bad file is recorded as failed
-    while the batch goes on.
+    while the batch goes on. ``on_share`` hears, after each pass of a TIFF stack's planes, the
+    share of the stack done, so a progress bar moves through a long stack, not only between files.
     """
     opts = options or RunOptions()
     src = Path(src)
@@ -479,10 +481,14 @@ def denoise_files(
                 return
             first = str(pending[0][0])
             planes = [(p, lv, s) for _, _, img, lvs, ss in pending for p, lv, s in zip(img.planes, lvs, ss)]
+            chunks = _chunks(planes, opts.batch)
+            outputs: list[torch.Tensor] = []
             try:
-                outputs = [y for chunk in _chunks(planes, opts.batch) for y in denoiser.batch(
-                    [p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
-                    levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])]
+                for i, chunk in enumerate(chunks):
+                    outputs += denoiser.batch([p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
+                                              levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
+                    if on_share is not None and pending[0][2].pixels.ndim == 4:
+                        on_share((i + 1) / len(chunks))
             except DenoiseError as exc:
                 for path, out, *_ in pending:
                     record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
