@@ -326,6 +326,9 @@ def test_multipage_tiff_is_refused_unless_stacks_are_asked_for(tmp_path):
     with pytest.raises(DenoiseError, match="stack.tif: multi-page TIFF stacks are not supported here"):
         read_image(tmp_path / "stack.tif")
     assert read_image(tmp_path / "stack.tif", stacks=True).pixels.shape == (5, 1, 10, 12)
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((1, 10, 12), np.uint8), photometric="minisblack", metadata={"axes": "ZYX"})
+    assert read_image(tmp_path / "one.tif").pixels.shape == (1, 10, 12)
+    assert read_image(tmp_path / "one.tif", stacks=True).info["stack"]["shape"] == (1,)
 
 
 def test_imagej_hyperstack_round_trips_with_its_axes_calibration_and_compression(tmp_path):

@@ -280,7 +280,10 @@ def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
 
     with tifffile.TiffFile(path) as tf:
         page, series = tf.pages[0], tf.series[0]
-        lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.pages) > 1 and len(tf.series) == 1 else ()
+        # a stack: one series with more dimensions than a page (ImageJ writes one page for a stack
+        # over 4 GB, so the pages are not counted)
+        lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.series) == 1 else ()
+        lead = () if math.prod(lead) == 1 and not stacks else lead  # one plane: a single image where stacks are not taken
         if lead and not stacks:
             raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported here (`denoise run` takes them); "
                                "split the pages first")
