@@ -1,5 +1,7 @@
 """How fast `run` writes lossless outputs, and how big they are: the encoder settings
-write_image uses (image_io.PNG_STRATEGY, WEBP_LOSSLESS_EFFORT) against the libraries' defaults.
+write_image uses (image_io.PNG_STRATEGY, WEBP_LOSSLESS_EFFORT) against the libraries' defaults;
+with pillow-heif installed, HEIC at quality 95 too (image_io.HEIF_PRESET against libheif's
+default preset), with the PSNR of what it decodes to, as HEIC is lossy.
 
 The images are what `run` writes: our colour model's outputs for a set's images with Gaussian
 noise (seed 0), plus three synthetic graphics (flat background with discs, a checkerboard, a
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoisecli.image_io import PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _pixels_as, list_images, read_image, to_pil
+from denoisecli.image_io import HEIF_PRESET, PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _heif, _pixels_as, list_images, read_image, to_pil
+from denoisecli.errors import DenoiseError
 from denoisecli.inference import Denoiser
 
 
@@ -87,6 +90,38 @@ def graphics() -> list[tuple[Image.Image, np.ndarray]]:
     return out
 
 
+def heic_available() -> bool:
+    try:
+        _heif(Path("x.heic"))
+    except DenoiseError:
+        return False
+    return True
+
+
+def heic(items: list[tuple[Image.Image, np.ndarray]], repeats: int) -> list[tuple[str, float, float, float]]:
+    """(setting, ms per megapixel, MB per megapixel, PSNR in dB) of HEIC at quality 95, 4:2:0 as phones write it."""
+    mp = sum(im.size[0] * im.size[1] for im, _ in items) / 1e6
+    rows = []
+    settings = [("HEIC q95, libheif's default preset", {}), (f"HEIC q95, {HEIF_PRESET} (ours)", {"preset": HEIF_PRESET}),
+                ("HEIC q95, ultrafast", {"preset": "ultrafast"})]
+    for name, params in settings:
+        times, size, err, n = [], 0, 0.0, 0
+        for _ in range(repeats):
+            start, blobs = time.perf_counter(), []
+            for im, _ in items:
+                buf = io.BytesIO()
+                im.save(buf, format="HEIF", quality=95, chroma=420, enc_params=params)
+                blobs.append(buf)
+            times.append(time.perf_counter() - start)
+        for (im, _), buf in zip(items, blobs):
+            size += buf.tell()
+            buf.seek(0)
+            diff = np.asarray(Image.open(buf).convert(im.mode), np.float64) - np.asarray(im, np.float64)
+            err, n = err + float((diff**2).sum()), n + diff.size
+        rows.append((name, statistics.median(times) / mp * 1e3, size / mp / 1e6, 10 * np.log10(255**2 / (err / n))))
+    return rows
+
+
 def measure(items: list[tuple[Image.Image, np.ndarray]], repeats: int) -> list[tuple[str, float, float]]:
     """(setting, ms per megapixel, MB per megapixel) for each of SETTINGS on ``items``."""
     mp = sum(im.size[0] * im.size[1] for im, _ in items) / 1e6
@@ -111,11 +146,17 @@ def main() -> None:
     torch.set_num_threads(2)
     print(f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"encoding runs on one thread")
-    for title, items in ((f"{args.data.name}, {args.count} images denoised at sigma {args.sigma:g}", denoised(args.data, args.count, args.sigma)),
+    photos = denoised(args.data, args.count, args.sigma)
+    for title, items in ((f"{args.data.name}, {args.count} images denoised at sigma {args.sigma:g}", photos),
                          ("synthetic graphics (3 images, 512x512)", graphics())):
         print(f"\n{title}\n| setting | ms/MP | MB/MP |\n| --- | --- | --- |")
         for name, ms, mb in measure(items, args.repeats):
             print(f"| {name} | {ms:.0f} | {mb:.3f} |")
+        if items is not photos or not heic_available():
+            continue  # HEIC is for photos (an iPhone's); 4:2:0 chroma wrecks the graphics' 1-px colour edges
+        print("\n| setting (x265 runs its own threads) | ms/MP | MB/MP | PSNR dB |\n| --- | --- | --- | --- |")
+        for name, ms, mb, db in heic(items, args.repeats):
+            print(f"| {name} | {ms:.0f} | {mb:.3f} | {db:.2f} |")
 
 
 if __name__ == "__main__":
