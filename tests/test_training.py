@@ -530,3 +530,54 @@ def test_ema_resumes_exactly_and_bad_decays_are_refused(clean_dir, tmp_path):
     for bad in (1.0, -0.1):
         with pytest.raises(DenoiseError, match="--ema"):
             train(opts(clean_dir, tmp_path / "bad", ema=bad))
+
+
+def test_sixteen_bit_training_data_is_stretched_as_run_stretches_it(tmp_path):
+    """A microscope's 12-bit counts in a 16-bit file train as a full-range image, as `run` will
+    denoise it (stretched to its range), not as 17 levels of 256; 8-bit images load as before; a
+    TIFF stack gives one training image per plane."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from conftest import save, smooth_image
+
+    plane = smooth_image(40, 44, channels=1)
+    counts = (plane.astype(np.float64) / 255 * 4000 + 90).round().astype(np.uint16)
+    (tmp_path / "d").mkdir()
+    Image.fromarray(counts).save(tmp_path / "d" / "cells.png")
+    save(tmp_path / "d" / "photo.png", smooth_image(40, 44, channels=1, seed=3))
+    tifffile.imwrite(tmp_path / "d" / "z.tif", np.stack([counts, counts // 2, counts // 3]), imagej=True, metadata={"axes": "ZYX"})
+    images = load_training_set(opts(tmp_path / "d", tmp_path / "r"), hold_out=False).clean
+    assert len(images) == 1 + 1 + 3
+    cells, photo = images[0][0], images[1][0]
+    assert int(cells.min()) == 0 and int(cells.max()) == 255
+    expected = np.round((counts - counts.min()) / (counts.max() - counts.min()) * 255)
+    assert np.abs(cells.numpy().astype(int) - expected).max() <= 1
+    assert torch.equal(photo, torch.from_numpy(smooth_image(40, 44, channels=1, seed=3)))
+    assert all(int(im.max()) == 255 for im in images[2:])  # each plane its own range
+
+
+def test_sixteen_bit_pairs_take_the_noisy_images_stretch(tmp_path):
+    """Real 16-bit pairs: `run` stretches the noisy image to its range, so the clean target is
+    stretched by that same range, and the two stay aligned level for level."""
+    import numpy as np
+    import tifffile
+
+    from conftest import smooth_image
+
+    rng = np.random.default_rng(0)
+    clean = np.stack([smooth_image(40, 44, channels=1, seed=s).astype(np.float64) / 255 * 3000 + 200 for s in range(2)])
+    noisy = (clean + rng.normal(0, 60, clean.shape)).round().clip(0, 65535).astype(np.uint16)
+    for folder, arr in (("clean", clean.round().astype(np.uint16)), ("noisy", noisy)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "z.tif", arr, imagej=True, metadata={"axes": "ZYX"})
+    tset = load_training_set(opts(tmp_path / "clean", tmp_path / "r", noisy=str(tmp_path / "noisy")), hold_out=False)
+    assert len(tset.clean) == len(tset.noisy) == 2
+    for i in range(2):
+        lo, hi = float(noisy[i].min()), float(noisy[i].max())
+        target = np.round((clean[i].round() - lo) / (hi - lo) * 255)
+        assert np.abs(tset.clean[i][0].numpy().astype(int) - target).max() <= 1
+        assert int(tset.noisy[i].min()) == 0 and int(tset.noisy[i].max()) == 255
+        residual = tset.noisy[i].float() - tset.clean[i].float()
+        assert abs(float(residual.mean())) < 0.5 and abs(float(residual.std()) - 60 / (hi - lo) * 255) < 1

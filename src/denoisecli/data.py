@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +35,28 @@ class TrainingSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def _read_u8(path: Path) -> torch.Tensor:
-    return (read_image(path).pixels * 255.0).round().clamp(0, 255).to(torch.uint8)
+def _read_u8(path: Path, ranges: list[tuple[float, float]] | None = None) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+    """A file's images (a TIFF stack's planes) as uint8, and the (low, span) each was stretched by.
+
+    16-bit and float data is stretched to its own range first (or by ``ranges``, if given, one
+    per plane), as `run` stretches what it denoises (``inference.value_range``): a microscope's
+    12-bit counts in a 16-bit file are otherwise 17 levels of 256, a nearly black image with
+    nothing to learn. 8-bit images are kept as they are, so the shipped models' recipes read
+    their data as before."""
+    from denoisecli.inference import value_range
+
+    image = read_image(path, stacks=True)
+    planes = image.planes
+    if ranges is None:
+        ranges = [(0.0, 1.0) if image.bits == 8 else value_range(p) for p in planes]
+    return [((p - lo) / span * 255.0).round().clamp(0, 255).to(torch.uint8) for p, (lo, span) in zip(planes, ranges)], ranges
 
 
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
 ) -> list[tuple[Path, torch.Tensor]]:
-    """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB).
+    """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
+    stack's planes each as an image (``_read_u8``), in order.
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
@@ -53,17 +68,17 @@ def _load_folder(
     found: list[tuple[Path, torch.Tensor]] = []
     for p in paths:
         try:
-            im = _read_u8(p)
+            planes, _ = _read_u8(p)
         except DenoiseError as exc:
             if on_skip:
                 on_skip(str(exc))
             continue
-        h, w = im.shape[-2:]
+        h, w = planes[0].shape[-2:]
         if min(h, w) < min_size:
             if on_skip:
                 on_skip(f"{p}: {w}x{h} is smaller than the {min_size}px patch, skipped")
             continue
-        found.append((p, im))
+        found += [(p, im) for im in planes]
     if not found:
         raise DenoiseError(f"{root}: no usable training image (all unreadable or smaller than the {min_size}px patch)")
     if channels is None:
@@ -92,7 +107,7 @@ def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
     channels = clean[0][1].shape[0]
     noisy = None
     if opts.noisy is not None:
-        noisy = _match_pairs(Path(opts.data), clean, Path(opts.noisy), channels)
+        clean, noisy = _match_pairs(Path(opts.data), clean, Path(opts.noisy), channels)
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     if opts.val is not None:
         val = [(_center_crop(im).float() / 255, None) for _, im in _load_folder(Path(opts.val), channels, 1, skipped.append)]
@@ -109,21 +124,35 @@ def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
     return TrainingSet([im for _, im in clean], noisy, val, skipped)
 
 
-def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root: Path, channels: int) -> list[torch.Tensor]:
-    """The noisy image for each clean one, matched by relative path without extension; all must exist and align."""
+def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root: Path,
+                 channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
+    """The noisy image for each clean one, matched by relative path without extension (a stack
+    plane by plane); all must exist and align. Where the noisy file is stretched to its range
+    (16-bit or float data, see ``_read_u8``), its clean one is read again stretched by the same
+    range, so the target is what `run`, stretching the noisy image, should give: the clean
+    images are returned with the noisy ones."""
     by_key = pair_index(noisy_root)
     missing = [p.relative_to(root).as_posix() for p, _ in clean if pair_key(p, root) not in by_key]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DenoiseError(f"{noisy_root}: no noisy image for {', '.join(missing[:3])}{more} (pairs are matched by file name)")
-    pairs = []
-    for p, im in clean:
+    targets: list[tuple[Path, torch.Tensor]] = []
+    pairs: list[torch.Tensor] = []
+    for p, group in itertools.groupby(clean, key=lambda item: item[0]):
+        ims = [im for _, im in group]
         q = by_key[pair_key(p, root)]
-        nim = to_channels(_read_u8(q), channels)
-        if nim.shape != im.shape:
-            raise DenoiseError(f"{q}: {nim.shape[-1]}x{nim.shape[-2]} does not match its clean image {p} ({im.shape[-1]}x{im.shape[-2]})")
-        pairs.append(nim)
-    return pairs
+        noisy, ranges = _read_u8(q)
+        if len(noisy) != len(ims):
+            raise DenoiseError(f"{q}: {len(noisy)} planes do not match its clean image {p} ({len(ims)})")
+        if any(r != (0.0, 1.0) for r in ranges):
+            ims = [to_channels(im, channels) for im in _read_u8(p, ranges)[0]]
+        for im, nim in zip(ims, noisy):
+            nim = to_channels(nim, channels)
+            if nim.shape != im.shape:
+                raise DenoiseError(f"{q}: {nim.shape[-1]}x{nim.shape[-2]} does not match its clean image {p} ({im.shape[-1]}x{im.shape[-2]})")
+            targets.append((p, im))
+            pairs.append(nim)
+    return targets, pairs
 
 
 class PatchSampler:

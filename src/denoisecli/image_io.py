@@ -131,8 +131,9 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     """Decode fully (so a broken file fails here, with its name and the reason, not later).
 
     A multi-page TIFF stack (a microscope's z-stack or time series, an ImageJ hyperstack) is
-    read whole where ``stacks`` is set (`run` denoises each plane), else refused; ``max_pixels``
-    then bounds the whole stack, as its planes are all held at once."""
+    read whole where ``stacks`` is set (`run` denoises each plane, `add-noise` and `train` take
+    each), else refused; ``max_pixels`` then bounds the whole stack, as its planes are all held
+    at once."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -290,7 +291,7 @@ def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
         lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.series) == 1 else ()
         lead = () if math.prod(lead) == 1 and not stacks else lead  # one plane: a single image where stacks are not taken
         if lead and not stacks:
-            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported here (`denoise run` takes them); "
+            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported here (run, add-noise and train take them); "
                                "split the pages first")
         _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead))
         arr = series.asarray() if lead else page.asarray()
