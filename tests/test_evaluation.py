@@ -67,6 +67,30 @@ def test_real_pairs_and_classical_baseline(clean_dir, tmp_path, tiny_model_file)
     assert report.mean("wavelet", "real") > report.mean("noisy", "real")
 
 
+def test_sixteen_bit_pairs_are_scored_at_their_own_depth_and_span(tmp_path):
+    """A microscope's 16-bit pairs (12-bit counts): rounded to 8 bits they would be 17 levels of
+    256; they are kept at 16 bits and scored on the clean image's span, as `run` denoises them."""
+    import numpy as np
+
+    from conftest import smooth_image
+
+    rng = np.random.default_rng(0)
+    clean = smooth_image(45, 53, channels=1).astype(np.float64) / 255 * 4000 + 100
+    noisy = (clean + rng.normal(0, 100, clean.shape)).round().clip(0, 65535).astype(np.uint16)
+    for folder, arr in (("clean", clean.round().astype(np.uint16)), ("noisy", noisy)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(arr).save(tmp_path / folder / "cells.png")
+    result = runner.invoke(app, ["eval", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--baseline", "noisy",
+                                 "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 images 16-bit" in " ".join(result.output.split())
+    scores = {s["method"]: s for s in json.loads((tmp_path / "r.json").read_text())["images"]}
+    c = clean.round()
+    expected = 10 * np.log10((c.max() - c.min()) ** 2 / ((noisy - c) ** 2).mean())
+    assert scores["noisy"]["bits"] == 16 and scores["noisy"]["psnr"] == pytest.approx(expected, abs=1e-3)
+    assert scores["denoise"]["psnr"] > scores["noisy"]["psnr"] + 5
+
+
 def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "15,50", "--weights", str(tiny_model_file),
                                  "--baseline", "noisy", "--json", str(tmp_path / "r.json"), "--sheet", str(tmp_path / "s.png")])

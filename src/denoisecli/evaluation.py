@@ -23,6 +23,8 @@ PROTOCOLS = {
     "clipped": "noise from the training layer (clamped to [0, 1]), noisy image rounded to 8 bits like a saved file; output rounded to 8 bits",
     "pairs": "real noisy/clean pairs matched by file name; output rounded to 8 bits",
 }
+HIGH_DEPTH = ("16-bit images are rounded to 16 bits instead of 8 and scored on the clean image's own span "
+              "(PSNR peak and SSIM range), as a microscope's 12-bit counts fill a sixteenth of the file's range")
 BASELINES = ("noisy", "nlm", "wavelet", "bm3d")
 
 
@@ -36,6 +38,7 @@ class Score:
     texture: float
     split: bool = False
     stabilised: bool = False
+    bits: int = 8
 
 
 @dataclass
@@ -186,8 +189,11 @@ def evaluate(
     samples: list[Sample] = []
     for label, level in points:
         for i, p in enumerate(paths):
-            clean = quantize8(read_image(p).pixels)
-            noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed)
+            image = read_image(p)
+            bits = 16 if image.bits == 16 else 8
+            clean = _rounded(image.pixels, bits)
+            span = 1.0 if bits == 8 else max(float(clean.max() - clean.min()), 1 / 65535)
+            noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed, bits)
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
             sigma = level.get("std") if is_normal(noise) else None
             split = denoiser.split(noisy)
@@ -198,9 +204,10 @@ def evaluate(
                 if b != "noisy":
                     outputs[b] = _classical(b, noisy, sigma)
             for method, out in outputs.items():
-                out8 = quantize8(out)
-                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out8, clean), ssim(out8, clean),
-                              texture_ratio(out8, clean), split=split and method == "denoise", stabilised=stabilised and method == "denoise")
+                out_q = _rounded(out, bits)
+                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out_q, clean, peak=span),
+                              ssim(out_q, clean, data_range=span), texture_ratio(out_q, clean), split=split and method == "denoise",
+                              stabilised=stabilised and method == "denoise", bits=bits)
                 report.scores.append(score)
                 if on_image:
                     on_image(score)
@@ -245,13 +252,19 @@ def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
     return [(f"sigma {s:g} correlation {r:g}", {"std": s / 255, "correlation": r}) for s in sig for r in rhos]
 
 
+def _rounded(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x`` clipped and rounded as a file of ``bits`` (8 or 16) holds it: the standard protocol's
+    8 bits for the benchmark sets, 16 for a 16-bit clean image, whose levels 8 bits would lose."""
+    return quantize8(x) if bits == 8 else (x.clamp(0, 1) * 65535).round() / 65535
+
+
 def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: dict[str, Path] | None, protocol: str, noise: str,
-                 label: str, level: dict[str, float], seed: int) -> torch.Tensor:
+                 label: str, level: dict[str, float], seed: int, bits: int = 8) -> torch.Tensor:
     if noisy_dir is not None:
         match = noisy_dir.get(pair_key(path, clean_dir))
         if match is None:
             raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
-        noisy = quantize8(read_image(match).pixels)
+        noisy = _rounded(read_image(match).pixels, bits)
         if noisy.shape != clean.shape:
             raise DenoiseError(f"{match}: size or channels differ from its clean image {path}")
         return noisy
@@ -261,4 +274,4 @@ def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: di
     layer = NOISE_MODELS[noise]().train()
     tensors = {k: torch.tensor([v], dtype=torch.float64) for k, v in level.items()}
     with torch.no_grad():
-        return quantize8(layer(clean[None], generator=g, **tensors)[0])
+        return _rounded(layer(clean[None], generator=g, **tensors)[0], bits)
