@@ -322,7 +322,7 @@ class Format(str, Enum):
 
 @app.command("run")
 def run_cmd(
-    input: Annotated[Path, typer.Argument(help="Noisy image file or folder (searched recursively).")],
+    input: Annotated[Path, typer.Argument(help="Noisy image file or folder (searched recursively); a TIFF stack is denoised plane by plane.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file or folder (default: a new sibling folder).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped model for grey or colour images).")] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
