@@ -18,7 +18,7 @@ from pathlib import Path
 
 from denoisecli.evaluation import _noisy_input, _points
 from denoisecli.image_io import list_images, read_image
-from denoisecli.inference import Denoiser
+from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise_estimate import estimate_sigma
 
@@ -37,7 +37,7 @@ def main() -> None:
     data = []
     for path in list_images(args.folder)[:: args.every]:
         clean = quantize8(read_image(path).pixels)
-        noisy = _noisy_input(path, clean, args.folder, None, "clipped", "camera", label, level, args.seed)
+        noisy = _noisy_input(path, clean, label, level, "clipped", "camera", args.seed)
         data.append((clean, noisy, estimate_sigma(noisy), float((noisy - clean).std())))
     ratios = [est / meas for _, _, est, meas in data]
     print(f"{args.folder}, {len(data)} images, camera {level}, seed {args.seed}")
@@ -51,7 +51,7 @@ def main() -> None:
             ps, ss, ts = [], [], []
             for clean, noisy, est, meas in data:
                 s = pick(est, meas)
-                out = quantize8(den.batch([noisy], levels=[(s, s)])[0])
+                out = quantize8(den.batch([noisy], levels=[Level(s, s)])[0])
                 ps.append(psnr(out, clean))
                 ss.append(ssim(out, clean))
                 ts.append(texture_ratio(out, clean))
