@@ -48,7 +48,7 @@ def main() -> None:
     data = []
     for path in list_images(args.folder)[:: args.every]:
         clean = quantize8(read_image(path).pixels)
-        noisy = _noisy_input(path, clean, args.folder, None, "clipped", "camera", label, level, 0).float().clamp(0, 1)
+        noisy = _noisy_input(path, clean, label, level, "clipped", "camera", 0).float().clamp(0, 1)
         estimate = estimate_sigma(noisy)
         fitted = fitted_map(noisy, estimate)
         maps = {"constant": torch.full_like(fitted, estimate), "fitted": fitted, "rescaled": fitted * estimate / fitted.mean()}

@@ -43,7 +43,7 @@ def main() -> None:
     for noise, protocol, (label, level) in settings:
         err_map, err_flat, spread, seconds = [], [], [], 0.0
         for path, clean in zip(paths, cleans):
-            noisy = _noisy_input(path, clean, args.folder, None, protocol, noise, label, level, 0).float().clamp(0, 1)
+            noisy = _noisy_input(path, clean, label, level, protocol, noise, 0).float().clamp(0, 1)
             sigma = estimate_sigma(noisy)
             start = time.perf_counter()
             shape = level_map(noisy, sigma)

@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{args.folder}, {len(paths)} images, seed {args.seed}; each statistic: min / 5% / median / 95% / max")
     print("noise | whiteness | signal dependence")
     for noise, protocol, (label, level) in settings:
-        noisy = [_noisy_input(p, c, args.folder, None, protocol, noise, label, level, args.seed) for p, c in zip(paths, cleans)]
+        noisy = [_noisy_input(p, c, label, level, protocol, noise, args.seed) for p, c in zip(paths, cleans)]
         cells = []
         for stat in (whiteness, signal_dependence):
             values = [stat(x) for x in noisy]

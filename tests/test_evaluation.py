@@ -30,7 +30,7 @@ def test_standard_noise_is_not_clipped():
     from pathlib import Path
 
     clean = torch.ones(3, 16, 16)
-    noisy = _noisy_input(Path("x.png"), clean, Path("."), None, "standard", "gaussian", "s", {"std": 0.1}, 0)
+    noisy = _noisy_input(Path("x.png"), clean, "s", {"std": 0.1}, "standard", "gaussian", 0)
     assert noisy.max() > 1.0
 
 
@@ -83,12 +83,34 @@ def test_sixteen_bit_pairs_are_scored_at_their_own_depth_and_span(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--baseline", "noisy",
                                  "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
-    assert "1 of 1 images 16-bit" in " ".join(result.output.split())
+    assert "1 of 1 images 16-bit or float" in " ".join(result.output.split())
     scores = {s["method"]: s for s in json.loads((tmp_path / "r.json").read_text())["images"]}
     c = clean.round()
     expected = 10 * np.log10((c.max() - c.min()) ** 2 / ((noisy - c) ** 2).mean())
     assert scores["noisy"]["bits"] == 16 and scores["noisy"]["psnr"] == pytest.approx(expected, abs=1e-3)
     assert scores["denoise"]["psnr"] > scores["noisy"]["psnr"] + 5
+
+
+def test_float_pairs_are_scored_on_one_scale_unrounded(tmp_path):
+    """Float files are each read onto [0, 1] by their own range: the clean image of a pair is
+    put on the noisy one's scale, nothing is rounded, and the score is on the clean span."""
+    import numpy as np
+    import tifffile
+
+    from conftest import smooth_image
+
+    rng = np.random.default_rng(1)
+    clean = (smooth_image(45, 53, channels=1).astype(np.float64) / 255 * 400 + 100).astype(np.float32)
+    noisy = (clean + rng.normal(0, 10, clean.shape)).astype(np.float32)
+    for folder, arr in (("clean", clean), ("noisy", noisy)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "f.tif", arr)
+    report, _ = evaluate(tmp_path / "clean", noisy_dir=tmp_path / "noisy", baselines=("noisy",), device="cpu")
+    scores = {s.method: s for s in report.scores}
+    c, n = clean.astype(np.float64), noisy.astype(np.float64)
+    expected = 10 * np.log10((c.max() - c.min()) ** 2 / ((n - c) ** 2).mean())
+    assert scores["noisy"].bits == 32 and scores["noisy"].psnr == pytest.approx(expected, abs=1e-3)
+    assert scores["denoise"].psnr > scores["noisy"].psnr + 3
 
 
 def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
-from denoisecli.image_io import read_image, require_images
+from denoisecli.image_io import LoadedImage, read_image, require_images
 from denoisecli.noise import seeded_generator
 
 if TYPE_CHECKING:
@@ -35,18 +35,24 @@ class TrainingSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def _read_u8(path: Path, ranges: list[tuple[float, float]] | None = None) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
-    """A file's images (a TIFF stack's planes) as uint8, and the (low, span) each was stretched by.
+def _read_u8(path: Path) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+    """A file's images (a TIFF stack's planes) as uint8, and the (low, span) each was stretched by (``_u8``)."""
+    return _u8(read_image(path, stacks=True))
+
+
+def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
+        scale_of: LoadedImage | None = None) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+    """An image's planes as uint8, and the (low, span) each was stretched by.
 
     16-bit and float data is stretched to its own range first (or by ``ranges``, if given, one
-    per plane), as `run` stretches what it denoises (``inference.value_range``): a microscope's
-    12-bit counts in a 16-bit file are otherwise 17 levels of 256, a nearly black image with
-    nothing to learn. 8-bit images are kept as they are, so the shipped models' recipes read
-    their data as before."""
+    per plane, on ``scale_of``'s scale if given: see ``LoadedImage.on_scale_of``), as `run`
+    stretches what it denoises (``inference.value_range``): a microscope's 12-bit counts in a
+    16-bit file are otherwise 17 levels of 256, a nearly black image with nothing to learn.
+    8-bit images are kept as they are, so the shipped models' recipes read their data as before."""
     from denoisecli.inference import value_range
 
-    image = read_image(path, stacks=True)
-    planes = image.planes
+    pixels = image.pixels if scale_of is None else image.on_scale_of(scale_of)
+    planes = list(pixels) if pixels.ndim == 4 else [pixels]
     if ranges is None:
         ranges = [(0.0, 1.0) if image.bits == 8 else value_range(p) for p in planes]
     return [((p - lo) / span * 255.0).round().clamp(0, 255).to(torch.uint8) for p, (lo, span) in zip(planes, ranges)], ranges
@@ -128,9 +134,9 @@ def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root:
                  channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
     """The noisy image for each clean one, matched by relative path without extension (a stack
     plane by plane); all must exist and align. Where the noisy file is stretched to its range
-    (16-bit or float data, see ``_read_u8``), its clean one is read again stretched by the same
-    range, so the target is what `run`, stretching the noisy image, should give: the clean
-    images are returned with the noisy ones."""
+    (16-bit or float data, see ``_u8``), its clean one is read again on its scale and stretched
+    by the same range, so the target is what `run`, stretching the noisy image, should give: the
+    clean images are returned with the noisy ones."""
     by_key = pair_index(noisy_root)
     missing = [p.relative_to(root).as_posix() for p, _ in clean if pair_key(p, root) not in by_key]
     if missing:
@@ -141,11 +147,12 @@ def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root:
     for p, group in itertools.groupby(clean, key=lambda item: item[0]):
         ims = [im for _, im in group]
         q = by_key[pair_key(p, root)]
-        noisy, ranges = _read_u8(q)
+        noisy_image = read_image(q, stacks=True)
+        noisy, ranges = _u8(noisy_image)
         if len(noisy) != len(ims):
             raise DenoiseError(f"{q}: {len(noisy)} planes do not match its clean image {p} ({len(ims)})")
-        if any(r != (0.0, 1.0) for r in ranges):
-            ims = [to_channels(im, channels) for im in _read_u8(p, ranges)[0]]
+        if noisy_image.bits != 8:
+            ims = [to_channels(im, channels) for im in _u8(read_image(p, stacks=True), ranges, scale_of=noisy_image)[0]]
         for im, nim in zip(ims, noisy):
             nim = to_channels(nim, channels)
             if nim.shape != im.shape:

@@ -13,7 +13,7 @@ import torch
 
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
-from denoisecli.image_io import read_image, require_images
+from denoisecli.image_io import LoadedImage, read_image, require_images
 from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator
@@ -23,8 +23,9 @@ PROTOCOLS = {
     "clipped": "noise from the training layer (clamped to [0, 1]), noisy image rounded to 8 bits like a saved file; output rounded to 8 bits",
     "pairs": "real noisy/clean pairs matched by file name; output rounded to 8 bits",
 }
-HIGH_DEPTH = ("16-bit images are rounded to 16 bits instead of 8 and scored on the clean image's own span "
-              "(PSNR peak and SSIM range), as a microscope's 12-bit counts fill a sixteenth of the file's range")
+HIGH_DEPTH = ("16-bit images are rounded to 16 bits instead of 8, float ones not at all, and both are scored on the "
+              "clean image's own span (PSNR peak and SSIM range), as a microscope's 12-bit counts fill a sixteenth of "
+              "the file's range")
 BASELINES = ("noisy", "nlm", "wavelet", "bm3d")
 
 
@@ -190,10 +191,16 @@ def evaluate(
     for label, level in points:
         for i, p in enumerate(paths):
             image = read_image(p)
-            bits = 16 if image.bits == 16 else 8
-            clean = _rounded(image.pixels, bits)
+            pair = _pair(p, clean_dir, pairs) if pairs is not None else None
+            bits = image.bits
+            clean = _rounded(image.pixels if pair is None else image.on_scale_of(pair), bits)
             span = 1.0 if bits == 8 else max(float(clean.max() - clean.min()), 1 / 65535)
-            noisy = _noisy_input(p, clean, clean_dir, pairs, protocol, noise, label, level, seed, bits)
+            if pair is None:
+                noisy = _noisy_input(p, clean, label, level, protocol, noise, seed, bits)
+            else:
+                noisy = _rounded(pair.pixels, bits)
+                if noisy.shape != clean.shape:
+                    raise DenoiseError(f"{pair_key(p, clean_dir)}: size or channels differ between the clean and noisy image")
             outputs = {"noisy": noisy} if "noisy" in baselines else {}
             sigma = level.get("std") if is_normal(noise) else None
             split = denoiser.split(noisy)
@@ -253,21 +260,25 @@ def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
 
 
 def _rounded(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``x`` clipped and rounded as a file of ``bits`` (8 or 16) holds it: the standard protocol's
-    8 bits for the benchmark sets, 16 for a 16-bit clean image, whose levels 8 bits would lose."""
-    return quantize8(x) if bits == 8 else (x.clamp(0, 1) * 65535).round() / 65535
+    """``x`` clipped to [0, 1] and rounded as a file of ``bits`` holds it: the standard protocol's
+    8 bits for the benchmark sets, 16 for a 16-bit clean image, whose levels 8 bits would lose,
+    and not at all for float data."""
+    if bits == 8:
+        return quantize8(x)
+    return (x.clamp(0, 1) * 65535).round() / 65535 if bits == 16 else x.clamp(0, 1)
 
 
-def _noisy_input(path: Path, clean: torch.Tensor, clean_dir: Path, noisy_dir: dict[str, Path] | None, protocol: str, noise: str,
-                 label: str, level: dict[str, float], seed: int, bits: int = 8) -> torch.Tensor:
-    if noisy_dir is not None:
-        match = noisy_dir.get(pair_key(path, clean_dir))
-        if match is None:
-            raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
-        noisy = _rounded(read_image(match).pixels, bits)
-        if noisy.shape != clean.shape:
-            raise DenoiseError(f"{match}: size or channels differ from its clean image {path}")
-        return noisy
+def _pair(path: Path, clean_dir: Path, noisy_files: dict[str, Path]) -> LoadedImage:
+    """The noisy file of a real pair, matched by relative path without extension."""
+    match = noisy_files.get(pair_key(path, clean_dir))
+    if match is None:
+        raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
+    return read_image(match)
+
+
+def _noisy_input(path: Path, clean: torch.Tensor, label: str, level: dict[str, float], protocol: str, noise: str,
+                 seed: int, bits: int = 8) -> torch.Tensor:
+    """Synthetic noise on ``clean``, seeded by (seed, file name, level), as ``protocol`` makes it."""
     g = seeded_generator(seed, f"{path.name}\x00{label}")
     if protocol == "standard":
         return clean + torch.randn(clean.shape, generator=g) * level["std"]

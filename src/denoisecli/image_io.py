@@ -76,6 +76,14 @@ class LoadedImage:
     def megapixels(self) -> float:
         return math.prod(self.pixels.shape[:-3]) * self.pixels.shape[-1] * self.pixels.shape[-2] / 1e6
 
+    def on_scale_of(self, other: LoadedImage) -> torch.Tensor:
+        """These pixels on ``other``'s scale. A float file is read onto [0, 1] by its own range
+        (``float_range``), so the clean and noisy files of a pair land on different scales until
+        one is put on the other's; integer files share theirs already."""
+        lo, hi = self.info.get("float_range", (0.0, 1.0))
+        olo, ohi = other.info.get("float_range", (0.0, 1.0))
+        return self.pixels if (lo, hi) == (olo, ohi) else (self.pixels * (hi - lo) + (lo - olo)) / (ohi - olo)
+
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
