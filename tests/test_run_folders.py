@@ -297,3 +297,22 @@ def test_progress_moves_through_a_stack_pass_by_pass(tmp_path, tiny_model_file):
     report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=2), on_share=shares.append)
     assert [r.status for r in report.results] == ["denoised", "denoised"]
     assert shares == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_a_stack_with_its_last_page_headers_cut_reads_without_stray_log_lines(tmp_path, tiny_model_file):
+    """tifffile repairs such a file as it reads it (the planes are intact) and logs each repair;
+    `denoise run` keeps its own one line per file and no such noise."""
+    import subprocess
+    import sys
+
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "s.tif", _noisy_stack((6, 64, 64)), photometric="minisblack")
+    data = (tmp_path / "s.tif").read_bytes()
+    (tmp_path / "in" / "s.tif").write_bytes(data[: len(data) - 100])
+    out = subprocess.run([sys.executable, "-m", "denoisecli", "run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                          "--weights", str(tiny_model_file)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "invalid page offset" not in out.stdout + out.stderr
+    assert tifffile.imread(tmp_path / "out" / "s.tif").shape == (6, 64, 64)

@@ -5,6 +5,7 @@ torch is imported inside the commands only, so `denoise --help` and option error
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -527,6 +528,10 @@ def bench_cmd(
 
 
 def main() -> None:
+    # tifffile logs, as errors, what it works around as it reads (a stack whose last page headers
+    # were cut, its data intact); each file still reads or fails in one line of ours, so its log
+    # lines would only be noise beside them
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         app()
     except KeyboardInterrupt:
