@@ -384,3 +384,35 @@ def test_eval_says_how_many_images_the_shipped_models_split(tmp_path):
     assert whole.exit_code == 0 and "grey model" not in whole.output, whole.output
     psnr = {name: json.loads((tmp_path / name).read_text())["means"][0]["psnr"] for name in ("r.json", "w.json")}
     assert psnr["r.json"] > psnr["w.json"] + 3, psnr
+
+
+def test_stacks_are_scored_plane_by_plane(tmp_path):
+    """A clean z-stack with synthetic noise (each plane its own draw) and a pair of stacks (plane
+    for plane): every plane is scored as an image of its own, named by its index."""
+    import numpy as np
+    import tifffile
+
+    from conftest import smooth_image
+
+    clean = np.stack([smooth_image(37, 31, channels=1, seed=s) for s in range(3)])
+    (tmp_path / "clean").mkdir()
+    tifffile.imwrite(tmp_path / "clean" / "z.tif", clean, imagej=True, metadata={"axes": "ZYX"})
+    report, _ = evaluate(tmp_path / "clean", [25], baselines=("noisy",), device="cpu", protocol="clipped")
+    names = [s.image for s in report.scores if s.method == "noisy"]
+    assert names == ["z.tif[0]", "z.tif[1]", "z.tif[2]"]
+    assert len({round(s.psnr, 6) for s in report.scores if s.method == "noisy"}) == 3  # noise drawn per plane
+    assert report.mean("denoise", "sigma 25") > report.mean("noisy", "sigma 25") + 3
+
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).round().astype(np.uint8)
+    (tmp_path / "noisy").mkdir()
+    tifffile.imwrite(tmp_path / "noisy" / "z.tif", noisy, imagej=True, metadata={"axes": "ZYX"})
+    report, _ = evaluate(tmp_path / "clean", noisy_dir=tmp_path / "noisy", baselines=("noisy",), device="cpu")
+    scores = [s for s in report.scores if s.method == "noisy"]
+    expected = [10 * np.log10(255**2 / ((noisy[k].astype(float) - clean[k]) ** 2).mean()) for k in range(3)]
+    assert [s.image for s in scores] == names and [s.psnr for s in scores] == pytest.approx(expected, abs=1e-6)
+    tifffile.imwrite(tmp_path / "noisy" / "z.tif", noisy[:2], imagej=True, metadata={"axes": "ZYX"})
+    from denoisecli.errors import DenoiseError
+
+    with pytest.raises(DenoiseError, match="z: size, channels or planes differ"):
+        evaluate(tmp_path / "clean", noisy_dir=tmp_path / "noisy", device="cpu")

@@ -318,12 +318,12 @@ def test_decompression_bomb_limit(tmp_path):
 
 
 def test_multipage_tiff_is_refused_unless_stacks_are_asked_for(tmp_path):
-    """Commands that take one image per file (add-noise, eval, train) refuse a stack in one line;
-    `run` asks for stacks."""
+    """A caller that takes one image per file gets a stack refused in one line; every command asks
+    for stacks."""
     import tifffile
 
     tifffile.imwrite(tmp_path / "stack.tif", (_float_arr((5, 10, 12)) * 255).astype(np.uint8), photometric="minisblack")
-    with pytest.raises(DenoiseError, match="stack.tif: multi-page TIFF stacks are not supported here"):
+    with pytest.raises(DenoiseError, match=r"stack.tif: a multi-page TIFF stack.*stacks=True"):
         read_image(tmp_path / "stack.tif")
     assert read_image(tmp_path / "stack.tif", stacks=True).pixels.shape == (5, 1, 10, 12)
     tifffile.imwrite(tmp_path / "one.tif", np.zeros((1, 10, 12), np.uint8), photometric="minisblack", metadata={"axes": "ZYX"})

@@ -51,8 +51,7 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
     8-bit images are kept as they are, so the shipped models' recipes read their data as before."""
     from denoisecli.inference import value_range
 
-    pixels = image.pixels if scale_of is None else image.on_scale_of(scale_of)
-    planes = list(pixels) if pixels.ndim == 4 else [pixels]
+    planes = (image if scale_of is None else image.on_scale_of(scale_of)).planes
     if ranges is None:
         ranges = [(0.0, 1.0) if image.bits == 8 else value_range(p) for p in planes]
     return [((p - lo) / span * 255.0).round().clamp(0, 255).to(torch.uint8) for p, (lo, span) in zip(planes, ranges)], ranges

@@ -188,38 +188,47 @@ def evaluate(
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
                         ensemble=ensemble, strength=strength, per_channel=per_channel, stabilise=stabilise)
     samples: list[Sample] = []
+
+    def score(name: str, path: Path, clean: torch.Tensor, noisy: torch.Tensor, label: str, level: dict[str, float],
+              bits: int) -> dict[str, torch.Tensor]:
+        """Every method's output for one image (or plane), its scores recorded."""
+        span = 1.0 if bits == 8 else max(float(clean.max() - clean.min()), 1 / 65535)
+        outputs = {"noisy": noisy} if "noisy" in baselines else {}
+        sigma = level.get("std") if is_normal(noise) else None
+        split = denoiser.split(noisy)
+        given = _oracle_levels(denoiser, noisy, sigma, path, split) if oracle else denoiser.levels([noisy], splits=[split])
+        outputs["denoise"] = denoiser.batch([noisy], name=str(path), levels=given, splits=[split])[0]
+        stabilised = given is not None and any(lv.stabiliser for lv in given)
+        for b in baselines:
+            if b != "noisy":
+                outputs[b] = _classical(b, noisy, sigma)
+        for method, out in outputs.items():
+            out_q = _rounded(out, bits)
+            result = Score(name, method, label, psnr(out_q, clean, peak=span), ssim(out_q, clean, data_range=span),
+                           texture_ratio(out_q, clean), split=split and method == "denoise",
+                           stabilised=stabilised and method == "denoise", bits=bits)
+            report.scores.append(result)
+            if on_image:
+                on_image(result)
+        return outputs
+
     for label, level in points:
         for i, p in enumerate(paths):
-            image = read_image(p)
+            image = read_image(p, stacks=True)
             pair = _pair(p, clean_dir, pairs) if pairs is not None else None
-            bits = image.bits
-            clean = _rounded(image.pixels if pair is None else image.on_scale_of(pair), bits)
-            span = 1.0 if bits == 8 else max(float(clean.max() - clean.min()), 1 / 65535)
-            if pair is None:
-                noisy = _noisy_input(p, clean, label, level, protocol, noise, seed, bits)
-            else:
-                noisy = _rounded(pair.pixels, bits)
-                if noisy.shape != clean.shape:
-                    raise DenoiseError(f"{pair_key(p, clean_dir)}: size or channels differ between the clean and noisy image")
-            outputs = {"noisy": noisy} if "noisy" in baselines else {}
-            sigma = level.get("std") if is_normal(noise) else None
-            split = denoiser.split(noisy)
-            given = _oracle_levels(denoiser, noisy, sigma, p, split) if oracle else denoiser.levels([noisy], splits=[split])
-            outputs["denoise"] = denoiser.batch([noisy], name=str(p), levels=given, splits=[split])[0]
-            stabilised = given is not None and any(lv.stabiliser for lv in given)
-            for b in baselines:
-                if b != "noisy":
-                    outputs[b] = _classical(b, noisy, sigma)
-            for method, out in outputs.items():
-                out_q = _rounded(out, bits)
-                score = Score(p.relative_to(clean_dir).as_posix(), method, label, psnr(out_q, clean, peak=span),
-                              ssim(out_q, clean, data_range=span), texture_ratio(out_q, clean), split=split and method == "denoise",
-                              stabilised=stabilised and method == "denoise", bits=bits)
-                report.scores.append(score)
-                if on_image:
-                    on_image(score)
-            if i < keep_samples and label == points[0][0]:
-                samples.append(Sample(p.name, label, clean, {k: quantize8(v) for k, v in outputs.items()}))
+            cleans = (image if pair is None else image.on_scale_of(pair)).planes
+            noisies = None if pair is None else pair.planes
+            if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
+                raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
+            stack = image.pixels.ndim == 4
+            for k, plane in enumerate(cleans):
+                clean = _rounded(plane, image.bits)
+                noisy = (_rounded(noisies[k], image.bits) if noisies is not None else
+                         _noisy_input(p, clean, label, level, protocol, noise, seed, image.bits, plane=k if stack else None))
+                name = p.relative_to(clean_dir).as_posix() + (f"[{k}]" if stack else "")
+                outputs = score(name, p, clean, noisy, label, level, image.bits)
+                if k == 0 and i < keep_samples and label == points[0][0]:
+                    samples.append(Sample(p.name, label, clean, {m: quantize8(v) for m, v in outputs.items()}))
     report.int8 = bool(denoiser.int8_used)
     return report, samples
 
@@ -273,13 +282,13 @@ def _pair(path: Path, clean_dir: Path, noisy_files: dict[str, Path]) -> LoadedIm
     match = noisy_files.get(pair_key(path, clean_dir))
     if match is None:
         raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
-    return read_image(match)
+    return read_image(match, stacks=True)
 
 
 def _noisy_input(path: Path, clean: torch.Tensor, label: str, level: dict[str, float], protocol: str, noise: str,
-                 seed: int, bits: int = 8) -> torch.Tensor:
-    """Synthetic noise on ``clean``, seeded by (seed, file name, level), as ``protocol`` makes it."""
-    g = seeded_generator(seed, f"{path.name}\x00{label}")
+                 seed: int, bits: int = 8, plane: int | None = None) -> torch.Tensor:
+    """Synthetic noise on ``clean``, seeded by (seed, file name, a stack's plane, level), as ``protocol`` makes it."""
+    g = seeded_generator(seed, f"{path.name}{'' if plane is None else f'[{plane}]'}\x00{label}")
     if protocol == "standard":
         return clean + torch.randn(clean.shape, generator=g) * level["std"]
     layer = NOISE_MODELS[noise]().train()

@@ -76,13 +76,16 @@ class LoadedImage:
     def megapixels(self) -> float:
         return math.prod(self.pixels.shape[:-3]) * self.pixels.shape[-1] * self.pixels.shape[-2] / 1e6
 
-    def on_scale_of(self, other: LoadedImage) -> torch.Tensor:
-        """These pixels on ``other``'s scale. A float file is read onto [0, 1] by its own range
+    def on_scale_of(self, other: LoadedImage) -> LoadedImage:
+        """This image on ``other``'s scale. A float file is read onto [0, 1] by its own range
         (``float_range``), so the clean and noisy files of a pair land on different scales until
         one is put on the other's; integer files share theirs already."""
         lo, hi = self.info.get("float_range", (0.0, 1.0))
         olo, ohi = other.info.get("float_range", (0.0, 1.0))
-        return self.pixels if (lo, hi) == (olo, ohi) else (self.pixels * (hi - lo) + (lo - olo)) / (ohi - olo)
+        if (lo, hi) == (olo, ohi):
+            return self
+        pixels = (self.pixels * (hi - lo) + (lo - olo)) / (ohi - olo)
+        return LoadedImage(pixels, self.format, self.bits, self.alpha, {**self.info, "float_range": (olo, ohi)})
 
 
 def is_image_path(path: Path) -> bool:
@@ -139,9 +142,9 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     """Decode fully (so a broken file fails here, with its name and the reason, not later).
 
     A multi-page TIFF stack (a microscope's z-stack or time series, an ImageJ hyperstack) is
-    read whole where ``stacks`` is set (`run` denoises each plane, `add-noise` and `train` take
-    each), else refused; ``max_pixels`` then bounds the whole stack, as its planes are all held
-    at once."""
+    read whole where ``stacks`` is set (every command does: `run` denoises each plane, the others
+    take each as an image), else refused; ``max_pixels`` then bounds the whole stack, as its
+    planes are all held at once."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -299,8 +302,8 @@ def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
         lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.series) == 1 else ()
         lead = () if math.prod(lead) == 1 and not stacks else lead  # one plane: a single image where stacks are not taken
         if lead and not stacks:
-            raise DenoiseError(f"{path}: multi-page TIFF stacks are not supported here (run, add-noise and train take them); "
-                               "split the pages first")
+            raise DenoiseError(f"{path}: a multi-page TIFF stack, where one image was expected "
+                               "(read_image(..., stacks=True) reads its planes)")
         _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead))
         arr = series.asarray() if lead else page.asarray()
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
