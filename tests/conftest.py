@@ -32,6 +32,19 @@ def save(path: Path, arr: np.ndarray) -> Path:
     return path
 
 
+def float_pair(root: Path, h: int, w: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float TIFF pair, root/clean/f.tif and root/noisy/f.tif: a grey image at values 100-500
+    and it with Gaussian noise of std ``noise``; each file is read onto [0, 1] by its own range."""
+    import tifffile
+
+    clean = (smooth_image(h, w, channels=1).astype(np.float32) / 255 * 400 + 100).astype(np.float32)
+    noisy = (clean + np.random.default_rng(seed).normal(0, noise, clean.shape)).astype(np.float32)
+    for folder, arr in (("clean", clean), ("noisy", noisy)):
+        (root / folder).mkdir()
+        tifffile.imwrite(root / folder / "f.tif", arr)
+    return clean, noisy
+
+
 @pytest.fixture
 def clean_dir(tmp_path: Path) -> Path:
     """Four colour images of odd sizes, one in a subfolder, and one grey image."""

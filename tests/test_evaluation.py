@@ -95,16 +95,10 @@ def test_float_pairs_are_scored_on_one_scale_unrounded(tmp_path):
     """Float files are each read onto [0, 1] by their own range: the clean image of a pair is
     put on the noisy one's scale, nothing is rounded, and the score is on the clean span."""
     import numpy as np
-    import tifffile
 
-    from conftest import smooth_image
+    from conftest import float_pair
 
-    rng = np.random.default_rng(1)
-    clean = (smooth_image(45, 53, channels=1).astype(np.float64) / 255 * 400 + 100).astype(np.float32)
-    noisy = (clean + rng.normal(0, 10, clean.shape)).astype(np.float32)
-    for folder, arr in (("clean", clean), ("noisy", noisy)):
-        (tmp_path / folder).mkdir()
-        tifffile.imwrite(tmp_path / folder / "f.tif", arr)
+    clean, noisy = float_pair(tmp_path, 45, 53, noise=10, seed=1)
     report, _ = evaluate(tmp_path / "clean", noisy_dir=tmp_path / "noisy", baselines=("noisy",), device="cpu")
     scores = {s.method: s for s in report.scores}
     c, n = clean.astype(np.float64), noisy.astype(np.float64)

@@ -586,17 +586,9 @@ def test_sixteen_bit_pairs_take_the_noisy_images_stretch(tmp_path):
 def test_float_pairs_share_one_scale(tmp_path):
     """Float files are each read onto [0, 1] by their own range, so a clean/noisy pair of them
     lands on two scales: the clean target is put on the noisy one's before the stretch."""
-    import numpy as np
-    import tifffile
+    from conftest import float_pair
 
-    from conftest import smooth_image
-
-    rng = np.random.default_rng(0)
-    clean = (smooth_image(40, 44, channels=1).astype(np.float32) / 255 * 400 + 100).astype(np.float32)
-    noisy = (clean + rng.normal(0, 15, clean.shape)).astype(np.float32)
-    for folder, arr in (("clean", clean), ("noisy", noisy)):
-        (tmp_path / folder).mkdir()
-        tifffile.imwrite(tmp_path / folder / "f.tif", arr)
+    clean, noisy = float_pair(tmp_path, 40, 44, noise=15, seed=0)
     tset = load_training_set(opts(tmp_path / "clean", tmp_path / "r", noisy=str(tmp_path / "noisy")), hold_out=False)
     residual = tset.noisy[0].float() - tset.clean[0].float()
     scale = 255 / (noisy.max() - noisy.min())
