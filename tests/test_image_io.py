@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import list_images, read_image, require_images, unread_files, write_image
+from denoisecli.image_io import LoadedImage, list_images, read_image, require_images, unread_files, write_image
 
 from conftest import save, smooth_image
 
@@ -252,6 +252,61 @@ def test_heic_keeps_format_metadata_and_chroma(tmp_path, channels):
     assert 10 * np.log10(255**2 / ((back - arr) ** 2).mean()) > 35
     write_image(read_image(tmp_path / "y.heic"), tmp_path / "z.png", fmt="png")
     assert Image.open(tmp_path / "z.png").format == "PNG"
+
+
+def _deep_heif(path, levels: np.ndarray, depth: int, **save) -> None:
+    """Write ``levels`` (uint16 in 0..2**depth-1, HxW or HxWxC) as a HEIF of that depth, as a
+    camera writes its HIF; pillow-heif's Pillow plugin only writes 8 bits."""
+    import pillow_heif
+
+    mode = {2: "L", 3: {3: "RGB", 4: "RGBA"}.get(levels.shape[-1])}[levels.ndim]
+    pillow_heif.from_bytes(mode=f"{mode};{depth}", size=(levels.shape[1], levels.shape[0]),
+                           data=np.ascontiguousarray(levels).tobytes()).save(path, **save)
+
+
+@pytest.mark.parametrize("depth,channels", [(10, 3), (12, 3), (10, 1)])
+def test_deep_heif_is_read_and_written_at_its_depth(tmp_path, depth, channels):
+    """A camera's 10-bit HIF (Canon, Sony) or a phone's 10-bit HDR photo keeps its depth: read
+    on its own levels (Pillow's plugin would hand out 8 bits), written back as HEIF of the same
+    depth with its EXIF and chroma, and as 16 bits in formats that hold them."""
+    pytest.importorskip("pillow_heif")
+    top = 2**depth - 1
+    levels = np.round(smooth_image(37, 31, channels=channels).astype(np.float64) / 255 * top).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    _deep_heif(tmp_path / "IMG_1.HIF", levels, depth, quality=-1, chroma=422, exif=exif.tobytes())
+    assert [p.name for p in list_images(tmp_path)] == ["IMG_1.HIF"]
+    img = read_image(tmp_path / "IMG_1.HIF")
+    assert img.bits == 16 and img.info["heif_depth"] == depth and img.channels == channels
+    assert channels == 1 or img.info["chroma"] == 422
+    read = np.moveaxis(img.pixels.numpy(), 0, -1).reshape(levels.shape) * top
+    assert np.allclose(read, np.round(read), atol=1e-3)  # whole levels of the file
+    assert np.any(np.round(read) % 2 ** (depth - 8))  # finer than 8 bits
+    assert ((read - levels) ** 2).mean() < top**2 / 10**3.8  # above 38 dB: lossless luma, chroma at 4:2:2 (40.9)
+    write_image(img, tmp_path / "out.HIF")
+    out = Image.open(tmp_path / "out.HIF")
+    assert out.info["bit_depth"] == depth and out.getexif()[0x010F] == "Camera"
+    back = read_image(tmp_path / "out.HIF")
+    assert 10 * np.log10(1 / float(((back.pixels - img.pixels) ** 2).mean())) > 40
+    write_image(img, tmp_path / "out.png", fmt="png")
+    assert read_image(tmp_path / "out.png").bits == 16
+
+
+def test_deep_images_become_10_bit_heif_with_alpha(tmp_path):
+    """A 16-bit PNG asked for as HEIC is written at 10 bits, not 8; alpha goes with it."""
+    pytest.importorskip("pillow_heif")
+    from denoisecli.image_io import _heif
+
+    arr = smooth_image(31, 37).astype(np.uint16) * 257
+    alpha = np.tile(np.linspace(0, 65535, 37), (31, 1)).astype(np.uint16)
+    img = LoadedImage(torch.from_numpy(np.moveaxis(arr / 65535, -1, 0)).float(), "PNG", 16, alpha, {})
+    write_image(img, tmp_path / "x.heic", fmt="heic", jpeg_quality=100)
+    _heif(tmp_path / "x.heic")
+    assert Image.open(tmp_path / "x.heic").info["bit_depth"] == 10
+    back = read_image(tmp_path / "x.heic")
+    assert back.info["heif_depth"] == 10 and back.alpha is not None and back.alpha.dtype == np.uint16
+    assert np.abs(back.alpha.astype(np.int64) - alpha).max() <= 3 * 64  # a few 10-bit levels
+    assert 10 * np.log10(1 / float(((back.pixels - img.pixels) ** 2).mean())) > 40
 
 
 def test_heic_without_its_plugin_is_one_clear_line(tmp_path, monkeypatch):

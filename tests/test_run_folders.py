@@ -285,6 +285,21 @@ def test_run_takes_an_iphone_folder_of_heic_and_writes_heic(tmp_path, tiny_model
     assert Image.open(tmp_path / "b.heic").format == "HEIF"
 
 
+def test_run_keeps_a_cameras_10_bit_hif_at_10_bits(tmp_path, tiny_model_file):
+    """Canon and Sony cameras write 10-bit HEIF as .HIF: `run` denoises it on its own levels and
+    writes a 10-bit .HIF, where it used to read and write 8 bits."""
+    pytest.importorskip("pillow_heif")
+    import pillow_heif
+
+    levels = np.round(smooth_image(37, 31).astype(np.float64) / 255 * 1023).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    pillow_heif.from_bytes(mode="RGB;10", size=(31, 37), data=levels.tobytes()).save(tmp_path / "in" / "C0001.HIF", quality=90)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    out = pillow_heif.open_heif(tmp_path / "out" / "C0001.HIF", convert_hdr_to_8bit=False, hdr_to_16bit=False)
+    assert out.info["bit_depth"] == 10 and out.size == (31, 37) and np.asarray(out).max() > 255
+
+
 def test_progress_moves_through_a_stack_pass_by_pass(tmp_path, tiny_model_file):
     """A long stack is one file: after each pass of its planes `run` hears the share done, so its
     progress bar moves through the stack; single images make no such calls."""

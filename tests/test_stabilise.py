@@ -458,6 +458,8 @@ def _counts_cases() -> dict[str, tuple[torch.Tensor, float | None]]:
         "shot and read noise": (read, None),
         "a black level of 5 steps": ((photons + 5) * 7 / 65535, None),
         "16-bit, 1 ADU a photon: the file's own levels": (photons / 65535, None),
+        "10-bit HEIF, 3 levels a photon": (photons * 3 / 1023, 3 / 1023),
+        "10-bit HEIF, 1 level a photon: the file's own levels": (photons / 1023, None),
         "clean": (quantize8(clean), None),
     }
 

@@ -4,7 +4,8 @@ Pillow reads and writes most files. Pillow has no 16-bit colour mode, so two wel
 libraries by the same author cover what it cannot: tifffile for every TIFF (8/16-bit,
 32-bit float, grey, colour, alpha; its compressions through imagecodecs; multi-page stacks,
 ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG; HEIC/HEIF (an
-iPhone's photos) goes through the optional pillow-heif plugin. Metadata (EXIF,
+iPhone's photos; a camera's 10-bit HIF, kept at its depth) goes through the optional pillow-heif
+plugin. Metadata (EXIF,
 ICC profile, DPI; a stack's axes and ImageJ calibration) goes back into every output that can
 carry it.
 """
@@ -27,7 +28,7 @@ from PIL import Image, ImageFile
 from denoisecli.atomic import atomic_write
 from denoisecli.errors import DenoiseError
 
-HEIF_SUFFIXES = {".heic", ".heif"}
+HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", *HEIF_SUFFIXES}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic"}
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -162,6 +163,8 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
                 _check_size(path, w, h, max_pixels)
                 if im.format == "PNG" and _png_header(path)[0] == 16 and _png_header(path)[1] in (2, 4, 6):
                     return _read_png16(path, im.info)
+                if im.format == "HEIF" and im.info.get("bit_depth", 8) > 8:
+                    return _read_heif_deep(path, im.info)
                 im.load()
                 return _from_pil(im, path)
     except DenoiseError:
@@ -193,6 +196,42 @@ def _heif(path: Path) -> None:
                            "(pip install 'denoisecli[heif]')") from exc
     if "HEIF" not in Image.OPEN:
         pillow_heif.register_heif_opener()
+
+
+def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
+    """A 10- or 12-bit HEIF (a camera's HIF, a phone's HDR photo) at its own depth: Pillow's plugin
+    hands out 8 bits. Pixels are the file's levels over its top level, so its quantisation stays
+    visible (``noise_estimate``'s file levels); alpha goes onto the 16-bit scale that other formats
+    read. ``info["heif_depth"]`` writes HEIF back at the same depth."""
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=False, hdr_to_16bit=False)
+    depth = int(heif.info["bit_depth"])
+    arr = np.asarray(heif)
+    top = float(2**depth - 1)
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
+    info = {**_meta(pil_info), "heif_depth": depth}
+    if pil_info.get("chroma"):
+        info["chroma"] = pil_info["chroma"]
+    return LoadedImage(_to_tensor(arr, top), "HEIF", 16, alpha, info)
+
+
+def _heif_deep(img: LoadedImage) -> Any:
+    """A deep image as a 10-bit HEIF (12-bit where the input was): an 8-bit HEIF would throw away
+    the depth a camera's HIF or a 16-bit PNG carried."""
+    import pillow_heif
+
+    depth = img.info.get("heif_depth", 10)
+    top = float(2**depth - 1)
+    arr = np.round(np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1) * top).astype(np.uint16)
+    mode = "RGB" if img.channels == 3 else "L"
+    if img.alpha is not None:
+        alpha = np.round(_alpha_as(img.alpha, np.dtype(np.uint16)) * (top / 65535.0)).astype(np.uint16)
+        arr, mode = np.concatenate([arr, alpha[:, :, None]], axis=2), mode + "A"
+    arr = np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    return pillow_heif.from_bytes(mode=f"{mode};{depth}", size=(arr.shape[1], arr.shape[0]), data=arr.tobytes())
 
 
 def _check_size(path: Path, w: int, h: int, max_pixels: int | None, planes: int = 1) -> None:
@@ -390,8 +429,8 @@ def normalize_format(fmt: str | None) -> str | None:
 def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quality: int = 95) -> None:
     """Write via a temp file and a rename, so an interrupted run never leaves half an image.
 
-    The file keeps its format, bit depth (where the format allows it: PNG and TIFF),
-    alpha and metadata.
+    The file keeps its format, bit depth (where the format allows it: PNG and TIFF at 16 bits,
+    HEIF at 10 or 12), alpha and metadata.
     """
     fmt = normalize_format(fmt or img.format)
     if fmt == "TIFF":
@@ -401,6 +440,11 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     if fmt == "PNG" and img.bits == 16 and (img.channels == 3 or img.alpha is not None):
         data = _png16_bytes(img)
         atomic_write(Path(path), lambda f: f.write(data))
+        return
+    if fmt == "HEIF" and img.bits > 8:
+        options = _heif_options(img, path, jpeg_quality)
+        deep = _heif_deep(img)
+        atomic_write(Path(path), lambda f: deep.save(f, **options))
         return
     im = to_pil(img) if fmt == "PNG" else to_pil(LoadedImage(img.pixels, img.format, 8, img.alpha, img.info))
     kwargs: dict[str, Any] = _meta(img.info)
@@ -412,10 +456,7 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
         lossless = img.info.get("lossless", img.format != "WEBP")
         kwargs.update(lossless=lossless, quality=WEBP_LOSSLESS_EFFORT if lossless else jpeg_quality, exact=True)
     elif fmt == "HEIF":
-        _heif(path)
-        kwargs.pop("dpi", None)
-        kwargs.update(quality=jpeg_quality, chroma=img.info.get("chroma", 444 if jpeg_quality >= 90 else 420),
-                      enc_params={"preset": HEIF_PRESET})
+        kwargs = _heif_options(img, path, jpeg_quality)
     elif fmt == "BMP":
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
@@ -425,6 +466,14 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
         kwargs["compress_type"] = PNG_STRATEGY
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
+
+
+def _heif_options(img: LoadedImage, path: Path, quality: int) -> dict[str, Any]:
+    """HEIF's encoder settings, the same at any depth: the input's chroma subsampling, x265's
+    medium preset (``HEIF_PRESET``); HEIF has no DPI."""
+    _heif(path)
+    return {**{k: v for k, v in _meta(img.info).items() if k != "dpi"}, "quality": quality,
+            "chroma": img.info.get("chroma", 444 if quality >= 90 else 420), "enc_params": {"preset": HEIF_PRESET}}
 
 
 def _tiff_bytes(img: LoadedImage) -> bytes:
