@@ -254,6 +254,26 @@ def test_heic_keeps_format_metadata_and_chroma(tmp_path, channels):
     assert Image.open(tmp_path / "z.png").format == "PNG"
 
 
+HDR_NCLX = {"color_primaries": 9, "transfer_characteristics": 16, "matrix_coefficients": 9, "full_range_flag": 1}  # BT.2020, PQ
+
+
+def _nclx(info: dict) -> dict:
+    """The coded fields of a HEIF's nclx colour description (pillow-heif adds the primaries' xy)."""
+    return {k: info["nclx_profile"][k] for k in HDR_NCLX}
+
+
+def test_heic_keeps_its_nclx_colour_description(tmp_path):
+    """A phone's HDR photo describes its colour by nclx (BT.2020 primaries, PQ or HLG transfer)
+    rather than an ICC profile; written without it, the same pixels would be labelled sRGB."""
+    pytest.importorskip("pillow_heif")
+    from denoisecli.image_io import _heif
+
+    _heif(tmp_path / "x.heic")
+    Image.fromarray(smooth_image(31, 37)).save(tmp_path / "x.heic", quality=95, nclx_profile=HDR_NCLX)
+    write_image(read_image(tmp_path / "x.heic"), tmp_path / "y.heic")
+    assert _nclx(Image.open(tmp_path / "y.heic").info) == HDR_NCLX
+
+
 def _deep_heif(path, levels: np.ndarray, depth: int, **save) -> None:
     """Write ``levels`` (uint16 in 0..2**depth-1, HxW or HxWxC) as a HEIF of that depth, as a
     camera writes its HIF; pillow-heif's Pillow plugin only writes 8 bits."""
@@ -274,7 +294,7 @@ def test_deep_heif_is_read_and_written_at_its_depth(tmp_path, depth, channels):
     levels = np.round(smooth_image(37, 31, channels=channels).astype(np.float64) / 255 * top).astype(np.uint16)
     exif = Image.Exif()
     exif[0x010F] = "Camera"
-    _deep_heif(tmp_path / "IMG_1.HIF", levels, depth, quality=-1, chroma=422, exif=exif.tobytes())
+    _deep_heif(tmp_path / "IMG_1.HIF", levels, depth, quality=-1, chroma=422, exif=exif.tobytes(), nclx_profile=HDR_NCLX)
     assert [p.name for p in list_images(tmp_path)] == ["IMG_1.HIF"]
     img = read_image(tmp_path / "IMG_1.HIF")
     assert img.bits == 16 and img.info["heif_depth"] == depth and img.channels == channels
@@ -285,7 +305,7 @@ def test_deep_heif_is_read_and_written_at_its_depth(tmp_path, depth, channels):
     assert ((read - levels) ** 2).mean() < top**2 / 10**3.8  # above 38 dB: lossless luma, chroma at 4:2:2 (40.9)
     write_image(img, tmp_path / "out.HIF")
     out = Image.open(tmp_path / "out.HIF")
-    assert out.info["bit_depth"] == depth and out.getexif()[0x010F] == "Camera"
+    assert out.info["bit_depth"] == depth and out.getexif()[0x010F] == "Camera" and _nclx(out.info) == HDR_NCLX
     back = read_image(tmp_path / "out.HIF")
     assert 10 * np.log10(1 / float(((back.pixels - img.pixels) ** 2).mean())) > 40
     write_image(img, tmp_path / "out.png", fmt="png")

@@ -212,10 +212,15 @@ def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
     alpha = None
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
-    info = {**_meta(pil_info), "heif_depth": depth}
-    if pil_info.get("chroma"):
-        info["chroma"] = pil_info["chroma"]
+    info = {**_meta(pil_info), **_heif_info(pil_info), "heif_depth": depth}
     return LoadedImage(_to_tensor(arr, top), "HEIF", 16, alpha, info)
+
+
+def _heif_info(pil_info: dict[str, Any]) -> dict[str, Any]:
+    """What a HEIF output needs of its input beyond EXIF and ICC: the chroma subsampling, and the
+    nclx colour description (primaries, transfer, matrix), without which an HDR photo's BT.2020/PQ
+    or HLG pixels would be written as sRGB and shown wrong."""
+    return {k: pil_info[k] for k in ("chroma", "nclx_profile") if pil_info.get(k)}
 
 
 def _heif_deep(img: LoadedImage) -> Any:
@@ -286,8 +291,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     if fmt == "WEBP":
         with open(path, "rb") as f:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
-    if fmt == "HEIF" and im.info.get("chroma"):
-        info["chroma"] = im.info["chroma"]
+    if fmt == "HEIF":
+        info.update(_heif_info(im.info))
     mode = im.mode
     if mode in ("CMYK", "LAB", "HSV"):
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
@@ -469,11 +474,14 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
 
 
 def _heif_options(img: LoadedImage, path: Path, quality: int) -> dict[str, Any]:
-    """HEIF's encoder settings, the same at any depth: the input's chroma subsampling, x265's
-    medium preset (``HEIF_PRESET``); HEIF has no DPI."""
+    """HEIF's encoder settings, the same at any depth: the input's chroma subsampling and nclx
+    colour description, x265's medium preset (``HEIF_PRESET``); HEIF has no DPI."""
     _heif(path)
-    return {**{k: v for k, v in _meta(img.info).items() if k != "dpi"}, "quality": quality,
-            "chroma": img.info.get("chroma", 444 if quality >= 90 else 420), "enc_params": {"preset": HEIF_PRESET}}
+    options = {**{k: v for k, v in _meta(img.info).items() if k != "dpi"}, "quality": quality,
+               "chroma": img.info.get("chroma", 444 if quality >= 90 else 420), "enc_params": {"preset": HEIF_PRESET}}
+    if img.info.get("nclx_profile"):
+        options["nclx_profile"] = img.info["nclx_profile"]
+    return options
 
 
 def _tiff_bytes(img: LoadedImage) -> bytes:
