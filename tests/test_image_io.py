@@ -218,6 +218,28 @@ def test_png_keeps_exif_orientation_icc_and_dpi(tmp_path):
     assert out.getexif()[0x0112] == 8 and out.info["icc_profile"] == _icc() and out.size == (20, 12)
 
 
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+       b'xmp:Rating="5"><dc:rights>\xc2\xa9 A. Photographer</dc:rights></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("fmt,bits", [("png", 8), ("png", 16), ("jpeg", 8), ("webp", 8), ("tiff", 8), ("tiff", 16), ("heic", 8), ("heic", 16)])
+def test_xmp_is_kept_in_every_format_that_holds_it(tmp_path, fmt, bits):
+    """A photographer's rating, keywords and copyright live in XMP (Lightroom embeds it in what it
+    exports): a denoised copy keeps it, from any format into any that can carry it."""
+    if fmt == "heic":
+        pytest.importorskip("pillow_heif")
+    Image.fromarray(smooth_image(31, 37)).save(tmp_path / "in.jpg", xmp=XMP)
+    img = read_image(tmp_path / "in.jpg")
+    assert img.info["xmp"] == XMP
+    img = LoadedImage(img.pixels, img.format, bits, None, img.info)
+    write_image(img, tmp_path / f"out.{fmt}", fmt=fmt)
+    back = read_image(tmp_path / f"out.{fmt}")
+    assert back.info["xmp"] == XMP and back.bits == bits
+    write_image(back, tmp_path / f"again.{fmt}")  # and from that format on
+    assert read_image(tmp_path / f"again.{fmt}").info["xmp"] == XMP
+
+
 def test_jpeg_keeps_chroma_subsampling_and_icc(tmp_path):
     from PIL import JpegImagePlugin
 

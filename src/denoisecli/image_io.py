@@ -5,9 +5,8 @@ libraries by the same author cover what it cannot: tifffile for every TIFF (8/16
 32-bit float, grey, colour, alpha; its compressions through imagecodecs; multi-page stacks,
 ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG; HEIC/HEIF (an
 iPhone's photos; a camera's 10-bit HIF, kept at its depth) goes through the optional pillow-heif
-plugin. Metadata (EXIF,
-ICC profile, DPI; a stack's axes and ImageJ calibration) goes back into every output that can
-carry it.
+plugin. Metadata (EXIF, ICC profile, XMP, DPI; a stack's axes and ImageJ calibration) goes back
+into every output that can carry it.
 """
 
 from __future__ import annotations
@@ -45,6 +44,8 @@ WEBP_LOSSLESS_EFFORT = 0
 HEIF_PRESET = "medium"
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
+# PNG's iTXt keyword for XMP (the XMP specification, part 3)
+XMP_KEY = "XML:com.adobe.xmp"
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -276,7 +277,7 @@ def _to_tensor(arr: np.ndarray, scale: float, stack: bool = False) -> torch.Tens
 
 
 def _meta(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: info[k] for k in ("icc_profile", "exif", "dpi") if info.get(k)}
+    return {k: info[k] for k in ("icc_profile", "exif", "dpi", "xmp") if info.get(k)}
 
 
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
@@ -357,6 +358,8 @@ def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
                              "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
+        if 700 in page.tags:
+            info["xmp"] = bytes(page.tags[700].value)
         xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
         if xres is not None and yres is not None:
             unit = page.tags.get("ResolutionUnit")
@@ -470,6 +473,11 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
         kwargs["compress_type"] = PNG_STRATEGY
+        if "xmp" in kwargs:
+            from PIL import PngImagePlugin
+
+            kwargs["pnginfo"] = PngImagePlugin.PngInfo()
+            kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
 
 
@@ -500,6 +508,8 @@ def _tiff_bytes(img: LoadedImage) -> bytes:
         extra.update(resolution=tuple(img.info["dpi"]), resolutionunit=2)
     if img.info.get("icc_profile"):
         extra["iccprofile"] = img.info["icc_profile"]
+    if img.info.get("xmp"):
+        extra["extratags"] = [(700, 1, len(img.info["xmp"]), img.info["xmp"], True)]
     comp = img.info.get("compression")
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
@@ -535,6 +545,8 @@ def _png16_bytes(img: LoadedImage) -> bytes:
     if img.info.get("exif"):
         exif = img.info["exif"]
         chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if img.info.get("xmp"):
+        chunks += _chunk(b"iTXt", XMP_KEY.encode() + b"\x00\x00\x00\x00\x00" + img.info["xmp"])
     ihdr_end = 8 + 8 + 13 + 4
     return data[:ihdr_end] + chunks + data[ihdr_end:]
 
