@@ -475,6 +475,19 @@ def test_plain_colour_and_float_stacks_round_trip(tmp_path, dtype):
     assert np.array_equal(back, arr) if dtype == np.uint8 else np.allclose(back, arr, atol=1e-3)
 
 
+def test_what_tifffile_repairs_is_kept_with_the_image_for_run_v(tmp_path):
+    """A stack whose last page headers were cut still reads (its planes are intact); what tifffile
+    worked around goes with the image, once per kind, and an intact file carries nothing."""
+    planes = (np.arange(6 * 64 * 64) % 251).astype(np.uint8).reshape(6, 64, 64)
+    tifffile.imwrite(tmp_path / "s.tif", planes, photometric="minisblack")
+    assert "repairs" not in read_image(tmp_path / "s.tif", stacks=True).info
+    data = (tmp_path / "s.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) - 100])
+    img = read_image(tmp_path / "cut.tif", stacks=True)
+    assert [r.split(" ")[:3] for r in img.info["repairs"]] == [["invalid", "page", "offset"]]
+    assert np.array_equal(np.round(img.pixels[:, 0].numpy() * 255), planes)
+
+
 def test_stack_limits_count_every_plane_and_alpha_is_refused(tmp_path):
     import tifffile
 

@@ -316,7 +316,7 @@ def test_progress_moves_through_a_stack_pass_by_pass(tmp_path, tiny_model_file):
 
 def test_a_stack_with_its_last_page_headers_cut_reads_without_stray_log_lines(tmp_path, tiny_model_file):
     """tifffile repairs such a file as it reads it (the planes are intact) and logs each repair;
-    `denoise run` keeps its own one line per file and no such noise."""
+    `denoise run` keeps its own one line per file and no such noise, and `-v` names the repair."""
     import subprocess
     import sys
 
@@ -327,7 +327,8 @@ def test_a_stack_with_its_last_page_headers_cut_reads_without_stray_log_lines(tm
     data = (tmp_path / "s.tif").read_bytes()
     (tmp_path / "in" / "s.tif").write_bytes(data[: len(data) - 100])
     out = subprocess.run([sys.executable, "-m", "denoisecli", "run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                          "--weights", str(tiny_model_file)], capture_output=True, text=True, timeout=120)
+                          "--weights", str(tiny_model_file), "-v"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "invalid page offset" not in out.stdout + out.stderr
+    assert "(read past damage: invalid page offset" in " ".join((out.stdout + out.stderr).split())
+    assert "TiffPages" not in out.stdout + out.stderr and (out.stdout + out.stderr).count("invalid page offset") == 1
     assert tifffile.imread(tmp_path / "out" / "s.tif").shape == (6, 64, 64)

@@ -529,9 +529,11 @@ def bench_cmd(
 
 def main() -> None:
     # tifffile logs, as errors, what it works around as it reads (a stack whose last page headers
-    # were cut, its data intact); each file still reads or fails in one line of ours, so its log
-    # lines would only be noise beside them
-    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    # were cut, its data intact); each file still reads or fails in one line of ours, and `run -v`
+    # names the repairs (image_io._Repairs), so its own log lines stay off the terminal
+    tifffile_log = logging.getLogger("tifffile")
+    tifffile_log.propagate = False
+    tifffile_log.addHandler(logging.NullHandler())
     try:
         app()
     except KeyboardInterrupt:

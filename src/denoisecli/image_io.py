@@ -12,7 +12,10 @@ into every output that can carry it.
 from __future__ import annotations
 
 import io
+import logging
 import math
+import re
+import threading
 import struct
 import warnings
 import zlib
@@ -337,7 +340,38 @@ def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
     return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, _meta(pil_info))
 
 
+class _Repairs(logging.Handler):
+    """tifffile's log records from this thread while it reads one file: what it worked around in
+    a damaged file that still read (a stack whose last page headers were cut), for ``run -v``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            message = re.sub(r"^<[^>]*>\s*", "", record.getMessage().splitlines()[0])  # tifffile's "<TiffPages @8> "
+            if message not in self.found:
+                self.found.append(message)
+
+    def __enter__(self) -> _Repairs:
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("tifffile").removeHandler(self)
+
+
 def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
+    with _Repairs() as repairs:
+        image = _read_tiff_file(path, max_pixels, stacks)
+    if repairs.found:
+        image.info["repairs"] = repairs.found
+    return image
+
+
+def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
