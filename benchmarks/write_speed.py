@@ -1,7 +1,8 @@
 """How fast `run` writes lossless outputs, and how big they are: the encoder settings
 write_image uses (image_io.PNG_STRATEGY, WEBP_LOSSLESS_EFFORT) against the libraries' defaults;
 with pillow-heif installed, HEIC at quality 95 too (image_io.HEIF_PRESET against libheif's
-default preset), with the PSNR of what it decodes to, as HEIC is lossy.
+default preset), and AVIF at quality 95 (image_io.AVIF_SPEED against Pillow's default speed 6),
+with the PSNR of what they decode to, as both are lossy.
 
 The images are what `run` writes: our colour model's outputs for a set's images with Gaussian
 noise (seed 0), plus three synthetic graphics (flat background with discs, a checkerboard, a
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoisecli.image_io import HEIF_PRESET, PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _heif, _pixels_as, list_images, read_image, to_pil
+from denoisecli.image_io import AVIF_SPEED, HEIF_PRESET, PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _heif, _pixels_as, list_images, read_image, to_pil
 from denoisecli.errors import DenoiseError
 from denoisecli.inference import Denoiser
 
@@ -98,19 +99,26 @@ def heic_available() -> bool:
     return True
 
 
-def heic(items: list[tuple[Image.Image, np.ndarray]], repeats: int) -> list[tuple[str, float, float, float]]:
-    """(setting, ms per megapixel, MB per megapixel, PSNR in dB) of HEIC at quality 95, 4:2:0 as phones write it."""
+HEIC_SETTINGS = [("HEIC q95, libheif's default preset", {"format": "HEIF", "chroma": 420}),
+                 (f"HEIC q95, {HEIF_PRESET} (ours)", {"format": "HEIF", "chroma": 420, "enc_params": {"preset": HEIF_PRESET}}),
+                 ("HEIC q95, ultrafast", {"format": "HEIF", "chroma": 420, "enc_params": {"preset": "ultrafast"}})]
+AVIF_SETTINGS = [(f"AVIF q95, speed {s}" + (" (ours)" if s == AVIF_SPEED else " (Pillow's default)" if s == 6 else ""),
+                  {"format": "AVIF", "subsampling": "4:2:0", "speed": s}) for s in sorted({4, 6, AVIF_SPEED, 10})]
+
+
+def lossy(items: list[tuple[Image.Image, np.ndarray]], repeats: int, settings: list[tuple[str, dict[str, Any]]]
+          ) -> list[tuple[str, float, float, float]]:
+    """(setting, ms per megapixel, MB per megapixel, PSNR in dB) of each Pillow save setting at quality 95,
+    4:2:0 as phones and the web write it."""
     mp = sum(im.size[0] * im.size[1] for im, _ in items) / 1e6
     rows = []
-    settings = [("HEIC q95, libheif's default preset", {}), (f"HEIC q95, {HEIF_PRESET} (ours)", {"preset": HEIF_PRESET}),
-                ("HEIC q95, ultrafast", {"preset": "ultrafast"})]
     for name, params in settings:
         times, size, err, n = [], 0, 0.0, 0
         for _ in range(repeats):
             start, blobs = time.perf_counter(), []
             for im, _ in items:
                 buf = io.BytesIO()
-                im.save(buf, format="HEIF", quality=95, chroma=420, enc_params=params)
+                im.save(buf, quality=95, **params)
                 blobs.append(buf)
             times.append(time.perf_counter() - start)
         for (im, _), buf in zip(items, blobs):
@@ -152,10 +160,10 @@ def main() -> None:
         print(f"\n{title}\n| setting | ms/MP | MB/MP |\n| --- | --- | --- |")
         for name, ms, mb in measure(items, args.repeats):
             print(f"| {name} | {ms:.0f} | {mb:.3f} |")
-        if items is not photos or not heic_available():
-            continue  # HEIC is for photos (an iPhone's); 4:2:0 chroma wrecks the graphics' 1-px colour edges
-        print("\n| setting (x265 runs its own threads) | ms/MP | MB/MP | PSNR dB |\n| --- | --- | --- | --- |")
-        for name, ms, mb, db in heic(items, args.repeats):
+        if items is not photos:
+            continue  # HEIC and AVIF are for photos; 4:2:0 chroma wrecks the graphics' 1-px colour edges
+        print("\n| setting (x265 and libavif run their own threads) | ms/MP | MB/MP | PSNR dB |\n| --- | --- | --- | --- |")
+        for name, ms, mb, db in lossy(items, args.repeats, (HEIC_SETTINGS if heic_available() else []) + AVIF_SETTINGS):
             print(f"| {name} | {ms:.0f} | {mb:.3f} | {db:.2f} |")
 
 

@@ -351,6 +351,35 @@ def test_deep_images_become_10_bit_heif_with_alpha(tmp_path):
     assert 10 * np.log10(1 / float(((back.pixels - img.pixels) ** 2).mean())) > 40
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_avif_round_trips_with_its_metadata(tmp_path, mode):
+    """AVIF (the web's photos) through Pillow's own plugin: read, and written back as AVIF with
+    EXIF, ICC profile, XMP and alpha, close to the pixels at quality 95."""
+    arr = smooth_image(31, 37, channels=1 if mode == "L" else 3)
+    im = Image.fromarray(arr)
+    if mode == "RGBA":
+        im.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 37), (31, 1)).astype(np.uint8)))
+    exif = Image.Exif()
+    exif[0x010F] = "Web"
+    im.save(tmp_path / "x.AVIF", quality=95, exif=exif.tobytes(), icc_profile=_icc(), xmp=XMP)
+    img = read_image(tmp_path / "x.AVIF")
+    assert img.format == "AVIF" and img.channels == (1 if mode == "L" else 3) and (img.alpha is not None) == (mode == "RGBA")
+    write_image(img, tmp_path / "y.avif")
+    out = Image.open(tmp_path / "y.avif")
+    assert out.format == "AVIF" and out.mode == mode and out.getexif()[0x010F] == "Web"
+    assert out.info["icc_profile"] == _icc() and out.info["xmp"] == XMP
+    back = np.asarray(out.convert("RGB" if mode != "L" else "L"), np.float64)
+    assert 10 * np.log10(255**2 / ((back - arr) ** 2).mean()) > 35
+
+
+def test_avif_without_pillow_support_is_one_clear_line(tmp_path, monkeypatch):
+    Image.fromarray(smooth_image(15, 13)).save(tmp_path / "x.avif")
+    Image.init()
+    monkeypatch.delitem(Image.OPEN, "AVIF")
+    with pytest.raises(DenoiseError, match=r"x.avif: this Pillow cannot read or write AVIF \(recent releases can: pip install -U pillow\)"):
+        read_image(tmp_path / "x.avif")
+
+
 def test_heic_without_its_plugin_is_one_clear_line(tmp_path, monkeypatch):
     """pillow-heif is an optional extra (its wheels bundle the GPL x265 encoder): without it a HEIC
     file fails in one line that says what to install, and is not silently left alone."""

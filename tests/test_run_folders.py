@@ -51,13 +51,27 @@ def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_
     (raw / "IMG_3.cr2").write_bytes(b"raw")
     result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic); it holds 1 .cr2" in " ".join(result.output.split())
+    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic, .avif); it holds 1 .cr2" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),
                                  "--format", "webp"])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "o" / "a.webp").format == "WEBP" and (tmp_path / "o" / "sub" / "c.webp").exists()
+
+
+def test_avif_in_and_out(tmp_path, tiny_model_file):
+    """AVIF stays AVIF, and --format avif writes it from other formats."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "in" / "web.avif", quality=90)
+    save(tmp_path / "in" / "b.png", smooth_image(20, 24))
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "web.avif").format == "AVIF" and Image.open(tmp_path / "out" / "web.avif").size == (31, 37)
+    result = runner.invoke(app, ["run", str(tmp_path / "in" / "b.png"), "-o", str(tmp_path / "b.avif"),
+                                 "--weights", str(tiny_model_file), "--format", "avif"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "b.avif").format == "AVIF"
 
 
 def test_batched_small_images_equal_one_by_one(tmp_path, tiny_model_file):

@@ -100,7 +100,7 @@ def _summary(report: BatchReport, done_word: str) -> None:
         from denoisecli.image_io import describe_counts
 
         console.print(f"[yellow]left alone:[/] {describe_counts(report.unread)} "
-                      "(files this tool does not read; it reads .png, .jpg, .tif, .webp, .bmp and .heic)",
+                      "(files this tool does not read; it reads .png, .jpg, .tif, .webp, .bmp, .heic and .avif)",
                       highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
@@ -319,6 +319,7 @@ class Format(str, Enum):
     webp = "webp"
     bmp = "bmp"
     heic = "heic"
+    avif = "avif"
 
 
 @app.command("run")
@@ -330,7 +331,7 @@ def run_cmd(
     tile: Annotated[Optional[int], typer.Option(help="Process images in overlapping tiles of N pixels (blended, no seams); automatic above 4 MP.", min=64)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist, or skip them so a rerun finishes a stopped batch.")] = False,
     format: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: each input's own).")] = None,
-    jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP, and HEIC) outputs.", min=1, max=100)] = 95,
+    jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP, HEIC and AVIF) outputs.", min=1, max=100)] = 95,
     max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard).", min=0)] = 120,
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
     sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
