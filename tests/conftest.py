@@ -4,7 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
+
+# AVIF goes through Pillow's own plugin, which only builds with libavif have (PyPI's wheels do)
+requires_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF support")
 
 TINY_MODEL = {"width": 8, "depth": 2, "blocks": 1}
 

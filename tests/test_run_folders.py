@@ -13,7 +13,7 @@ from denoisecli.addnoise import add_noise
 from denoisecli.cli import app
 from denoisecli.inference import Denoiser, RunOptions, denoise_files
 
-from conftest import save, smooth_image
+from conftest import requires_avif, save, smooth_image
 
 runner = CliRunner()
 
@@ -60,6 +60,7 @@ def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_mo
     assert Image.open(tmp_path / "o" / "a.webp").format == "WEBP" and (tmp_path / "o" / "sub" / "c.webp").exists()
 
 
+@requires_avif
 def test_avif_in_and_out(tmp_path, tiny_model_file):
     """AVIF stays AVIF, and --format avif writes it from other formats."""
     (tmp_path / "in").mkdir()
