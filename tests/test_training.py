@@ -593,3 +593,24 @@ def test_float_pairs_share_one_scale(tmp_path):
     residual = tset.noisy[0].float() - tset.clean[0].float()
     scale = 255 / (noisy.max() - noisy.min())
     assert abs(float(residual.mean())) < 0.5 and abs(float(residual.std()) - 15 * scale) < 1
+
+
+def test_a_sixteen_bit_clean_image_with_an_eight_bit_noisy_one_shares_its_scale(tmp_path):
+    """A 16-bit clean image is stretched to its own range when read; beside an 8-bit noisy image,
+    which is not stretched, the target is read again on the noisy image's plain 0-255 scale."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from conftest import smooth_image
+
+    clean = smooth_image(40, 44, channels=1).astype(np.float64) / 255 * 0.5 + 0.25  # a quarter to three quarters
+    noisy = (clean * 255 + np.random.default_rng(0).normal(0, 10, clean.shape)).round().clip(0, 255).astype(np.uint8)
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "noisy").mkdir()
+    tifffile.imwrite(tmp_path / "clean" / "a.tif", (clean * 65535).round().astype(np.uint16))
+    Image.fromarray(noisy).save(tmp_path / "noisy" / "a.png")
+    tset = load_training_set(opts(tmp_path / "clean", tmp_path / "r", noisy=str(tmp_path / "noisy")), hold_out=False)
+    assert np.abs(tset.clean[0][0].numpy().astype(int) - np.round(clean * 255)).max() <= 1
+    residual = tset.noisy[0].float() - tset.clean[0].float()
+    assert abs(float(residual.mean())) < 0.5 and abs(float(residual.std()) - 10) < 1

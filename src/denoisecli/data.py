@@ -59,9 +59,10 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
-) -> list[tuple[Path, torch.Tensor]]:
+) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
-    stack's planes each as an image (``_read_u8``), in order.
+    stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
+    stretched by.
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
@@ -70,10 +71,10 @@ def _load_folder(
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
     paths = require_images(root)
-    found: list[tuple[Path, torch.Tensor]] = []
+    found: list[tuple[Path, torch.Tensor, tuple[float, float]]] = []
     for p in paths:
         try:
-            planes, _ = _read_u8(p)
+            planes, ranges = _read_u8(p)
         except DenoiseError as exc:
             if on_skip:
                 on_skip(str(exc))
@@ -83,12 +84,12 @@ def _load_folder(
             if on_skip:
                 on_skip(f"{p}: {w}x{h} is smaller than the {min_size}px patch, skipped")
             continue
-        found += [(p, im) for im in planes]
+        found += [(p, im, r) for im, r in zip(planes, ranges)]
     if not found:
         raise DenoiseError(f"{root}: no usable training image (all unreadable or smaller than the {min_size}px patch)")
     if channels is None:
-        channels = 1 if all(im.shape[0] == 1 for _, im in found) else 3
-    return [(p, to_channels(im, channels)) for p, im in found]
+        channels = 1 if all(im.shape[0] == 1 for _, im, _ in found) else 3
+    return [(p, to_channels(im, channels), r) for p, im, r in found]
 
 
 def to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:
@@ -108,14 +109,16 @@ def _center_crop(im: torch.Tensor, size: int = VAL_CROP) -> torch.Tensor:
 def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
     """Training images (or pairs) plus validation images: ``--val``, else a few held out of the data."""
     skipped: list[str] = []
-    clean = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append)
-    channels = clean[0][1].shape[0]
+    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append)
+    channels = loaded[0][1].shape[0]
     noisy = None
     if opts.noisy is not None:
-        clean, noisy = _match_pairs(Path(opts.data), clean, Path(opts.noisy), channels)
+        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(opts.noisy), channels)
+    else:
+        clean = [(p, im) for p, im, _ in loaded]
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     if opts.val is not None:
-        val = [(_center_crop(im).float() / 255, None) for _, im in _load_folder(Path(opts.val), channels, 1, skipped.append)]
+        val = [(_center_crop(im).float() / 255, None) for _, im, _ in _load_folder(Path(opts.val), channels, 1, skipped.append)]
     elif hold_out or noisy is not None:
         n = min(MAX_HELD_OUT, len(clean) // 10)
         if n:
@@ -129,28 +132,29 @@ def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
     return TrainingSet([im for _, im in clean], noisy, val, skipped)
 
 
-def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor]], noisy_root: Path,
+def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, float]]], noisy_root: Path,
                  channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
     """The noisy image for each clean one, matched by relative path without extension (a stack
-    plane by plane); all must exist and align. Where the noisy file is stretched to its range
-    (16-bit or float data, see ``_u8``), its clean one is read again on its scale and stretched
-    by the same range, so the target is what `run`, stretching the noisy image, should give: the
-    clean images are returned with the noisy ones."""
+    plane by plane); all must exist and align. Where either was stretched to its range (16-bit
+    or float data, see ``_u8``) and not by the same one, the clean file is read again on the noisy
+    one's scale and stretched by the noisy one's range (none for 8 bits), so the target is what
+    `run`, stretching the noisy image, should give: the clean images are returned with the noisy
+    ones."""
     by_key = pair_index(noisy_root)
-    missing = [p.relative_to(root).as_posix() for p, _ in clean if pair_key(p, root) not in by_key]
+    missing = [p.relative_to(root).as_posix() for p, _, _ in clean if pair_key(p, root) not in by_key]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DenoiseError(f"{noisy_root}: no noisy image for {', '.join(missing[:3])}{more} (pairs are matched by file name)")
     targets: list[tuple[Path, torch.Tensor]] = []
     pairs: list[torch.Tensor] = []
     for p, group in itertools.groupby(clean, key=lambda item: item[0]):
-        ims = [im for _, im in group]
+        ims, clean_ranges = zip(*[(im, r) for _, im, r in group])
         q = by_key[pair_key(p, root)]
         noisy_image = read_image(q, stacks=True)
         noisy, ranges = _u8(noisy_image)
         if len(noisy) != len(ims):
             raise DenoiseError(f"{q}: {len(noisy)} planes do not match its clean image {p} ({len(ims)})")
-        if noisy_image.bits != 8:
+        if noisy_image.bits != 8 or list(clean_ranges) != ranges:
             ims = [to_channels(im, channels) for im in _u8(read_image(p, stacks=True), ranges, scale_of=noisy_image)[0]]
         for im, nim in zip(ims, noisy):
             nim = to_channels(nim, channels)
