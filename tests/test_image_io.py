@@ -510,11 +510,11 @@ def test_what_tifffile_repairs_is_kept_with_the_image_for_run_v(tmp_path):
     worked around goes with the image, once per kind, and an intact file carries nothing."""
     planes = (np.arange(6 * 64 * 64) % 251).astype(np.uint8).reshape(6, 64, 64)
     tifffile.imwrite(tmp_path / "s.tif", planes, photometric="minisblack")
-    assert "repairs" not in read_image(tmp_path / "s.tif", stacks=True).info
+    assert "notes" not in read_image(tmp_path / "s.tif", stacks=True).info
     data = (tmp_path / "s.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(data[: len(data) - 100])
     img = read_image(tmp_path / "cut.tif", stacks=True)
-    assert [r.split(" ")[:3] for r in img.info["repairs"]] == [["invalid", "page", "offset"]]
+    assert [n.split(" ")[:6] for n in img.info["notes"]] == [["read", "past", "damage:", "invalid", "page", "offset"]]
     assert np.array_equal(np.round(img.pixels[:, 0].numpy() * 255), planes)
 
 
@@ -528,3 +528,42 @@ def test_stack_limits_count_every_plane_and_alpha_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "alpha.tif", np.zeros((3, 20, 30, 4), np.uint8), photometric="rgb", extrasamples=["unassalpha"])
     with pytest.raises(DenoiseError, match="alpha.tif: TIFF stacks with an alpha channel are not supported"):
         read_image(tmp_path / "alpha.tif", stacks=True)
+
+
+def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
+    """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
+    was: the planes go back in the order read, so the XML stays true of the file."""
+    planes = (np.arange(2 * 3 * 24 * 20) % 241).astype(np.uint16).reshape(2, 3, 24, 20) * 200
+    tifffile.imwrite(tmp_path / "cells.ome.tif", planes, ome=True, compression="zlib",
+                     metadata={"axes": "TZYX", "PhysicalSizeX": 0.108, "PhysicalSizeXUnit": "µm", "Channel": {"Name": ["DAPI"]}})
+    img = read_image(tmp_path / "cells.ome.tif", stacks=True)
+    assert img.pixels.shape == (6, 1, 24, 20) and "PhysicalSizeX" in img.info["ome"]
+    write_image(img, tmp_path / "out.ome.tif")
+    with tifffile.TiffFile(tmp_path / "cells.ome.tif") as a, tifffile.TiffFile(tmp_path / "out.ome.tif") as b:
+        assert b.is_ome and b.pages[0].description == a.pages[0].description
+        assert (b.series[0].shape, b.series[0].axes) == ((2, 3, 24, 20), "TZYX") and b.pages[0].compression == 8
+        assert np.array_equal(b.series[0].asarray(), planes)
+
+
+def test_a_tiff_of_several_images_is_refused_and_previews_are_left_out(tmp_path):
+    """Several full images in one TIFF (an OME-TIFF of stage positions) used to come out as the
+    first page alone; they are refused in one line. Small previews beside one image are left out,
+    and the read says so (for run -v)."""
+    with tifffile.TiffWriter(tmp_path / "positions.tif") as tw:
+        tw.write(np.zeros((3, 40, 30), np.uint8), photometric="minisblack")
+        tw.write(np.zeros((3, 40, 30), np.uint8), photometric="minisblack")
+    with pytest.raises(DenoiseError, match=r"positions.tif: a TIFF holding 2 images \(series; .*save each in a file of its own first"):
+        read_image(tmp_path / "positions.tif", stacks=True)
+    with tifffile.TiffWriter(tmp_path / "scan.tif") as tw:
+        tw.write(np.full((40, 30, 3), 7, np.uint8), photometric="rgb")
+        tw.write(np.zeros((10, 8, 3), np.uint8), photometric="rgb")
+    img = read_image(tmp_path / "scan.tif")
+    assert img.pixels.shape == (3, 40, 30) and img.info["notes"] == ["left out: 1 preview (10x8x3)"]
+
+
+def test_an_encoder_failure_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tifffile, "imwrite", lambda *a, **k: (_ for _ in ()).throw(ValueError("data too large\nmore")))
+    img = read_image(save(tmp_path / "a.png", smooth_image(13, 15)))
+    with pytest.raises(DenoiseError, match=r"^.*out.tif: cannot write it as TIFF \(data too large\)$"):
+        write_image(img, tmp_path / "out.tif", fmt="tiff")
+    assert not (tmp_path / "out.tif").exists()

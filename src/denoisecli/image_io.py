@@ -380,7 +380,7 @@ def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     with _Repairs() as repairs:
         image = _read_tiff_file(path, max_pixels, stacks)
     if repairs.found:
-        image.info["repairs"] = repairs.found
+        image.info["notes"] = [f"read past damage: {'; '.join(repairs.found)}", *image.info.get("notes", [])]
     return image
 
 
@@ -389,9 +389,10 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
 
     with tifffile.TiffFile(path) as tf:
         page, series = tf.pages[0], tf.series[0]
-        # a stack: one series with more dimensions than a page (ImageJ writes one page for a stack
+        notes = _previews(path, tf.series)
+        # a stack: a series with more dimensions than a page (ImageJ writes one page for a stack
         # over 4 GB, so the pages are not counted)
-        lead = tuple(series.shape[: series.ndim - page.ndim]) if len(tf.series) == 1 else ()
+        lead = tuple(series.shape[: series.ndim - page.ndim])
         lead = () if math.prod(lead) == 1 and not stacks else lead  # one plane: a single image where stacks are not taken
         if lead and not stacks:
             raise DenoiseError(f"{path}: a multi-page TIFF stack, where one image was expected "
@@ -400,9 +401,13 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         arr = series.asarray() if lead else page.asarray()
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
+        if notes:
+            info["notes"] = notes
         if lead:
             info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)],
                              "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
+        if tf.is_ome and len(tf.series) == 1:
+            info["ome"] = page.description
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         if 700 in page.tags:
@@ -435,6 +440,19 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
     if arr.dtype.kind == "f":
         return _float_image(arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
     raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (8/16-bit integer or float)")
+
+
+def _previews(path: Path, series: list[Any]) -> list[str]:
+    """A TIFF holds one image (a series, maybe a stack), or one with small previews beside it,
+    which are left out of the output (they would show the noise) and named for ``run -v``. A
+    file with several full images (an OME-TIFF of several stage positions) is refused: only the
+    first used to be denoised, and the output silently held only that."""
+    main = math.prod(series[0].shape)
+    if any(math.prod(s.shape) * 4 > main for s in series[1:]):
+        raise DenoiseError(f"{path}: a TIFF holding {len(series)} images (series; e.g. several positions), where "
+                           "one image or stack was expected; save each in a file of its own first")
+    return [f"left out: {len(series) - 1} preview{'s' if len(series) > 2 else ''} "
+            f"({', '.join('x'.join(map(str, s.shape)) for s in series[1:])})"] if len(series) > 1 else []
 
 
 def _ratio(v: Any) -> float:
@@ -485,9 +503,20 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     """Write via a temp file and a rename, so an interrupted run never leaves half an image.
 
     The file keeps its format, bit depth (where the format allows it: PNG and TIFF at 16 bits,
-    HEIF at 10 or 12), alpha and metadata.
+    HEIF at 10 or 12), alpha and metadata. An encoder's failure is one line naming the file, as a
+    decoder's is (``read_image``), so a batch goes on past it.
     """
     fmt = normalize_format(fmt or img.format)
+    try:
+        _write(img, Path(path), fmt, jpeg_quality)
+    except DenoiseError:
+        raise
+    except Exception as exc:  # encoders raise many types; each becomes one line
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DenoiseError(f"{path}: cannot write it as {fmt} ({reason})") from exc
+
+
+def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
     if fmt == "TIFF":
         data = _tiff_bytes(img)
         atomic_write(Path(path), lambda f: f.write(data))
@@ -568,6 +597,11 @@ def _tiff_bytes(img: LoadedImage) -> bytes:
     stack = img.info.get("stack")
     if stack is not None:
         arr = arr.reshape(*stack["shape"], *arr.shape[1:])
+    if img.info.get("ome"):
+        # OME-XML describes the pages' order, which a stack keeps (its planes go back in the order
+        # read), so the input's XML stays true: physical sizes, channels, the instrument
+        extra["description"] = img.info["ome"].encode("utf-8")  # OME-XML is UTF-8 (units such as µm)
+    elif stack is not None:
         axes = stack["axes"] + ("YXS" if img.channels == 3 else "YX")
         if stack["imagej"] is not None:
             extra["imagej"] = True

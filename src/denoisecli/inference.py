@@ -498,7 +498,7 @@ def denoise_files(
             for path, out, img, lvs, splits in pending:
                 ys = [next(done) for _ in splits]
                 detail = _detail([lv for plane in lvs if plane is not None for lv in plane], opts, any(splits),
-                                 denoiser.grey_copy(img.planes[0]), len(splits), img.info.get("repairs", []))
+                                 denoiser.grey_copy(img.planes[0]), len(splits), img.info.get("notes", []))
                 img.pixels = torch.stack(ys) if img.pixels.ndim == 4 else ys[0]
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
@@ -516,10 +516,10 @@ def denoise_files(
     return BatchReport(results, unread_files(src, exclude=dst))
 
 
-def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, repairs: list[str]) -> str:
-    """What `run -v` says of one file: damage the reader worked around, the levels used (a stack's
-    as a range), and the routes taken."""
-    notes = [f"read past damage: {'; '.join(repairs)}"] if repairs else []
+def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, read: list[str]) -> str:
+    """What `run -v` says of one file: what reading it noted (damage worked around, previews left
+    out), the levels used (a stack's as a range), and the routes taken."""
+    notes = list(read)
     notes += [f"{planes} planes"] if planes > 1 else []
     if levels:
         sigmas = [lv.sigma * 255 for lv in levels]
