@@ -567,3 +567,26 @@ def test_an_encoder_failure_is_one_line_naming_the_file(tmp_path, monkeypatch):
     with pytest.raises(DenoiseError, match=r"^.*out.tif: cannot write it as TIFF \(data too large\)$"):
         write_image(img, tmp_path / "out.tif", fmt="tiff")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_camera_jpeg_with_mpf_pictures_is_its_first_picture_as_jpeg(tmp_path):
+    """Pillow opens a JPEG with pictures after it (MPF: cameras' large previews, Android's Ultra
+    HDR gain maps) as MPO, which used to fail as an unknown format: the photo is read and written
+    as a JPEG, with its EXIF, and the read names what was left out."""
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    Image.fromarray(smooth_image(40, 50)).save(tmp_path / "DSC_1.JPG", format="MPO", save_all=True, quality=95,
+                                               append_images=[Image.fromarray(smooth_image(20, 25))], exif=exif.tobytes())
+    assert Image.open(tmp_path / "DSC_1.JPG").format == "MPO"
+    img = read_image(tmp_path / "DSC_1.JPG")
+    assert img.format == "JPEG" and img.pixels.shape == (3, 40, 50) and img.info["notes"][0].startswith("left out: 1 picture after")
+    write_image(img, tmp_path / "out.jpg")
+    out = Image.open(tmp_path / "out.jpg")
+    assert out.format == "JPEG" and out.getexif()[0x010F] == "Camera"
+
+
+def test_an_animation_is_refused_rather_than_cut_to_its_first_frame(tmp_path):
+    frames = [Image.fromarray(smooth_image(30, 40, seed=s)) for s in range(3)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(DenoiseError, match=r"anim.png: an animation of 3 frames; only still images are denoised"):
+        read_image(tmp_path / "anim.png")

@@ -299,6 +299,15 @@ def _meta(info: dict[str, Any]) -> dict[str, Any]:
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
+    frames = getattr(im, "n_frames", 1)
+    if fmt == "MPO":
+        # a JPEG with more pictures after it (MPF): a camera's large preview, an Android Ultra HDR
+        # photo's gain map, a stereo pair's second view; the first is the photo, written as JPEG
+        fmt = "JPEG"
+        info["notes"] = [] if frames < 2 else [f"left out: {frames - 1} picture{'s' if frames > 2 else ''} after the photo (JPEG MPF: a preview, "
+                         "an HDR gain map or a second view)"]
+    elif frames > 1:
+        raise DenoiseError(f"{path}: an animation of {frames} frames; only still images are denoised")
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
