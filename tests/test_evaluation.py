@@ -118,6 +118,22 @@ def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
     assert Image.open(tmp_path / "s.png").size[0] > 300
 
 
+def test_eval_goes_on_past_a_bad_file_and_exits_non_zero(clean_dir, tmp_path, tiny_model_file):
+    """One damaged or tiny file in a folder of clean images is named, left out of the means with
+    its other levels, and the rest scored; the exit code says something failed."""
+    (clean_dir / "broken.png").write_bytes((clean_dir / "a.png").read_bytes()[:60])
+    Image.new("RGB", (5, 7)).save(clean_dir / "tiny.png")
+    result = runner.invoke(app, ["eval", str(clean_dir), "--sigma", "15,50", "--weights", str(tiny_model_file),
+                                 "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert "failed: " + str(clean_dir / "broken.png") + ": cannot decode image" in text
+    assert "failed: " + str(clean_dir / "tiny.png") + ": 5x7 is smaller than SSIM's 11x11 window" in text
+    assert "mean over 5 images" in text and "2 image(s) could not be scored and are not in the means" in text
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert len(data["images"]) == 5 * 2 and len(data["failed"]) == 2
+
+
 @pytest.mark.parametrize(
     "args,message,code",
     [

@@ -588,5 +588,5 @@ def test_a_camera_jpeg_with_mpf_pictures_is_its_first_picture_as_jpeg(tmp_path):
 def test_an_animation_is_refused_rather_than_cut_to_its_first_frame(tmp_path):
     frames = [Image.fromarray(smooth_image(30, 40, seed=s)) for s in range(3)]
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
-    with pytest.raises(DenoiseError, match=r"anim.png: an animation of 3 frames; only still images are denoised"):
+    with pytest.raises(DenoiseError, match=r"anim.png: an animation of 3 frames; only still images are read"):
         read_image(tmp_path / "anim.png")

@@ -52,3 +52,10 @@ def test_texture_ratio_is_one_for_the_reference_below_for_blur_above_for_noise()
     assert texture_ratio(x, x) == pytest.approx(1.0)
     assert texture_ratio(blurred, x) < 0.5
     assert texture_ratio((x + 0.1 * torch.rand_like(x)), x) > 1.5
+
+
+def test_ssim_refuses_images_smaller_than_its_window():
+    from denoisecli.metrics import ssim
+
+    with pytest.raises(ValueError, match="SSIM needs at least 11x11 pixels, not 12x10"):
+        ssim(torch.zeros(3, 10, 12), torch.zeros(3, 10, 12))

@@ -473,6 +473,11 @@ def eval_cmd(
     deep = sum(s.bits > 8 for s in report.scores if s.method == "denoise")
     level_note += f"; {deep} of {denoised} images 16-bit or float: {HIGH_DEPTH}" if deep else ""
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}{level_note}", highlight=False)
+    if report.failed:
+        for line in report.failed:
+            console.print(f"failed: {line}", highlight=False, markup=False)
+        console.print(f"{len(report.failed)} image(s) could not be scored and are not in the means")
+        raise typer.Exit(1)
 
 
 @app.command("bench")

@@ -15,7 +15,7 @@ from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import LoadedImage, read_image, require_images
 from denoisecli.inference import Denoiser, Level
-from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
+from denoisecli.metrics import SSIM_WINDOW, psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator
 
 PROTOCOLS = {
@@ -55,6 +55,7 @@ class EvalReport:
     strength: float = 1.0
     per_channel: bool | None = None
     stabilise: bool | None = None
+    failed: list[str] = field(default_factory=list)  # one line per image that could not be scored, left out of the means
 
     def split_count(self) -> tuple[int, int]:
         """(split, all): how many of the model's denoised images went through the grey model channel by channel."""
@@ -82,7 +83,8 @@ class EvalReport:
             for m in self.methods() for lv in self.levels()
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
-                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "stabilise": self.stabilise, "means": means, "images": [asdict(s) for s in self.scores]}
+                "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "stabilise": self.stabilise, "means": means, "images": [asdict(s) for s in self.scores],
+                "failed": self.failed}
 
 
 @dataclass
@@ -212,23 +214,42 @@ def evaluate(
                 on_image(result)
         return outputs
 
+    def image(i: int, p: Path, label: str, level: dict[str, float]) -> None:
+        """Every plane of one clean image scored at one level."""
+        image = read_image(p, stacks=True)
+        if min(image.pixels.shape[-2:]) < SSIM_WINDOW:
+            h, w = image.pixels.shape[-2:]
+            raise DenoiseError(f"{p}: {w}x{h} is smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window")
+        pair = _pair(p, clean_dir, pairs) if pairs is not None else None
+        cleans = (image if pair is None else image.on_scale_of(pair)).planes
+        noisies = None if pair is None else pair.planes
+        if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
+            raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
+        stack = image.pixels.ndim == 4
+        for k, plane in enumerate(cleans):
+            clean = _rounded(plane, image.bits)
+            noisy = (_rounded(noisies[k], image.bits) if noisies is not None else
+                     _noisy_input(p, clean, label, level, protocol, noise, seed, image.bits, plane=k if stack else None))
+            name = p.relative_to(clean_dir).as_posix() + (f"[{k}]" if stack else "")
+            outputs = score(name, p, clean, noisy, label, level, image.bits)
+            if k == 0 and i < keep_samples and label == points[0][0]:
+                samples.append(Sample(p.name, label, clean, {m: quantize8(v) for m, v in outputs.items()}))
+
+    broken: set[Path] = set()
     for label, level in points:
         for i, p in enumerate(paths):
-            image = read_image(p, stacks=True)
-            pair = _pair(p, clean_dir, pairs) if pairs is not None else None
-            cleans = (image if pair is None else image.on_scale_of(pair)).planes
-            noisies = None if pair is None else pair.planes
-            if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
-                raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
-            stack = image.pixels.ndim == 4
-            for k, plane in enumerate(cleans):
-                clean = _rounded(plane, image.bits)
-                noisy = (_rounded(noisies[k], image.bits) if noisies is not None else
-                         _noisy_input(p, clean, label, level, protocol, noise, seed, image.bits, plane=k if stack else None))
-                name = p.relative_to(clean_dir).as_posix() + (f"[{k}]" if stack else "")
-                outputs = score(name, p, clean, noisy, label, level, image.bits)
-                if k == 0 and i < keep_samples and label == points[0][0]:
-                    samples.append(Sample(p.name, label, clean, {m: quantize8(v) for m, v in outputs.items()}))
+            if p in broken:
+                continue
+            try:
+                image(i, p, label, level)
+            except DenoiseError as exc:  # one bad file is left out of the means, named, and the rest scored
+                broken.add(p)
+                report.failed.append(str(exc))
+                name = p.relative_to(clean_dir).as_posix()  # and its other levels' and planes' scores with it
+                report.scores = [s for s in report.scores if s.image != name and not s.image.startswith(name + "[")]
+                samples[:] = [s for s in samples if s.image != p.name]
+    if not report.scores:
+        raise DenoiseError(f"{clean_dir}: no image could be scored ({len(report.failed)} failed; the first: {report.failed[0]})")
     report.int8 = bool(denoiser.int8_used)
     return report, samples
 

@@ -307,7 +307,7 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         info["notes"] = [] if frames < 2 else [f"left out: {frames - 1} picture{'s' if frames > 2 else ''} after the photo (JPEG MPF: a preview, "
                          "an HDR gain map or a second view)"]
     elif frames > 1:
-        raise DenoiseError(f"{path}: an animation of {frames} frames; only still images are denoised")
+        raise DenoiseError(f"{path}: an animation of {frames} frames; only still images are read")
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 

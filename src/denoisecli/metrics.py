@@ -18,7 +18,10 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> float:
     return 10.0 * torch.log10(torch.tensor(peak**2 / mse, dtype=torch.float64)).item()
 
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11
+
+
+def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     k = torch.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
@@ -31,6 +34,8 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
     channels, which is what scikit-image's ``structural_similarity(..., gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, channel_axis=0)`` reports.
     """
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, not {x.shape[-1]}x{x.shape[-2]}")
     a = x.double().reshape(-1, 1, *x.shape[-2:])
     b = ref.double().reshape(-1, 1, *ref.shape[-2:])
     k = _gaussian_kernel().to(a.device)
