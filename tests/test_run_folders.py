@@ -51,7 +51,7 @@ def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_
     (raw / "IMG_3.cr2").write_bytes(b"raw")
     result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert "no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic, .avif); it holds 1 .cr2" in " ".join(result.output.split())
+    assert "no images found (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif) and .avif); it holds 1 .cr2" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),
@@ -347,3 +347,35 @@ def test_a_stack_with_its_last_page_headers_cut_reads_without_stray_log_lines(tm
     assert "(read past damage: invalid page offset" in " ".join((out.stdout + out.stderr).split())
     assert "TiffPages" not in out.stdout + out.stderr and (out.stdout + out.stderr).count("invalid page offset") == 1
     assert tifffile.imread(tmp_path / "out" / "s.tif").shape == (6, 64, 64)
+
+
+def test_run_takes_several_inputs_as_a_shell_glob_gives_them(tmp_path, tiny_model_file):
+    """`denoise run IMG_*.JPG` hands the command many files (Typer refused the second): into one
+    -o folder, folders under their own names there, or without -o each beside itself."""
+    shoot = tmp_path / "shoot"
+    for name in ("IMG_1.png", "IMG_2.png", "notes.png"):
+        save(shoot / name, smooth_image(24, 20))
+    save(tmp_path / "more" / "sub" / "x.png", smooth_image(20, 24))
+    (tmp_path / "more" / "raw.cr2").write_bytes(b"raw")
+    result = runner.invoke(app, ["run", str(shoot / "IMG_1.png"), str(shoot / "IMG_2.png"), str(shoot / "IMG_1.png"),
+                                 str(tmp_path / "more"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["IMG_1.png", "IMG_2.png", "more/sub/x.png"]
+    assert "left alone: 1 .cr2" in " ".join(result.output.split())
+    result = runner.invoke(app, ["run", str(shoot / "IMG_1.png"), str(tmp_path / "more" / "sub" / "x.png"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert (shoot / "denoised" / "IMG_1.png").exists() and (tmp_path / "more" / "sub" / "denoised" / "x.png").exists()
+
+
+def test_several_inputs_that_would_share_an_output_are_refused(tmp_path, tiny_model_file):
+    save(tmp_path / "a" / "x.png", smooth_image(24, 20))
+    save(tmp_path / "b" / "x.png", smooth_image(24, 20))
+    result = runner.invoke(app, ["run", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path / "out"),
+                                 "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "would be written there; denoise them into separate folders" in " ".join(result.output.split())
+    result = runner.invoke(app, ["run", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path / "one.png"),
+                                 "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1 and "with 2 inputs the output is a folder, not an image file" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()

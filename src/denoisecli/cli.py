@@ -97,10 +97,10 @@ def _summary(report: BatchReport, done_word: str) -> None:
     table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))
     console.print(table)
     if report.unread:
-        from denoisecli.image_io import describe_counts
+        from denoisecli.image_io import READABLE, describe_counts
 
         console.print(f"[yellow]left alone:[/] {describe_counts(report.unread)} "
-                      "(files this tool does not read; it reads .png, .jpg, .tif, .webp, .bmp, .heic and .avif)",
+                      "(files this tool does not read; it reads " + READABLE + ")",
                       highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
@@ -324,7 +324,7 @@ class Format(str, Enum):
 
 @app.command("run")
 def run_cmd(
-    input: Annotated[Path, typer.Argument(help="Noisy image file or folder (searched recursively); a TIFF stack is denoised plane by plane.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Noisy image files or folders (folders searched recursively; several, e.g. a shell's IMG_*.JPG, go into one -o folder or each beside itself); a TIFF stack is denoised plane by plane.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file or folder (default: a new sibling folder).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Model file (default: the shipped model for grey or colour images).")] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when available, else CPU.")] = Device.auto,
@@ -342,7 +342,7 @@ def run_cmd(
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
 ) -> None:
-    """Denoise an image file or a folder of images."""
+    """Denoise image files or folders of images."""
     with user_errors():
         import time
 
@@ -369,7 +369,7 @@ def run_cmd(
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.update(task, completed=done, mps=mp / elapsed, ips=n / elapsed)
 
-            report = denoise_files(input, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
+            report = denoise_files(inputs, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
                                    on_share=lambda share: bar.update(task, completed=done + share))
     _summary(report, "denoised")
 

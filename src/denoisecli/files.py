@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import is_image_path, list_images, require_images
+from denoisecli.image_io import READABLE, is_image_path, list_images, require_images, unread_files
 
 
 @dataclass
@@ -60,7 +60,7 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
         raise DenoiseError(f"{src}: no such file or folder")
     if src.is_file():
         if not is_image_path(src):
-            raise DenoiseError(f"{src}: not an image file name (expected .png, .jpg, .tif, .webp or .bmp)")
+            raise DenoiseError(f"{src}: not an image file name (it reads {READABLE})")
         target = dst if is_image_path(dst) and not dst.is_dir() else dst / src.name
         pairs = [(src, target.with_suffix(suffix_of(src)) if suffix_of else target)]
     else:
@@ -78,6 +78,46 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
         if out.resolve() in inputs:
             raise DenoiseError(f"{out}: output would overwrite an input file; choose another output")
     return pairs
+
+
+@dataclass
+class Plan:
+    """Each input image with its output path, and each input named with where its outputs go."""
+
+    pairs: list[tuple[Path, Path]]
+    roots: list[tuple[Path, Path]]
+
+    def unread(self) -> dict[str, int]:
+        """``unread_files`` over every folder named, its outputs not counted: what a batch left alone."""
+        counts: dict[str, int] = {}
+        for src, out in self.roots:
+            for ext, n in unread_files(src, exclude=out).items():
+                counts[ext] = counts.get(ext, 0) + n
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def plan_inputs(srcs: Sequence[Path], dst: Path | None, tag: str,
+                suffix: str | Callable[[Path], str] | None = None) -> Plan:
+    """``plan`` for what a user names on the command line, often a shell's glob (``run
+    IMG_*.JPG``): one file or folder as ``plan`` takes it; several into ``dst`` as a folder, each
+    folder under its own name there, or without ``dst`` each beside itself (``default_output``).
+    A file named twice is planned once; two inputs that would land on one output are an error."""
+    srcs = [Path(s) for s in srcs]
+    if not srcs:
+        raise DenoiseError("no input given")
+    if len(srcs) > 1 and dst is not None and is_image_path(dst) and not dst.is_dir():
+        raise DenoiseError(f"{dst}: with {len(srcs)} inputs the output is a folder, not an image file")
+    pairs: dict[Path, tuple[Path, Path]] = {}
+    roots = []
+    for src in srcs:
+        out = (default_output(src, tag) if dst is None else dst if len(srcs) == 1 or not src.is_dir()
+               else dst / src.resolve().name)
+        roots.append((src, out))
+        for p, o in plan(src, out, suffix):
+            first = pairs.setdefault(o.resolve(), (p, o))[0]
+            if first.resolve() != p.resolve():
+                raise DenoiseError(f"{o}: both {first} and {p} would be written there; denoise them into separate folders")
+    return Plan(list(pairs.values()), roots)
 
 
 def pair_key(path: Path, root: Path) -> str:

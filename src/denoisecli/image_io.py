@@ -33,6 +33,8 @@ from denoisecli.errors import DenoiseError
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic", "AVIF": ".avif"}
+# what a user is told the tool reads, wherever a file or folder holds nothing it does
+READABLE = ".png, .jpg, .tif, .webp, .bmp, .heic (.hif) and .avif"
 DEFAULT_MAX_PIXELS = 120_000_000
 # Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
 # run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
@@ -116,7 +118,7 @@ def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
     if not found:
         others = unread_files(root, exclude)
         held = f"; it holds {describe_counts(others)}" if others else ""
-        raise DenoiseError(f"{root}: no images found (looked for .png, .jpg, .tif, .webp, .bmp, .heic, .avif){held}")
+        raise DenoiseError(f"{root}: no images found (it reads {READABLE}){held}")
     return found
 
 

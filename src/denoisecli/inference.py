@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,8 @@ from torch import nn
 from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import place_model, resolve_device
 from denoisecli.errors import DenoiseError
-from denoisecli.files import BatchReport, FileResult, default_output, plan
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, unread_files, write_image
+from denoisecli.files import BatchReport, FileResult, plan_inputs
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -422,14 +422,16 @@ class RunOptions:
 
 
 def denoise_files(
-    src: Path,
+    src: Path | Sequence[Path],
     dst: Path | None = None,
     options: RunOptions | None = None,
     on_file: Callable[[FileResult], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
     on_share: Callable[[float], None] | None = None,
 ) -> BatchReport:
-    """Denoise a file or a folder into ``dst`` (default: a new sibling folder), keeping names and formats.
+    """Denoise a file or a folder into ``dst`` (default: a new sibling folder), keeping names and
+    formats; or several files and folders (a shell's glob) into ``dst`` as a folder, or each beside
+    itself (``files.plan_inputs``).
 
     Existing outputs are skipped unless ``overwrite``, so a rerun finishes a stopped batch.
     Files are read, their noise estimated, and written in background threads while the model
@@ -439,10 +441,10 @@ def denoise_files(
     share of the stack done, so a progress bar moves through a long stack, not only between files.
     """
     opts = options or RunOptions()
-    src = Path(src)
     fmt = normalize_format(opts.format)
-    dst = Path(dst) if dst is not None else default_output(src, "denoised")
-    pairs = plan(src, dst, suffix=FORMAT_SUFFIX[fmt] if fmt else None)
+    planned = plan_inputs([src] if isinstance(src, (str, Path)) else src, Path(dst) if dst is not None else None,
+                          "denoised", suffix=FORMAT_SUFFIX[fmt] if fmt else None)
+    pairs = planned.pairs
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
@@ -513,7 +515,7 @@ def denoise_files(
             pending.append((path, out, *loaded))
         flush()
         _drain(writes, record, block=True)
-    return BatchReport(results, unread_files(src, exclude=dst))
+    return BatchReport(results, planned.unread())
 
 
 def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, read: list[str]) -> str:
