@@ -590,3 +590,22 @@ def test_an_animation_is_refused_rather_than_cut_to_its_first_frame(tmp_path):
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
     with pytest.raises(DenoiseError, match=r"anim.png: an animation of 3 frames; only still images are read"):
         read_image(tmp_path / "anim.png")
+
+
+def test_nan_and_infinite_floats_are_written_back_where_they_were(tmp_path):
+    """Masked pixels of processed microscope data are NaN (or inf): they ended `run` with a
+    traceback. They are read as finite stand-ins drawn from the image and written back as they were."""
+    arr = (np.random.default_rng(0).random((2, 23, 19)) * 40 + 10).astype(np.float32)
+    arr[0, 3:6, 4:9] = np.nan
+    arr[1, 7, 7], arr[1, 8, 8] = np.inf, -np.inf
+    tifffile.imwrite(tmp_path / "ratio.tif", arr, photometric="minisblack")
+    img = read_image(tmp_path / "ratio.tif", stacks=True)
+    assert bool(torch.isfinite(img.pixels).all()) and 0 <= float(img.pixels.min()) and float(img.pixels.max()) <= 1
+    assert img.info["float_range"] == (float(np.nanmin(arr[np.isfinite(arr)])), float(arr[np.isfinite(arr)].max()))
+    write_image(img, tmp_path / "out.tif")
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert np.array_equal(np.isnan(back), np.isnan(arr)) and np.array_equal(back[np.isinf(arr)], arr[np.isinf(arr)])
+    assert np.allclose(back[np.isfinite(arr)], arr[np.isfinite(arr)], rtol=1e-5)
+    tifffile.imwrite(tmp_path / "void.tif", np.full((12, 12), np.nan, np.float32))
+    with pytest.raises(DenoiseError, match="void.tif: no finite value"):
+        read_image(tmp_path / "void.tif")

@@ -379,3 +379,34 @@ def test_several_inputs_that_would_share_an_output_are_refused(tmp_path, tiny_mo
                                  "--weights", str(tiny_model_file)])
     assert result.exit_code == 1 and "with 2 inputs the output is a folder, not an image file" in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_whose_level_cannot_be_read_fails_alone(tmp_path, tiny_model_file, monkeypatch):
+    """An unforeseen error while one file's noise level is read ends that file in one line, not
+    the batch with a traceback (a float TIFF with NaN did, before its NaN were handled)."""
+    save(tmp_path / "in" / "a.png", smooth_image(23, 20, seed=1))
+    save(tmp_path / "in" / "b.png", smooth_image(24, 20, seed=2))
+    real = Denoiser.levels
+
+    def picky(self, images, *args, **kwargs):
+        if images[0].shape[-2] == 23:
+            raise RuntimeError("linalg.eigh: The algorithm failed to converge\ndetails")
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Denoiser, "levels", picky)
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
+    assert [(r.src.name, r.status) for r in report.results] == [("a.png", "failed"), ("b.png", "denoised")]
+    assert report.results[0].reason.endswith("a.png: its noise level could not be read (linalg.eigh: The algorithm failed to converge)")
+
+
+def test_run_keeps_nan_where_a_float_tiff_had_it(tmp_path):
+    import tifffile
+
+    arr = (np.random.default_rng(0).normal(100, 10, (48, 40))).astype(np.float32)
+    arr[10:20, 5:15] = np.nan
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "ratio.tif", arr)
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions())
+    assert [r.status for r in report.results] == ["denoised"]
+    out = tifffile.imread(tmp_path / "out" / "ratio.tif")
+    assert np.array_equal(np.isnan(out), np.isnan(arr)) and out[~np.isnan(arr)].std() < arr[~np.isnan(arr)].std() / 2

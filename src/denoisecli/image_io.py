@@ -336,17 +336,29 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         return LoadedImage(_to_tensor(np.asarray(im), 65535.0), fmt, 16, alpha, info)
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float32)
-        return _float_image(arr, fmt, alpha, info)
+        return _float_image(path, arr, fmt, alpha, info)
     if im.mode not in ("L", "RGB"):
         raise DenoiseError(f"{path}: {im.mode} images are not supported")
     return LoadedImage(_to_tensor(np.asarray(im), 255.0), fmt, 8, alpha, info)
 
 
-def _float_image(arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
+def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
                  stack: bool = False) -> LoadedImage:
     """Float data of any range is denoised on [0, 1] and mapped back on writing (a stack on its
-    whole range, so its planes keep their relative brightness)."""
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    whole range, so its planes keep their relative brightness).
+
+    NaN and infinite values (masked pixels of a microscope's processed data) ended `run` with a
+    traceback. They are written back as they were (``info["nonfinite"]``), and meanwhile hold
+    values drawn from the image's own, which read as texture, so the noise estimate, which reads
+    the flattest patches, does not take them for noise-free."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        if not finite.any():
+            raise DenoiseError(f"{path}: no finite value (all NaN or infinite)")
+        info = {**info, "nonfinite": (np.flatnonzero(~finite), arr[~finite])}
+        arr = arr.copy()
+        arr[~finite] = np.random.default_rng(0).choice(arr[finite], size=int((~finite).sum()))
+    lo, hi = float(arr.min()), float(arr.max())
     lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi if hi > lo else lo + 1)
     info = {**info, "float_range": (lo, hi)}
     return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0, stack), fmt, 32, alpha, info)
@@ -449,7 +461,7 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
     if arr.dtype == np.uint16:
         return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
     if arr.dtype.kind == "f":
-        return _float_image(arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
+        return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
     raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (8/16-bit integer or float)")
 
 
@@ -476,6 +488,9 @@ def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
     if bits == 32:
         lo, hi = img.info.get("float_range", (0.0, 1.0))
         out = (arr * (hi - lo) + lo).astype(np.float32)
+        if "nonfinite" in img.info:  # NaN and inf back where the input held them
+            where, values = img.info["nonfinite"]
+            out.reshape(-1)[where] = values
     else:
         top = 65535.0 if bits == 16 else 255.0
         out = np.round(arr * top).astype(np.uint16 if bits == 16 else np.uint8)

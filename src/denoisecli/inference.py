@@ -473,6 +473,9 @@ def denoise_files(
                 return image, [denoiser.levels([p], splits=[s]) for p, s in zip(image.planes, splits)], splits
             except DenoiseError as exc:
                 raise DenoiseError(f"{path}: {exc}") from exc
+            except Exception as exc:  # one file's unforeseen data ends that file, not the batch
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DenoiseError(f"{path}: its noise level could not be read ({reason})") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
