@@ -410,3 +410,19 @@ def test_run_keeps_nan_where_a_float_tiff_had_it(tmp_path):
     assert [r.status for r in report.results] == ["denoised"]
     out = tifffile.imread(tmp_path / "out" / "ratio.tif")
     assert np.array_equal(np.isnan(out), np.isnan(arr)) and out[~np.isnan(arr)].std() < arr[~np.isnan(arr)].std() / 2
+
+
+def test_a_pass_of_the_network_that_fails_ends_its_files_not_the_batch(tmp_path, tiny_model_file, monkeypatch):
+    save(tmp_path / "in" / "a.png", smooth_image(23, 20, seed=1))
+    save(tmp_path / "in" / "b.png", smooth_image(24, 20, seed=2))
+    real = Denoiser.batch
+
+    def picky(self, images, *args, **kwargs):
+        if images[0].shape[-2] == 23:
+            raise RuntimeError("could not create a primitive\nmore")
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Denoiser, "batch", picky)
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
+    assert [(r.src.name, r.status) for r in report.results] == [("a.png", "failed"), ("b.png", "denoised")]
+    assert report.results[0].reason == f"{tmp_path / 'in' / 'a.png'}: the network failed on it (could not create a primitive)"

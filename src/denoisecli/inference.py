@@ -494,9 +494,9 @@ def denoise_files(
                                               levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
                     if on_share is not None and pending[0][2].pixels.ndim == 4:
                         on_share((i + 1) / len(chunks))
-            except DenoiseError as exc:
+            except Exception as exc:  # anything unforeseen ends these files, not the batch
                 for path, out, *_ in pending:
-                    record(FileResult(path, out, "failed", str(exc).replace(first, str(path), 1)))
+                    record(FileResult(path, out, "failed", _pass_failure(exc, first, path)))
                 pending.clear()
                 return
             done = iter(outputs)
@@ -519,6 +519,15 @@ def denoise_files(
         flush()
         _drain(writes, record, block=True)
     return BatchReport(results, planned.unread())
+
+
+def _pass_failure(exc: Exception, first: str, path: Path) -> str:
+    """One file's line for a pass of the network that failed: a DenoiseError names the pass's
+    first file, so each file's line names its own; any other error is given in its first line."""
+    if isinstance(exc, DenoiseError):
+        return str(exc).replace(first, str(path), 1)
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{path}: the network failed on it ({reason})"
 
 
 def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, read: list[str]) -> str:
