@@ -426,3 +426,16 @@ def test_a_pass_of_the_network_that_fails_ends_its_files_not_the_batch(tmp_path,
     report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
     assert [(r.src.name, r.status) for r in report.results] == [("a.png", "failed"), ("b.png", "denoised")]
     assert report.results[0].reason == f"{tmp_path / 'in' / 'a.png'}: the network failed on it (could not create a primitive)"
+
+
+@pytest.mark.parametrize("name,fmt", [("clean.jpg", "JPEG"), ("clean.JPEG", "JPEG"), ("clean.tiff", "TIFF"), ("clean.webp", "WEBP")])
+def test_an_output_file_name_sets_its_format(tmp_path, tiny_model_file, name, fmt):
+    """`run photo.png -o clean.jpg` wrote PNG bytes under a .jpg name: the name now sets the format
+    (the name kept as given); --format still wins, and renames the file to its own extension."""
+    save(tmp_path / "photo.png", smooth_image(24, 20))
+    result = runner.invoke(app, ["run", str(tmp_path / "photo.png"), "-o", str(tmp_path / name), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / name).format == fmt
+    result = runner.invoke(app, ["run", str(tmp_path / "photo.png"), "-o", str(tmp_path / "x.jpg"), "--format", "png",
+                                 "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0 and Image.open(tmp_path / "x.png").format == "PNG" and not (tmp_path / "x.jpg").exists()

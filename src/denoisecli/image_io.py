@@ -515,6 +515,13 @@ def to_pil(img: LoadedImage) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def format_of(path: Path) -> str | None:
+    """The format a file name asks for (``clean.jpg`` -> JPEG), or None for a name that is no image."""
+    suffix = Path(path).suffix.lower()
+    aliases = {".jpeg": "JPEG", ".tiff": "TIFF", **{s: "HEIF" for s in HEIF_SUFFIXES}}
+    return aliases.get(suffix) or next((f for f, s in FORMAT_SUFFIX.items() if s == suffix), None)
+
+
 def normalize_format(fmt: str | None) -> str | None:
     """'jpg' -> 'JPEG', 'tif' -> 'TIFF'; an unknown format is a clear error."""
     if fmt is None:

@@ -19,7 +19,7 @@ from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import place_model, resolve_device
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan_inputs
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, normalize_format, read_image, write_image
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, normalize_format, read_image, write_image
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -441,9 +441,13 @@ def denoise_files(
     share of the stack done, so a progress bar moves through a long stack, not only between files.
     """
     opts = options or RunOptions()
-    fmt = normalize_format(opts.format)
-    planned = plan_inputs([src] if isinstance(src, (str, Path)) else src, Path(dst) if dst is not None else None,
-                          "denoised", suffix=FORMAT_SUFFIX[fmt] if fmt else None)
+    asked = normalize_format(opts.format)
+    srcs = [Path(src)] if isinstance(src, (str, Path)) else [Path(s) for s in src]
+    named = Path(dst) if dst is not None and len(srcs) == 1 and srcs[0].is_file() and not Path(dst).is_dir() else None
+    # `run photo.png -o clean.jpg` writes a JPEG, not PNG bytes under that name; --format still renames
+    fmt = asked or (format_of(named) if named is not None else None)
+    planned = plan_inputs(srcs, Path(dst) if dst is not None else None, "denoised",
+                          suffix=FORMAT_SUFFIX[asked] if asked else None)
     pairs = planned.pairs
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
