@@ -42,6 +42,14 @@ def test_add_noise_mirrors_tree_as_png_and_keeps_grey(clean_dir, tmp_path):
     assert 15 < diff.std() < 30
 
 
+def test_add_noise_says_where_a_renamed_copy_went(clean_dir, tmp_path):
+    """Noisy copies are lossless, so `add-noise photo.jpg noisy.jpg` writes noisy.png: it says so."""
+    result = runner.invoke(app, ["add-noise", str(clean_dir / "d.jpg"), str(tmp_path / "noisy.jpg"), "--sigma", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"written: {tmp_path / 'noisy.png'} (noisy copies are lossless" in " ".join(result.output.split())
+    assert Image.open(tmp_path / "noisy.png").format == "PNG" and not (tmp_path / "noisy.jpg").exists()
+
+
 def test_add_noise_is_deterministic_per_file_whatever_the_set(clean_dir, tmp_path):
     runner.invoke(app, ["add-noise", str(clean_dir), str(tmp_path / "all"), "--sigma", "10", "--seed", "7"])
     runner.invoke(app, ["add-noise", str(clean_dir / "sub"), str(tmp_path / "one"), "--sigma", "10", "--seed", "7"])

@@ -219,6 +219,8 @@ def add_noise_cmd(
 
             def on_file(result: FileResult) -> None:
                 _report_file(result)
+                if result.status == "written" and input.is_file() and result.dst != output:  # noisy.jpg asked, noisy.png made
+                    console.print(f"written: {result.dst} (noisy copies are lossless: PNG, or TIFF for TIFF)", highlight=False)
                 bar.advance(task)
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
