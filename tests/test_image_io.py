@@ -609,3 +609,17 @@ def test_nan_and_infinite_floats_are_written_back_where_they_were(tmp_path):
     tifffile.imwrite(tmp_path / "void.tif", np.full((12, 12), np.nan, np.float32))
     with pytest.raises(DenoiseError, match="void.tif: no finite value"):
         read_image(tmp_path / "void.tif")
+
+
+def test_googles_container_xmp_is_not_kept_without_what_it_maps(tmp_path):
+    """An Ultra HDR or Motion Photo JPEG's XMP maps a gain map or an MP4 stored after the photo;
+    the output holds neither, so that XMP is left out (and said), where other XMP is kept."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:Container="http://ns.google.com/photos/1.0/container/" '
+           b'xmlns:GCamera="http://ns.google.com/photos/1.0/camera/" GCamera:MotionPhoto="1"/></rdf:RDF></x:xmpmeta>')
+    Image.fromarray(smooth_image(24, 20)).save(tmp_path / "PXL_1.MP.jpg", xmp=xmp)
+    (tmp_path / "PXL_1.MP.jpg").write_bytes((tmp_path / "PXL_1.MP.jpg").read_bytes() + b"\x00\x00\x00\x18ftypmp42")
+    img = read_image(tmp_path / "PXL_1.MP.jpg")
+    assert "xmp" not in img.info and img.info["notes"] == ["left out: its XMP, which maps a gain map or a video after the photo"]
+    write_image(img, tmp_path / "out.jpg")
+    assert "xmp" not in Image.open(tmp_path / "out.jpg").info

@@ -53,6 +53,8 @@ HEIF_PRESET = "medium"
 AVIF_SPEED = 8
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
+# the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
+GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
 # PNG's iTXt keyword for XMP (the XMP specification, part 3)
 XMP_KEY = "XML:com.adobe.xmp"
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -316,6 +318,11 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         sampling = JpegImagePlugin.get_sampling(im)
         if sampling >= 0:
             info["subsampling"] = sampling
+        if GCONTAINER in info.get("xmp", b""):
+            # Google's container XMP (Ultra HDR, Motion Photo) maps a gain map or a video stored
+            # after the photo, which the output does not hold: kept, it would send readers into the JPEG
+            del info["xmp"]
+            info["notes"] = [*info.get("notes", []), "left out: its XMP, which maps a gain map or a video after the photo"]
     if fmt == "WEBP":
         with open(path, "rb") as f:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
