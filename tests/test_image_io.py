@@ -623,3 +623,16 @@ def test_googles_container_xmp_is_not_kept_without_what_it_maps(tmp_path):
     assert "xmp" not in img.info and img.info["notes"] == ["left out: its XMP, which maps a gain map or a video after the photo"]
     write_image(img, tmp_path / "out.jpg")
     assert "xmp" not in Image.open(tmp_path / "out.jpg").info
+
+
+def test_a_heic_of_several_images_is_its_primary_image_and_says_so(tmp_path):
+    """A HEIC may hold more than one image: its primary one is denoised as before (the animation
+    refusal is for PNG and WebP), and the read names what the output leaves out."""
+    pytest.importorskip("pillow_heif")
+    from denoisecli.image_io import _heif
+
+    _heif(tmp_path / "x.heic")
+    Image.fromarray(smooth_image(30, 40)).save(tmp_path / "x.heic", save_all=True, quality=90,
+                                               append_images=[Image.fromarray(smooth_image(20, 24))])
+    img = read_image(tmp_path / "x.heic")
+    assert img.pixels.shape == (3, 30, 40) and img.info["notes"] == ["left out: 1 other image"]

@@ -233,7 +233,7 @@ def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
     alpha = None
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
-    info = {**_meta(pil_info), **_heif_info(pil_info), "heif_depth": depth}
+    info = {**_meta(pil_info), **_heif_info(pil_info), "heif_depth": depth, "notes": _heif_left_out(pil_info, len(heif))}
     return LoadedImage(_to_tensor(arr, top), "HEIF", 16, alpha, info)
 
 
@@ -242,6 +242,16 @@ def _heif_info(pil_info: dict[str, Any]) -> dict[str, Any]:
     nclx colour description (primaries, transfer, matrix), without which an HDR photo's BT.2020/PQ
     or HLG pixels would be written as sRGB and shown wrong."""
     return {k: pil_info[k] for k in ("chroma", "nclx_profile") if pil_info.get(k)}
+
+
+def _heif_left_out(pil_info: dict[str, Any], images: int) -> list[str]:
+    """What a HEIF holds beside its primary image, which the output leaves out (for ``run -v``):
+    other images, an iPhone HDR photo's gain map and other auxiliary images, a portrait's depth map."""
+    parts = [f"{images - 1} other image{'s' if images > 2 else ''}"] if images > 1 else []
+    aux = [urn for urn, ids in (pil_info.get("aux") or {}).items() if ids]
+    parts += ["its HDR gain map" if any("hdrgainmap" in urn for urn in aux) else f"{len(aux)} auxiliary image(s)"] if aux else []
+    parts += ["its depth map"] if pil_info.get("depth_images") else []
+    return [f"left out: {', '.join(parts)}"] if parts else []
 
 
 def _heif_deep(img: LoadedImage) -> Any:
@@ -310,6 +320,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         fmt = "JPEG"
         info["notes"] = [] if frames < 2 else [f"left out: {frames - 1} picture{'s' if frames > 2 else ''} after the photo (JPEG MPF: a preview, "
                          "an HDR gain map or a second view)"]
+    elif fmt == "HEIF":
+        info["notes"] = _heif_left_out(im.info, frames)
     elif frames > 1:
         raise DenoiseError(f"{path}: an animation of {frames} frames; only still images are read")
     if fmt == "JPEG":
