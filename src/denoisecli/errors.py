@@ -3,3 +3,9 @@
 
 class DenoiseError(Exception):
     """A problem the user can fix (bad path, bad file, bad option); its message is shown as is."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception in the few words a one-line message has room for: its first line, or
+    its type where it has no message (decoders and encoders of untrusted files raise many kinds)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

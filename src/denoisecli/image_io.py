@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageFile
 
 from denoisecli.atomic import atomic_write
-from denoisecli.errors import DenoiseError
+from denoisecli.errors import DenoiseError, first_line
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES}
@@ -196,8 +196,7 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
 
         if isinstance(exc, UnidentifiedImageError):
             raise DenoiseError(f"{path}: not an image file (or a format this tool cannot read)") from exc
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({reason})") from exc
+        raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({first_line(exc)})") from exc
 
 
 def _heif(path: Path) -> None:
@@ -318,8 +317,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         # a JPEG with more pictures after it (MPF): a camera's large preview, an Android Ultra HDR
         # photo's gain map, a stereo pair's second view; the first is the photo, written as JPEG
         fmt = "JPEG"
-        info["notes"] = [] if frames < 2 else [f"left out: {frames - 1} picture{'s' if frames > 2 else ''} after the photo (JPEG MPF: a preview, "
-                         "an HDR gain map or a second view)"]
+        after = f"{frames - 1} picture{'s' if frames > 2 else ''} after the photo"
+        info["notes"] = [f"left out: {after} (JPEG MPF: a preview, an HDR gain map or a second view)"] if frames > 1 else []
     elif fmt == "HEIF":
         info["notes"] = _heif_left_out(im.info, frames)
     elif frames > 1:
@@ -564,8 +563,7 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     except DenoiseError:
         raise
     except Exception as exc:  # encoders raise many types; each becomes one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DenoiseError(f"{path}: cannot write it as {fmt} ({reason})") from exc
+        raise DenoiseError(f"{path}: cannot write it as {fmt} ({first_line(exc)})") from exc
 
 
 def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:

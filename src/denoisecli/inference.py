@@ -17,7 +17,7 @@ from torch import nn
 
 from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import place_model, resolve_device
-from denoisecli.errors import DenoiseError
+from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
 from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, normalize_format, read_image, write_image
 from denoisecli.int8 import quantize
@@ -478,8 +478,7 @@ def denoise_files(
             except DenoiseError as exc:
                 raise DenoiseError(f"{path}: {exc}") from exc
             except Exception as exc:  # one file's unforeseen data ends that file, not the batch
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DenoiseError(f"{path}: its noise level could not be read ({reason})") from exc
+                raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         writes: list[tuple[Path, Path, float, str, Future]] = []
@@ -530,8 +529,7 @@ def _pass_failure(exc: Exception, first: str, path: Path) -> str:
     first file, so each file's line names its own; any other error is given in its first line."""
     if isinstance(exc, DenoiseError):
         return str(exc).replace(first, str(path), 1)
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{path}: the network failed on it ({reason})"
+    return f"{path}: the network failed on it ({first_line(exc)})"
 
 
 def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, read: list[str]) -> str:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import atomic_write
-from denoisecli.errors import DenoiseError
+from denoisecli.errors import DenoiseError, first_line
 from denoisecli.models import build_model, full_config
 
 MODEL_FORMAT = "denoise-model/1"
@@ -32,7 +32,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise DenoiseError(f"{path}: refused, the file holds more than weights (possible code): {str(exc).splitlines()[0]}") from exc
+        raise DenoiseError(f"{path}: refused, the file holds more than weights (possible code): {first_line(exc)}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DenoiseError(f"{path}: not a readable weights file (truncated or corrupt)") from exc
     if not isinstance(obj, dict):
@@ -61,7 +61,7 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         model = build_model(full_config(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise DenoiseError(f"{path}: weights do not match their config ({str(exc).splitlines()[0]})") from exc
+        raise DenoiseError(f"{path}: weights do not match their config ({first_line(exc)})") from exc
     model.eval()
     return model, ckpt
 
