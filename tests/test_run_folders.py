@@ -439,3 +439,17 @@ def test_an_output_file_name_sets_its_format(tmp_path, tiny_model_file, name, fm
     result = runner.invoke(app, ["run", str(tmp_path / "photo.png"), "-o", str(tmp_path / "x.jpg"), "--format", "png",
                                  "--weights", str(tiny_model_file)])
     assert result.exit_code == 0 and Image.open(tmp_path / "x.png").format == "PNG" and not (tmp_path / "x.jpg").exists()
+
+
+def test_several_inputs_never_read_the_output_folder_back(tmp_path, tiny_model_file):
+    """`denoise run . extra.png -o out` from inside the folder: a rerun finds the earlier outputs
+    inside ".", and leaves the whole -o folder out of the inputs, not just its part for "."."""
+    save(tmp_path / "shoot" / "a.png", smooth_image(24, 20))
+    save(tmp_path / "extra.png", smooth_image(20, 24))
+    args = ["run", str(tmp_path / "shoot"), str(tmp_path / "extra.png"), "-o", str(tmp_path / "shoot" / "out"),
+            "--weights", str(tiny_model_file)]
+    for _ in range(2):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(tmp_path / "shoot" / "out").as_posix() for p in (tmp_path / "shoot" / "out").rglob("*.png"))
+    assert written == ["extra.png", "shoot/a.png"]

@@ -46,13 +46,14 @@ def default_output(src: Path, tag: str) -> Path:
     return src.resolve().parent / tag
 
 
-def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None) -> list[tuple[Path, Path]]:
+def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None,
+         exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """Pair each input image with its output path, mirroring the input tree under ``dst``.
 
     A single file with ``dst`` naming an image file is written there; otherwise ``dst``
     is a folder. ``suffix`` replaces the extension, or gives it per input (add-noise writes
-    PNG, TIFF for TIFF). Outputs inside the input folder are never read back as inputs, and no
-    output may be an input.
+    PNG, TIFF for TIFF). Outputs inside the input folder (under ``exclude``, by default ``dst``) are
+    never read back as inputs, and no output may be an input.
     """
     suffix_of = (lambda _: suffix) if isinstance(suffix, str) else suffix
     src, dst = Path(src), Path(dst)
@@ -66,7 +67,7 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
     else:
         if dst.resolve() == src.resolve():
             raise DenoiseError(f"{dst}: the output folder is the input folder; choose another so no input is overwritten")
-        files = require_images(src, exclude=dst)
+        files = require_images(src, exclude=exclude or dst)
         outs = [dst / f.relative_to(src) for f in files]
         if suffix_of:
             renamed = [o.with_suffix(suffix_of(f)) for f, o in zip(files, outs)]
@@ -82,7 +83,7 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
 
 @dataclass
 class Plan:
-    """Each input image with its output path, and each input named with where its outputs go."""
+    """Each input image with its output path, and each input named with the folder its outputs go under."""
 
     pairs: list[tuple[Path, Path]]
     roots: list[tuple[Path, Path]]
@@ -112,8 +113,8 @@ def plan_inputs(srcs: Sequence[Path], dst: Path | None, tag: str,
     for src in srcs:
         out = (default_output(src, tag) if dst is None else dst if len(srcs) == 1 or not src.is_dir()
                else dst / src.resolve().name)
-        roots.append((src, out))
-        for p, o in plan(src, out, suffix):
+        roots.append((src, dst if dst is not None else out))  # the whole -o folder is output, never input
+        for p, o in plan(src, out, suffix, exclude=roots[-1][1]):
             first = pairs.setdefault(o.resolve(), (p, o))[0]
             if first.resolve() != p.resolve():
                 raise DenoiseError(f"{o}: both {first} and {p} would be written there; denoise them into separate folders")
