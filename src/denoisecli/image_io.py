@@ -64,10 +64,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class LoadedImage:
     """Pixels as a float CxHxW tensor in [0, 1], plus what is needed to write the same kind of file.
 
-    ``bits`` is 8, 16 or 32 (float); ``alpha`` is the untouched alpha plane in the file's
-    own dtype; ``info`` holds metadata (icc_profile, exif, dpi) and format details. A TIFF
-    stack (read with ``stacks``) holds its planes as NxCxHxW, and ``info["stack"]`` the shape
-    and axes of the file's planes, so it is written back as the same stack.
+    ``bits`` is 8, 16 (a 10- or 12-bit HEIF too, ``info["heif_depth"]``) or 32 (float); ``alpha``
+    is the untouched alpha plane in the file's own dtype; ``info`` holds metadata (icc_profile,
+    exif, xmp, dpi; a HEIF's nclx_profile, a TIFF's OME-XML as ``ome``) and format details, and
+    ``notes``: what reading it left out or worked around, for ``run -v``. A TIFF stack (read with
+    ``stacks``) holds its planes as NxCxHxW, and ``info["stack"]`` the shape and axes of the
+    file's planes, so it is written back as the same stack.
     """
 
     pixels: torch.Tensor
