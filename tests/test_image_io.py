@@ -1,4 +1,5 @@
 import functools
+import importlib.util
 import io
 
 import imagecodecs
@@ -636,3 +637,27 @@ def test_a_heic_of_several_images_is_its_primary_image_and_says_so(tmp_path):
                                                append_images=[Image.fromarray(smooth_image(20, 24))])
     img = read_image(tmp_path / "x.heic")
     assert img.pixels.shape == (3, 30, 40) and img.info["notes"] == ["left out: 1 other image"]
+
+
+def test_a_file_whose_content_belies_its_name_is_written_as_its_name_says(tmp_path):
+    """Downloads and transfer tools mislabel files: a JPEG saved as .png, a GIF as .png, a HEIC
+    renamed .jpg. Each is read by its content and written as its name says; a format this tool
+    does not write, under a name that says none, fails in a line that names the file."""
+    arr = smooth_image(30, 40)
+    Image.fromarray(arr).save(tmp_path / "jpeg.png", format="JPEG")
+    Image.fromarray(arr).save(tmp_path / "gif.png", format="GIF")
+    for name in ("jpeg.png", "gif.png"):
+        img = read_image(tmp_path / name)
+        assert img.format == "PNG"
+        write_image(img, tmp_path / f"out-{name}")
+        assert Image.open(tmp_path / f"out-{name}").format == "PNG"
+    if importlib.util.find_spec("pillow_heif") is not None:
+        from denoisecli.image_io import _heif
+
+        _heif(tmp_path / "x.heic")
+        Image.fromarray(arr).save(tmp_path / "IMG_1.jpg", format="HEIF")
+        assert read_image(tmp_path / "IMG_1.jpg").format == "JPEG"
+    img = read_image(tmp_path / "gif.png")
+    img.format = "GIF"
+    with pytest.raises(DenoiseError, match=r"out.dat: format GIF: unknown"):
+        write_image(img, tmp_path / "out.dat")

@@ -31,6 +31,7 @@ from denoisecli.atomic import atomic_write
 from denoisecli.errors import DenoiseError, first_line
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}  # the ftyp box's major brand
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic", "AVIF": ".avif"}
 # what a user is told the tool reads, wherever a file or folder holds nothing it does
@@ -159,18 +160,30 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     A multi-page TIFF stack (a microscope's z-stack or time series, an ImageJ hyperstack) is
     read whole where ``stacks`` is set (every command does: `run` denoises each plane, the others
     take each as an image), else refused; ``max_pixels`` then bounds the whole stack, as its
-    planes are all held at once."""
-    path = Path(path)
+    planes are all held at once.
+
+    A file whose content is another format than its name says (a JPEG saved as ``.png``, a HEIC
+    renamed ``.jpg`` by a transfer tool) is read by its content and written back as its name says,
+    so the output's name and content agree (``format``)."""
+    image = _read(Path(path), max_pixels, stacks)
+    named = format_of(path)
+    if named is not None and named != image.format and (image.pixels.ndim == 3 or named == "TIFF"):
+        image.format = named
+    return image
+
+
+def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     try:
         if path.stat().st_size == 0:
             raise DenoiseError(f"{path}: empty file (0 bytes)")
         with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            head = f.read(12)
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _read_tiff(path, max_pixels, stacks)
-        if path.suffix.lower() in HEIF_SUFFIXES:
+        brand = head[8:12] if head[4:8] == b"ftyp" else b""
+        if path.suffix.lower() in HEIF_SUFFIXES or brand in HEIF_BRANDS:
             _heif(path)
-        if path.suffix.lower() == ".avif":
+        if path.suffix.lower() == ".avif" or brand in (b"avif", b"avis"):
             _avif(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -559,7 +572,10 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
     HEIF at 10 or 12), alpha and metadata. An encoder's failure is one line naming the file, as a
     decoder's is (``read_image``), so a batch goes on past it.
     """
-    fmt = normalize_format(fmt or img.format)
+    try:
+        fmt = normalize_format(fmt or img.format)
+    except DenoiseError as exc:  # content of a format this tool does not write, under a name that says none
+        raise DenoiseError(f"{path}: {exc}") from exc
     try:
         _write(img, Path(path), fmt, jpeg_quality)
     except DenoiseError:
