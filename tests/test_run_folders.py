@@ -381,22 +381,24 @@ def test_several_inputs_that_would_share_an_output_are_refused(tmp_path, tiny_mo
     assert not (tmp_path / "out").exists()
 
 
-def test_a_file_whose_level_cannot_be_read_fails_alone(tmp_path, tiny_model_file, monkeypatch):
-    """An unforeseen error while one file's noise level is read ends that file in one line, not
-    the batch with a traceback (a float TIFF with NaN did, before its NaN were handled)."""
+@pytest.mark.parametrize("stage,said", [("levels", "its noise level could not be read"), ("batch", "the network failed on it")])
+def test_an_unforeseen_error_fails_its_file_alone(tmp_path, tiny_model_file, monkeypatch, stage, said):
+    """An unforeseen error while one file's noise level is read, or in its pass of the network,
+    ends that file in one line, not the batch with a traceback (a float TIFF with NaN did, before
+    its NaN were handled)."""
     save(tmp_path / "in" / "a.png", smooth_image(23, 20, seed=1))
     save(tmp_path / "in" / "b.png", smooth_image(24, 20, seed=2))
-    real = Denoiser.levels
+    real = getattr(Denoiser, stage)
 
     def picky(self, images, *args, **kwargs):
         if images[0].shape[-2] == 23:
             raise RuntimeError("linalg.eigh: The algorithm failed to converge\ndetails")
         return real(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(Denoiser, "levels", picky)
+    monkeypatch.setattr(Denoiser, stage, picky)
     report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
     assert [(r.src.name, r.status) for r in report.results] == [("a.png", "failed"), ("b.png", "denoised")]
-    assert report.results[0].reason.endswith("a.png: its noise level could not be read (linalg.eigh: The algorithm failed to converge)")
+    assert report.results[0].reason == f"{tmp_path / 'in' / 'a.png'}: {said} (linalg.eigh: The algorithm failed to converge)"
 
 
 def test_run_keeps_nan_where_a_float_tiff_had_it(tmp_path):
@@ -410,22 +412,6 @@ def test_run_keeps_nan_where_a_float_tiff_had_it(tmp_path):
     assert [r.status for r in report.results] == ["denoised"]
     out = tifffile.imread(tmp_path / "out" / "ratio.tif")
     assert np.array_equal(np.isnan(out), np.isnan(arr)) and out[~np.isnan(arr)].std() < arr[~np.isnan(arr)].std() / 2
-
-
-def test_a_pass_of_the_network_that_fails_ends_its_files_not_the_batch(tmp_path, tiny_model_file, monkeypatch):
-    save(tmp_path / "in" / "a.png", smooth_image(23, 20, seed=1))
-    save(tmp_path / "in" / "b.png", smooth_image(24, 20, seed=2))
-    real = Denoiser.batch
-
-    def picky(self, images, *args, **kwargs):
-        if images[0].shape[-2] == 23:
-            raise RuntimeError("could not create a primitive\nmore")
-        return real(self, images, *args, **kwargs)
-
-    monkeypatch.setattr(Denoiser, "batch", picky)
-    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
-    assert [(r.src.name, r.status) for r in report.results] == [("a.png", "failed"), ("b.png", "denoised")]
-    assert report.results[0].reason == f"{tmp_path / 'in' / 'a.png'}: the network failed on it (could not create a primitive)"
 
 
 @pytest.mark.parametrize("name,fmt", [("clean.jpg", "JPEG"), ("clean.JPEG", "JPEG"), ("clean.tiff", "TIFF"), ("clean.webp", "WEBP")])
