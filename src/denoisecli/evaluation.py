@@ -214,7 +214,7 @@ def evaluate(
                 on_image(result)
         return outputs
 
-    def image(i: int, p: Path, label: str, level: dict[str, float]) -> None:
+    def score_file(i: int, p: Path, label: str, level: dict[str, float]) -> None:
         """Every plane of one clean image scored at one level."""
         image = read_image(p, stacks=True)
         if min(image.pixels.shape[-2:]) < SSIM_WINDOW:
@@ -241,7 +241,7 @@ def evaluate(
             if p in broken:
                 continue
             try:
-                image(i, p, label, level)
+                score_file(i, p, label, level)
             except DenoiseError as exc:  # one bad file is left out of the means, named, and the rest scored
                 broken.add(p)
                 report.failed.append(str(exc))
