@@ -661,3 +661,15 @@ def test_a_file_whose_content_belies_its_name_is_written_as_its_name_says(tmp_pa
     img.format = "GIF"
     with pytest.raises(DenoiseError, match=r"out.dat: format GIF: unknown"):
         write_image(img, tmp_path / "out.dat")
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGBA", "jpeg"), ("LA", "jpeg"), ("LA", "bmp")])
+def test_transparency_is_laid_on_white_where_the_format_has_no_alpha(tmp_path, mode, fmt):
+    """A transparent PNG asked for as JPEG showed the colour left under its transparent pixels
+    (here black): it is laid on white, as image editors flatten."""
+    arr = np.zeros((20, 24, 2 if mode == "LA" else 4), np.uint8)
+    arr[:, 12:, :-1], arr[:, 12:, -1] = 90, 255  # right half opaque grey, left half transparent black
+    Image.fromarray(arr, mode).save(tmp_path / "logo.png")
+    write_image(read_image(tmp_path / "logo.png"), tmp_path / f"out.{fmt}", fmt=fmt)
+    out = np.asarray(Image.open(tmp_path / f"out.{fmt}").convert("L"), np.float64)
+    assert out[:, :10].mean() > 250 and abs(out[:, 14:].mean() - 90) < 3

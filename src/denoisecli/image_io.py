@@ -602,7 +602,7 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
     kwargs: dict[str, Any] = _meta(img.info)
     if fmt == "JPEG":
         if im.mode in ("RGBA", "LA"):
-            im = im.convert("RGB" if im.mode == "RGBA" else "L")
+            im = _on_white(im)
         kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0 if jpeg_quality >= 90 else 2))
     elif fmt == "WEBP":
         lossless = img.info.get("lossless", img.format != "WEBP")
@@ -617,7 +617,7 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
     elif fmt == "BMP":
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
-            im = im.convert("L")
+            im = _on_white(im)
     elif fmt == "PNG":
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
@@ -628,6 +628,14 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
             kwargs["pnginfo"] = PngImagePlugin.PngInfo()
             kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    """An image with alpha laid on white, for a format without it (JPEG; grey BMP): dropping the
+    alpha would show whatever colour the editor left in the transparent pixels, often black."""
+    base = Image.new(im.mode[:-1], im.size, "white")
+    base.paste(im.convert(base.mode), mask=im.getchannel("A"))
+    return base
 
 
 def _heif_options(img: LoadedImage, path: Path, quality: int) -> dict[str, Any]:
