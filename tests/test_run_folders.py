@@ -439,3 +439,15 @@ def test_several_inputs_never_read_the_output_folder_back(tmp_path, tiny_model_f
         assert result.exit_code == 0, result.output
     written = sorted(p.relative_to(tmp_path / "shoot" / "out").as_posix() for p in (tmp_path / "shoot" / "out").rglob("*.png"))
     assert written == ["extra.png", "shoot/a.png"]
+
+
+def test_file_names_with_brackets_are_printed_as_they_are(tmp_path, tiny_model_file):
+    """Rich read "[red]" in a file's name as markup, so the line named another file (bad.png);
+    names are printed as they are."""
+    save(tmp_path / "in" / "[bold]c.png", smooth_image(24, 20))
+    (tmp_path / "in" / "[red]bad.png").write_bytes(b"xx")
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-v", "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert f"failed: {tmp_path / 'in' / '[red]bad.png'}: not an image file" in text
+    assert f"denoised: {tmp_path / 'out' / '[bold]c.png'}" in text

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DenoiseError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -87,7 +88,7 @@ def _progress(*extra: TextColumn) -> Progress:
 
 def _report_file(result: FileResult) -> None:
     if result.status == "failed":
-        console.print(f"[red]failed:[/] {result.reason}", highlight=False, soft_wrap=True)
+        console.print(f"[red]failed:[/] {escape(result.reason)}", highlight=False, soft_wrap=True)
 
 
 def _summary(report: BatchReport, done_word: str) -> None:
@@ -99,7 +100,7 @@ def _summary(report: BatchReport, done_word: str) -> None:
     if report.unread:
         from denoisecli.image_io import READABLE, describe_counts
 
-        console.print(f"[yellow]left alone:[/] {describe_counts(report.unread)} "
+        console.print(f"[yellow]left alone:[/] {escape(describe_counts(report.unread))} "
                       "(files this tool does not read; it reads " + READABLE + ")",
                       highlight=False, soft_wrap=True)
     if report.failed:
@@ -220,7 +221,7 @@ def add_noise_cmd(
             def on_file(result: FileResult) -> None:
                 _report_file(result)
                 if result.status == "written" and input.is_file() and result.dst != output:  # noisy.jpg asked, noisy.png made
-                    console.print(f"written: {result.dst} (noisy copies are lossless: PNG, or TIFF for TIFF)", highlight=False)
+                    console.print(f"written: {result.dst} (noisy copies are lossless: PNG, or TIFF for TIFF)", highlight=False, markup=False)
                 bar.advance(task)
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
@@ -306,12 +307,12 @@ def train_cmd(
     if not _is_main_process():
         return
     for line in result.skipped:
-        console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if result.interrupted:
-        console.print(f"interrupted at step {result.step}/{result.total}; checkpoint saved, continue with --resume --out {out}")
+        console.print(f"interrupted at step {result.step}/{result.total}; checkpoint saved, continue with --resume --out {out}", markup=False)
         raise typer.Exit(130)
     best = f", best validation PSNR {result.best_psnr:.2f} dB (best.pt)" if result.best_psnr is not None else ""
-    console.print(f"done: {result.step} steps{best}; model for `denoise run --weights`: {out / 'model.pt'}")
+    console.print(f"done: {result.step} steps{best}; model for `denoise run --weights`: {out / 'model.pt'}", markup=False)
 
 
 class Format(str, Enum):
@@ -367,7 +368,7 @@ def run_cmd(
                     n += 1
                     if verbose:
                         console.print(f"denoised: {result.dst}" + (f" ({result.detail})" if result.detail else ""),
-                                      highlight=False, soft_wrap=True)
+                                      highlight=False, soft_wrap=True, markup=False)
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.update(task, completed=done, mps=mp / elapsed, ips=n / elapsed)
 
@@ -449,7 +450,7 @@ def eval_cmd(
         cells = {(s.image, s.level, s.method): f"{s.psnr:.2f} / {s.ssim:.4f}" for s in report.scores}
         for lv in report.levels():
             for name in dict.fromkeys(s.image for s in report.scores):
-                table.add_row(name, lv, *(cells.get((name, lv, m), "") for m in report.methods()))
+                table.add_row(escape(name), lv, *(cells.get((name, lv, m), "") for m in report.methods()))
         out.print(table)
     table = Table(title=f"mean over {len({s.image for s in report.scores})} images, protocol {report.protocol}, seed {seed}")
     for name in ("level", "method", "PSNR", "SSIM", "texture"):
@@ -474,7 +475,7 @@ def eval_cmd(
     level_note += "; deep levels in int8 (--no-int8 for float32)" if report.int8 else ""
     deep = sum(s.bits > 8 for s in report.scores if s.method == "denoise")
     level_note += f"; {deep} of {denoised} images 16-bit or float: {HIGH_DEPTH}" if deep else ""
-    out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {report.weights}{level_note}", highlight=False)
+    out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {escape(report.weights)}{level_note}", highlight=False)
     if report.failed:
         for line in report.failed:
             console.print(f"failed: {line}", highlight=False, markup=False)
