@@ -673,3 +673,14 @@ def test_transparency_is_laid_on_white_where_the_format_has_no_alpha(tmp_path, m
     write_image(read_image(tmp_path / "logo.png"), tmp_path / f"out.{fmt}", fmt=fmt)
     out = np.asarray(Image.open(tmp_path / f"out.{fmt}").convert("L"), np.float64)
     assert out[:, :10].mean() > 250 and abs(out[:, 14:].mean() - 90) < 3
+
+
+def test_a_file_that_begins_as_an_image_but_fails_is_called_damaged(tmp_path):
+    """Pillow does not identify some damaged files at all (a truncated AVIF, a PNG cut in its
+    header): where the file begins as an image this tool reads, it is damaged, not some other kind."""
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIH")
+    with pytest.raises(DenoiseError, match=r"cut.png: cannot decode image, the file is damaged or truncated"):
+        read_image(tmp_path / "cut.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DenoiseError, match=r"notes.png: not an image file"):
+        read_image(tmp_path / "notes.png")

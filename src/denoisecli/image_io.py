@@ -209,7 +209,7 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     except Exception as exc:  # decoders of untrusted files raise many types; each becomes one line
         from PIL import UnidentifiedImageError
 
-        if isinstance(exc, UnidentifiedImageError):
+        if isinstance(exc, UnidentifiedImageError) and not _signed(path):
             raise DenoiseError(f"{path}: not an image file (or a format this tool cannot read)") from exc
         raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({first_line(exc)})") from exc
 
@@ -224,6 +224,15 @@ def _heif(path: Path) -> None:
                            "(pip install 'denoisecli[heif]')") from exc
     if "HEIF" not in Image.OPEN:
         pillow_heif.register_heif_opener()
+
+
+def _signed(path: Path) -> bool:
+    """Whether a file begins as an image format this tool reads: one that then fails to open is
+    damaged (a truncated AVIF is not identified at all), not some other kind of file."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return (head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"BM")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS | {b"avif", b"avis"}))
 
 
 def _avif(path: Path) -> None:
