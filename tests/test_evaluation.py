@@ -57,6 +57,29 @@ def test_bm3d_gets_the_unclipped_noisy_image_and_the_true_sigma(monkeypatch):
     assert seen["lo"] < -0.29 and seen["hi"] > 1.29 and seen["sigma"] == 50 / 255
 
 
+def test_a_ten_bit_heif_is_scored_on_its_own_levels(tmp_path, tiny_model_file):
+    """A camera's 10-bit HIF as a clean image: its noisy input and outputs are rounded to its own
+    1023 levels, as the file holds them, not to 16 bits (nor to 8)."""
+    pytest.importorskip("pillow_heif")
+    import numpy as np
+    import pillow_heif
+
+    from conftest import smooth_image
+
+    levels = np.round(smooth_image(40, 44).astype(np.float64) / 255 * 1023).astype(np.uint16)
+    (tmp_path / "clean").mkdir()
+    pillow_heif.from_bytes(mode="RGB;10", size=(44, 40), data=levels.tobytes()).save(tmp_path / "clean" / "C1.HIF", quality=-1)
+    report, _ = evaluate(tmp_path / "clean", [15], weights=tiny_model_file, device="cpu", baselines=("noisy",),
+                         protocol="clipped")
+    assert {s.bits for s in report.scores} == {10}
+    from denoisecli.evaluation import _noisy_input
+    from denoisecli.image_io import read_image
+
+    clean = read_image(tmp_path / "clean" / "C1.HIF").pixels
+    noisy = _noisy_input(tmp_path / "clean" / "C1.HIF", clean, "sigma 15", {"std": 15 / 255}, "clipped", "gaussian", 0, 10)
+    assert torch.allclose(noisy * 1023, (noisy * 1023).round(), atol=1e-3)
+
+
 def test_real_pairs_and_classical_baseline(clean_dir, tmp_path, tiny_model_file):
     from denoisecli.addnoise import add_noise
 
@@ -83,7 +106,7 @@ def test_sixteen_bit_pairs_are_scored_at_their_own_depth_and_span(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--baseline", "noisy",
                                  "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
-    assert "1 of 1 images 16-bit or float" in " ".join(result.output.split())
+    assert "1 of 1 images deeper than 8 bits or float" in " ".join(result.output.split())
     scores = {s["method"]: s for s in json.loads((tmp_path / "r.json").read_text())["images"]}
     c = clean.round()
     expected = 10 * np.log10((c.max() - c.min()) ** 2 / ((noisy - c) ** 2).mean())

@@ -474,7 +474,7 @@ def eval_cmd(
         level_note += f"; {stabilised} of {denoised} images' noise stabilised, as it grows with brightness (--no-stabilise: none)"
     level_note += "; deep levels in int8 (--no-int8 for float32)" if report.int8 else ""
     deep = sum(s.bits > 8 for s in report.scores if s.method == "denoise")
-    level_note += f"; {deep} of {denoised} images 16-bit or float: {HIGH_DEPTH}" if deep else ""
+    level_note += f"; {deep} of {denoised} images deeper than 8 bits or float: {HIGH_DEPTH}" if deep else ""
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {escape(report.weights)}{level_note}", highlight=False)
     if report.failed:
         for line in report.failed:

@@ -23,7 +23,7 @@ PROTOCOLS = {
     "clipped": "noise from the training layer (clamped to [0, 1]), noisy image rounded to 8 bits like a saved file; output rounded to 8 bits",
     "pairs": "real noisy/clean pairs matched by file name; output rounded to 8 bits",
 }
-HIGH_DEPTH = ("16-bit images are rounded to 16 bits instead of 8, float ones not at all, and both are scored on the "
+HIGH_DEPTH = ("10-, 12- and 16-bit images are rounded to their own depth instead of 8 bits, float ones not at all, and all are scored on the "
               "clean image's own span (PSNR peak and SSIM range), as a microscope's 12-bit counts fill a sixteenth of "
               "the file's range")
 BASELINES = ("noisy", "nlm", "wavelet", "bm3d")
@@ -226,12 +226,13 @@ def evaluate(
         if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
             raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
         stack = image.pixels.ndim == 4
+        bits = image.info.get("heif_depth", image.bits)  # a 10- or 12-bit HEIF is held as 16
         for k, plane in enumerate(cleans):
-            clean = _rounded(plane, image.bits)
-            noisy = (_rounded(noisies[k], image.bits) if noisies is not None else
-                     _noisy_input(p, clean, label, level, protocol, noise, seed, image.bits, plane=k if stack else None))
+            clean = _rounded(plane, bits)
+            noisy = (_rounded(noisies[k], bits) if noisies is not None else
+                     _noisy_input(p, clean, label, level, protocol, noise, seed, bits, plane=k if stack else None))
             name = p.relative_to(clean_dir).as_posix() + (f"[{k}]" if stack else "")
-            outputs = score(name, p, clean, noisy, label, level, image.bits)
+            outputs = score(name, p, clean, noisy, label, level, bits)
             if k == 0 and i < keep_samples and label == points[0][0]:
                 samples.append(Sample(p.name, label, clean, {m: quantize8(v) for m, v in outputs.items()}))
 
@@ -291,11 +292,14 @@ def _points(noise: str, sigmas: list[float] | None, levels: list[float] | None,
 
 def _rounded(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``x`` clipped to [0, 1] and rounded as a file of ``bits`` holds it: the standard protocol's
-    8 bits for the benchmark sets, 16 for a 16-bit clean image, whose levels 8 bits would lose,
+    8 bits for the benchmark sets, 10, 12 or 16 for a deeper clean image, whose levels 8 bits would lose,
     and not at all for float data."""
     if bits == 8:
         return quantize8(x)
-    return (x.clamp(0, 1) * 65535).round() / 65535 if bits == 16 else x.clamp(0, 1)
+    if bits == 32:
+        return x.clamp(0, 1)
+    top = 2**bits - 1
+    return (x.clamp(0, 1) * top).round() / top
 
 
 def _pair(path: Path, clean_dir: Path, noisy_files: dict[str, Path]) -> LoadedImage:
