@@ -559,16 +559,17 @@ def to_pil(img: LoadedImage) -> Image.Image:
 
 def format_of(path: Path) -> str | None:
     """The format a file name asks for (``clean.jpg`` -> JPEG), or None for a name that is no image."""
-    suffix = Path(path).suffix.lower()
-    aliases = {".jpeg": "JPEG", ".tiff": "TIFF", **{s: "HEIF" for s in HEIF_SUFFIXES}}
-    return aliases.get(suffix) or next((f for f, s in FORMAT_SUFFIX.items() if s == suffix), None)
+    try:
+        return normalize_format(Path(path).suffix[1:]) if Path(path).suffix else None
+    except DenoiseError:
+        return None
 
 
 def normalize_format(fmt: str | None) -> str | None:
     """'jpg' -> 'JPEG', 'tif' -> 'TIFF'; an unknown format is a clear error."""
     if fmt is None:
         return None
-    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}.get(fmt.upper(), fmt.upper())
+    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF", "HIF": "HEIF"}.get(fmt.upper(), fmt.upper())
     if name not in FORMAT_SUFFIX:
         raise DenoiseError(f"format {fmt}: unknown (choose png, jpeg, tiff, webp, bmp, heic or avif)")
     return name
