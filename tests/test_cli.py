@@ -224,6 +224,24 @@ def test_add_noise_keeps_a_tiff_as_tiff_float_data_included(tmp_path):
     assert 0 < np.abs(floats - plane * 0.05).mean() and not np.array_equal(words, (plane * 4095).astype(np.uint16))
 
 
+def test_a_dataset_of_pgm_files_stays_pgm_at_its_depth_through_add_noise_and_run(tmp_path):
+    """An ML dataset of PGM files, or a raw converter's 12-bit output: add-noise keeps the format
+    (it is lossless) and run denoises it into the same format and depth."""
+    src = tmp_path / "in"
+    src.mkdir()
+    levels = np.round(smooth_image(33, 29, channels=1).astype(np.float64) / 255 * 4095).astype(">u2")
+    (src / "a.pgm").write_bytes(b"P5\n29 33\n4095\n" + levels.tobytes())
+    result = runner.invoke(app, ["add-noise", str(src), str(tmp_path / "noisy"), "--sigma", "10", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    noisy = (tmp_path / "noisy" / "a.pgm").read_bytes()
+    assert noisy.startswith(b"P5\n29 33\n4095\n") and noisy[-levels.nbytes:] != levels.tobytes()
+    result = runner.invoke(app, ["run", str(tmp_path / "noisy"), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = np.frombuffer((tmp_path / "out" / "a.pgm").read_bytes()[-levels.nbytes:], ">u2").astype(np.float64)
+    clean, noisy_levels = levels.reshape(-1).astype(np.float64), np.frombuffer(noisy[-levels.nbytes:], ">u2")
+    assert np.abs(out - clean).mean() < 0.6 * np.abs(noisy_levels - clean).mean()
+
+
 def test_add_noise_keeps_a_stack_as_the_stack_each_plane_its_own_noise(tmp_path):
     """A z-stack's noisy copy is the same ImageJ stack, every plane noisy with noise of its own (not
     one noise image repeated); the same file gets the same noise again; and stacks train, plane by

@@ -320,7 +320,7 @@ def test_deep_heif_is_read_and_written_at_its_depth(tmp_path, depth, channels):
     _deep_heif(tmp_path / "IMG_1.HIF", levels, depth, quality=-1, chroma=422, exif=exif.tobytes(), nclx_profile=HDR_NCLX)
     assert [p.name for p in list_images(tmp_path)] == ["IMG_1.HIF"]
     img = read_image(tmp_path / "IMG_1.HIF")
-    assert img.bits == 16 and img.info["heif_depth"] == depth and img.channels == channels
+    assert img.bits == 16 and img.info["depth"] == depth and img.channels == channels
     assert channels == 1 or img.info["chroma"] == 422
     read = np.moveaxis(img.pixels.numpy(), 0, -1).reshape(levels.shape) * top
     assert np.allclose(read, np.round(read), atol=1e-3)  # whole levels of the file
@@ -347,7 +347,7 @@ def test_deep_images_become_10_bit_heif_with_alpha(tmp_path):
     _heif(tmp_path / "x.heic")
     assert Image.open(tmp_path / "x.heic").info["bit_depth"] == 10
     back = read_image(tmp_path / "x.heic")
-    assert back.info["heif_depth"] == 10 and back.alpha is not None and back.alpha.dtype == np.uint16
+    assert back.info["depth"] == 10 and back.alpha is not None and back.alpha.dtype == np.uint16
     assert np.abs(back.alpha.astype(np.int64) - alpha).max() <= 3 * 64  # a few 10-bit levels
     assert 10 * np.log10(1 / float(((back.pixels - img.pixels) ** 2).mean())) > 40
 
@@ -684,3 +684,56 @@ def test_a_file_that_begins_as_an_image_but_fails_is_called_damaged(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(DenoiseError, match=r"notes.png: not an image file"):
         read_image(tmp_path / "notes.png")
+
+
+def _pnm(path, levels, top, comment=b""):
+    """A binary PGM or PPM as netpbm and raw converters write it (big-endian words above 8 bits)."""
+    magic = b"P6" if levels.ndim == 3 else b"P5"
+    h, w = levels.shape[:2]
+    data = levels.astype(">u2" if top > 255 else np.uint8).tobytes()
+    path.write_bytes(magic + b"\n" + comment + f"{w} {h}\n{top}\n".encode() + data)
+
+
+@pytest.mark.parametrize("top,channels", [(65535, 3), (4095, 1), (65535, 1), (255, 3), (255, 1)])
+def test_pgm_and_ppm_are_read_and_written_at_their_depth(tmp_path, top, channels):
+    """A raw converter's 16-bit PPM (`dcraw -4`) was read as 8 bits by Pillow, and a 12-bit PGM's
+    levels were stretched onto 16 bits: both are read on their own levels and written back at
+    the same depth, pixel for pixel; 8-bit files as Pillow reads them."""
+    levels = np.round(smooth_image(37, 31, channels=channels).astype(np.float64) / 255 * top).astype(np.uint16)
+    h, w = levels.shape[:2]
+    levels[0, :3] = [top - 1, 1, top]  # levels 8 bits would lose
+    name = "img.ppm" if channels == 3 else "img.pgm"
+    _pnm(tmp_path / name, levels, top, comment=b"# written by a converter\n")
+    assert [p.name for p in list_images(tmp_path)] == [name]
+    img = read_image(tmp_path / name)
+    assert img.format == "PPM" and img.channels == channels and img.bits == (8 if top == 255 else 16)
+    assert img.info.get("depth") == (12 if top == 4095 else None)
+    read = np.moveaxis(img.pixels.numpy(), 0, -1).reshape(levels.shape) * top
+    assert np.abs(read - levels).max() < 1e-2
+    write_image(img, tmp_path / "out" / name)
+    out = (tmp_path / "out" / name).read_bytes()
+    assert out.startswith((b"P6" if channels == 3 else b"P5") + f"\n{w} {h}\n{top}\n".encode())
+    assert np.array_equal(np.frombuffer(out[-levels.size * (2 if top > 255 else 1):], ">u2" if top > 255 else np.uint8),
+                          levels.reshape(-1))
+
+
+def test_pnm_has_no_alpha_or_float_and_its_faults_are_one_line(tmp_path):
+    """Netpbm holds pixels alone: alpha is laid on white, float data is refused in one line, and
+    a deep file cut short is called damaged with the count of bytes it lacks."""
+    arr = np.zeros((20, 24, 4), np.uint16)
+    arr[:, 12:, :3], arr[:, 12:, 3] = 30000, 65535  # right half opaque grey, left half transparent black
+    img = LoadedImage(torch.from_numpy(np.moveaxis(arr[:, :, :3] / 65535, -1, 0)).float(), "PNG", 16, arr[:, :, 3].copy(), {})
+    write_image(img, tmp_path / "flat.ppm", fmt="ppm")
+    back = read_image(tmp_path / "flat.ppm")
+    assert back.alpha is None and float(back.pixels[:, :, :10].min()) == 1.0
+    assert abs(float(back.pixels[:, :, 14:].mean()) - 30000 / 65535) < 1e-4
+    floats = LoadedImage(torch.rand(1, 8, 9), "TIFF", 32, None, {"float_range": (-1.0, 3.0)})
+    with pytest.raises(DenoiseError, match=r"f.pgm: 32-bit float images cannot be written as PGM/PPM; use --format tiff"):
+        write_image(floats, tmp_path / "f.pgm", fmt="pgm")
+    _pnm(tmp_path / "cut.ppm", np.zeros((31, 37, 3), np.uint16), 65535)
+    (tmp_path / "cut.ppm").write_bytes((tmp_path / "cut.ppm").read_bytes()[:-100])
+    with pytest.raises(DenoiseError, match=r"cut.ppm: cannot decode image, the file is damaged or truncated \(6782 of 6882"):
+        read_image(tmp_path / "cut.ppm")
+    (tmp_path / "cut.pgm").write_bytes(b"P5\n37 31\n255\n" + bytes(100))
+    with pytest.raises(DenoiseError, match=r"cut.pgm: cannot decode image, the file is damaged or truncated"):
+        read_image(tmp_path / "cut.pgm")

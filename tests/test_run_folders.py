@@ -51,7 +51,7 @@ def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_
     (raw / "IMG_3.cr2").write_bytes(b"raw")
     result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert "no images found (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif) and .avif); it holds 1 .cr2" in " ".join(result.output.split())
+    assert "no images found (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm); it holds 1 .cr2" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),

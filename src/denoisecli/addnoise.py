@@ -10,7 +10,7 @@ import torch
 from denoisecli.atomic import remove_stale_partials
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
-from denoisecli.image_io import read_image, unread_files, write_image
+from denoisecli.image_io import PNM_SUFFIXES, format_of, read_image, unread_files, write_image
 from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, is_normal, seeded_generator
 
 def add_noise(
@@ -26,7 +26,8 @@ def add_noise(
 ) -> BatchReport:
     """Write a lossless noisy copy of each image, mirroring the input tree: PNG, or TIFF for a
     TIFF (the one that holds float data, and keeps its compression and resolution; a TIFF stack
-    stays the same stack, each plane a sample of its own, drawing its own level from a range).
+    stays the same stack, each plane a sample of its own, drawing its own level from a range), and
+    PGM/PPM for those (lossless too, and a dataset of them stays one).
 
     Each file's noise (and its level, when a range is given) comes from a generator keyed
     by (seed, path relative to the input), so a file gets the same noise whatever order
@@ -36,7 +37,7 @@ def add_noise(
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
     init = {"mean": mean, "scale": scale} if is_normal(noise) else {}
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
-    pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _is_tiff(p) else ".png")
+    pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _kept(p) else ".png")
     remove_stale_partials([out for _, out in pairs])
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     results = []
@@ -52,7 +53,7 @@ def add_noise(
                     noisy = sampler(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
                                     seeded_generator(seed, key))
                 img.pixels = noisy if stack else noisy[0]
-                img.format = "TIFF" if _is_tiff(path) else "PNG"
+                img.format = format_of(path) if _kept(path) else "PNG"
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels)
             except DenoiseError as exc:
@@ -63,5 +64,6 @@ def add_noise(
     return BatchReport(results, unread_files(Path(src), exclude=Path(dst)))
 
 
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in (".tif", ".tiff")
+def _kept(path: Path) -> bool:
+    """Lossless formats whose copies keep them."""
+    return path.suffix.lower() in {".tif", ".tiff", *PNM_SUFFIXES}

@@ -226,7 +226,7 @@ def evaluate(
         if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
             raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
         stack = image.pixels.ndim == 4
-        bits = image.info.get("heif_depth", image.bits)  # a 10- or 12-bit HEIF is held as 16
+        bits = image.info.get("depth", image.bits)  # a 10- or 12-bit HEIF or PGM is held as 16
         for k, plane in enumerate(cleans):
             clean = _rounded(plane, bits)
             noisy = (_rounded(noisies[k], bits) if noisies is not None else

@@ -5,7 +5,8 @@ libraries by the same author cover what it cannot: tifffile for every TIFF (8/16
 32-bit float, grey, colour, alpha; its compressions through imagecodecs; multi-page stacks,
 ImageJ hyperstacks among them) and imagecodecs' libpng for 16-bit colour PNG; HEIC/HEIF (an
 iPhone's photos; a camera's 10-bit HIF, kept at its depth) goes through the optional pillow-heif
-plugin. Metadata (EXIF, ICC profile, XMP, DPI; a stack's axes and ImageJ calibration) goes back
+plugin. A PGM or PPM deeper than 8 bits (a raw converter's 16-bit PPM, `dcraw -4`) is read and
+written here, at its own depth: Pillow reads a 16-bit PPM as 8 bits. Metadata (EXIF, ICC profile, XMP, DPI; a stack's axes and ImageJ calibration) goes back
 into every output that can carry it.
 """
 
@@ -32,10 +33,12 @@ from denoisecli.errors import DenoiseError, first_line
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}  # the ftyp box's major brand
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES}
-FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic", "AVIF": ".avif"}
+PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}  # netpbm's grey and colour images: ML datasets, raw converters' output
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES, *PNM_SUFFIXES}
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic", "AVIF": ".avif",
+                 "PPM": ".ppm"}
 # what a user is told the tool reads, wherever a file or folder holds nothing it does
-READABLE = ".png, .jpg, .tif, .webp, .bmp, .heic (.hif) and .avif"
+READABLE = ".png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm"
 DEFAULT_MAX_PIXELS = 120_000_000
 # Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
 # run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
@@ -58,6 +61,8 @@ IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
 # PNG's iTXt keyword for XMP (the XMP specification, part 3)
 XMP_KEY = "XML:com.adobe.xmp"
+_PNM_GAP = rb"(?:\s|#[^\r\n]*[\r\n])+"  # netpbm's header fields are parted by whitespace and comments
+PNM_HEADER = re.compile(rb"P([56])" + _PNM_GAP + rb"(\d+)" + _PNM_GAP + rb"(\d+)" + _PNM_GAP + rb"(\d+)\s")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -65,7 +70,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class LoadedImage:
     """Pixels as a float CxHxW tensor in [0, 1], plus what is needed to write the same kind of file.
 
-    ``bits`` is 8, 16 (a 10- or 12-bit HEIF too, ``info["heif_depth"]``) or 32 (float); ``alpha``
+    ``bits`` is 8, 16 (a 10- or 12-bit HEIF or a 9- to 15-bit PGM/PPM too: ``info["depth"]``, its
+    own depth, which it is written back at) or 32 (float); ``alpha``
     is the untouched alpha plane in the file's own dtype; ``info`` holds metadata (icc_profile,
     exif, xmp, dpi; a HEIF's nclx_profile, a TIFF's OME-XML as ``ome``) and format details, and
     ``notes``: what reading it left out or worked around, for ``run -v``. A TIFF stack (read with
@@ -180,6 +186,9 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
             head = f.read(12)
         if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _read_tiff(path, max_pixels, stacks)
+        deep = _read_pnm_deep(path, max_pixels) if head[:2] in (b"P5", b"P6") else None
+        if deep is not None:
+            return deep
         brand = head[8:12] if head[4:8] == b"ftyp" else b""
         if path.suffix.lower() in HEIF_SUFFIXES or brand in HEIF_BRANDS:
             _heif(path)
@@ -232,6 +241,7 @@ def _signed(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(12)
     return (head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"BM")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[:2] in (b"P2", b"P3", b"P5", b"P6") and head[2:3].isspace())
             or (head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS | {b"avif", b"avis"}))
 
 
@@ -256,7 +266,7 @@ def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
     alpha = None
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
-    info = {**_meta(pil_info), **_heif_info(pil_info), "heif_depth": depth, "notes": _heif_left_out(pil_info, len(heif))}
+    info = {**_meta(pil_info), **_heif_info(pil_info), "depth": depth, "notes": _heif_left_out(pil_info, len(heif))}
     return LoadedImage(_to_tensor(arr, top), "HEIF", 16, alpha, info)
 
 
@@ -278,11 +288,11 @@ def _heif_left_out(pil_info: dict[str, Any], images: int) -> list[str]:
 
 
 def _heif_deep(img: LoadedImage) -> Any:
-    """A deep image as a 10-bit HEIF (12-bit where the input was): an 8-bit HEIF would throw away
-    the depth a camera's HIF or a 16-bit PNG carried."""
+    """A deep image as a 10-bit HEIF (12-bit where the input had 12 bits or more, HEIF's most): an
+    8-bit HEIF would throw away the depth a camera's HIF or a 16-bit PNG carried."""
     import pillow_heif
 
-    depth = img.info.get("heif_depth", 10)
+    depth = 12 if img.info.get("depth", 10) >= 12 else 10
     top = float(2**depth - 1)
     arr = np.round(np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1) * top).astype(np.uint16)
     mode = "RGB" if img.channels == 3 else "L"
@@ -291,6 +301,28 @@ def _heif_deep(img: LoadedImage) -> Any:
         arr, mode = np.concatenate([arr, alpha[:, :, None]], axis=2), mode + "A"
     arr = np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     return pillow_heif.from_bytes(mode=f"{mode};{depth}", size=(arr.shape[1], arr.shape[0]), data=arr.tobytes())
+
+
+def _read_pnm_deep(path: Path, max_pixels: int | None) -> LoadedImage | None:
+    """A binary PGM or PPM of 9 to 16 bits on its own levels (``depth`` below 16 is kept), or None
+    for one of 8 bits, which Pillow reads whole. Pillow reads a 16-bit PPM (what `dcraw -4` and
+    other raw converters hand on) as 8 bits, and stretches a 12-bit PGM's levels onto 16 bits."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    m = PNM_HEADER.match(head)
+    if m is None or not 255 < int(m[4]) <= 65535:
+        return None  # 8 bits, or a header Pillow then names the fault of
+    channels, w, h, top = (1 if m[1] == b"5" else 3), int(m[2]), int(m[3]), int(m[4])
+    _check_size(path, w, h, max_pixels)
+    size = w * h * channels * 2
+    with open(path, "rb") as f:
+        f.seek(m.end())
+        data = f.read(size)
+    if len(data) < size:
+        raise DenoiseError(f"{path}: cannot decode image, the file is damaged or truncated ({len(data)} of {size} pixel bytes)")
+    arr = np.minimum(np.frombuffer(data, ">u2").reshape(h, w, channels), top)
+    info = {"depth": top.bit_length()} if top.bit_length() < 16 else {}
+    return LoadedImage(_to_tensor(arr[:, :, 0] if channels == 1 else arr, float(top)), "PPM", 16, None, info)
 
 
 def _check_size(path: Path, w: int, h: int, max_pixels: int | None, planes: int = 1) -> None:
@@ -569,7 +601,7 @@ def normalize_format(fmt: str | None) -> str | None:
     """'jpg' -> 'JPEG', 'tif' -> 'TIFF'; an unknown format is a clear error."""
     if fmt is None:
         return None
-    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF", "HIF": "HEIF"}.get(fmt.upper(), fmt.upper())
+    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF", "HIF": "HEIF", "PGM": "PPM", "PNM": "PPM"}.get(fmt.upper(), fmt.upper())
     if name not in FORMAT_SUFFIX:
         raise DenoiseError(f"format {fmt}: unknown (choose png, jpeg, tiff, webp, bmp, heic or avif)")
     return name
@@ -603,6 +635,12 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         data = _png16_bytes(img)
         atomic_write(Path(path), lambda f: f.write(data))
         return
+    if fmt == "PPM" and img.bits > 8:
+        if img.bits == 32:
+            raise DenoiseError(f"{path}: 32-bit float images cannot be written as PGM/PPM; use --format tiff")
+        data = _pnm_bytes(img)
+        atomic_write(Path(path), lambda f: f.write(data))
+        return
     if fmt == "HEIF" and img.bits > 8:
         options = _heif_options(img, path, jpeg_quality)
         deep = _heif_deep(img)
@@ -627,6 +665,10 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
     elif fmt == "BMP":
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
+            im = _on_white(im)
+    elif fmt == "PPM":  # netpbm holds pixels alone
+        kwargs = {}
+        if im.mode in ("RGBA", "LA"):
             im = _on_white(im)
     elif fmt == "PNG":
         if im.mode == "F":
@@ -701,6 +743,19 @@ def _tiff_bytes(img: LoadedImage) -> bytes:
         metadata=metadata, **extra,
     )
     return buf.getvalue()
+
+
+def _pnm_bytes(img: LoadedImage) -> bytes:
+    """A binary PGM or PPM at the image's own depth (``depth``, else 16 bits): Pillow writes 16-bit
+    grey alone. Netpbm has no alpha, so alpha is laid on white, as for JPEG."""
+    x = img.pixels.detach().float().clamp(0, 1).cpu()
+    if img.alpha is not None:
+        a = torch.from_numpy(_alpha_as(img.alpha, np.dtype(np.float32)))
+        x = x * a + (1 - a)
+    top = 2 ** img.info.get("depth", 16) - 1
+    arr = np.round(np.moveaxis(x.numpy(), 0, -1) * top).astype(">u2")
+    h, w = arr.shape[:2]
+    return (b"P6" if img.channels == 3 else b"P5") + f"\n{w} {h}\n{top}\n".encode() + arr.tobytes()
 
 
 def _png16_bytes(img: LoadedImage) -> bytes:

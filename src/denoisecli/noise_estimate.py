@@ -564,8 +564,9 @@ def equal_count_excess(counts: torch.Tensor) -> float:
 
 def _file_level(values: torch.Tensor) -> float:
     """The spacing of the file's levels that ``values`` (in [0, 1]) lie on: 1/255 for 8-bit data,
-    1/1023 or 1/4095 for a 10- or 12-bit HEIF, 1/65535 for 16-bit, else 0 (float data)."""
-    for top in (255, 1023, 4095, 65535):
+    1/1023, 1/4095 or 1/16383 for a 10-, 12- or 14-bit HEIF or PGM/PPM, 1/65535 for 16-bit, else 0
+    (float data)."""
+    for top in (255, 1023, 4095, 16383, 65535):
         if float((values * top - torch.round(values * top)).abs().max()) < 0.05:
             return 1 / top
     return 0.0
