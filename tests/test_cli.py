@@ -122,14 +122,19 @@ def test_run_errors_are_one_clear_line(clean_dir, tmp_path, args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+    assert result.output.strip().startswith("error:"), "a bar that never moved is not left above the error"
 
 
-def test_run_cuda_without_cuda(clean_dir, tiny_model_file, monkeypatch):
+def test_cuda_without_cuda_is_the_one_line_of_every_command(clean_dir, tiny_model_file, tmp_path, monkeypatch):
+    """Before, an empty progress bar stood above the error: train's with "loss nan"."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = runner.invoke(app, ["run", str(clean_dir), "--weights", str(tiny_model_file), "--device", "cuda"])
-    assert result.exit_code == 1 and "CUDA is not available" in result.output
+    for args in (["run", str(clean_dir), "--weights", str(tiny_model_file)], ["train", str(clean_dir), "--out", str(tmp_path / "r")],
+                 ["eval", str(clean_dir)], ["bench"]):
+        result = runner.invoke(app, [*args, "--device", "cuda"])
+        assert result.exit_code == 1 and result.output.strip().splitlines() == [
+            "error: --device cuda: CUDA is not available on this machine (use --device cpu or auto)"], result.output
 
 
 def test_train_cli_l1_and_resume_refusal(clean_dir, tmp_path):

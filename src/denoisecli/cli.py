@@ -72,8 +72,11 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _progress(*extra: TextColumn) -> Progress:
-    return Progress(
+@contextmanager
+def _progress(*extra: TextColumn) -> Iterator[Progress]:
+    """The progress bar of a long job. One that fails before any work (no images, no CUDA, bad
+    weights) leaves its error as the last word, not an empty bar with a loss of nan above it."""
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -84,6 +87,13 @@ def _progress(*extra: TextColumn) -> Progress:
         transient=False,
         disable=not _is_main_process(),
     )
+    with bar:
+        try:
+            yield bar
+        except DenoiseError:
+            if not any(task.completed for task in bar.tasks):
+                bar.live.transient = True
+            raise
 
 
 def _report_file(result: FileResult) -> None:
