@@ -17,7 +17,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from denoisecli.benchmark import FLOAT32, REFERENCES, bench, machine_name
+from denoisecli.benchmark import FLOAT32, REFERENCES, bench
+from denoisecli.device import machine_name
 from denoisecli.device import resolve_device
 from denoisecli.evaluation import evaluate
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoisecli.benchmark import machine_name
+from denoisecli.device import machine_name
 from denoisecli.device import place_model
 from denoisecli.weights import load_model, shipped_weights
 

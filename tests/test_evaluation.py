@@ -139,6 +139,14 @@ def test_eval_cli_table_json_and_sheet(clean_dir, tmp_path, tiny_model_file):
     assert data["protocol"] == "standard" and len(data["images"]) == 5 * 2 * 2
     assert {m["method"] for m in data["means"]} == {"noisy", "denoise"}
     assert Image.open(tmp_path / "s.png").size[0] > 300
+    from datetime import date
+
+    import torch
+
+    # a saved report says where, when and with what it was measured, as the terminal does
+    assert data["device"] == "cpu" and data["date"] == date.today().isoformat() and "threads" in data["machine"]
+    assert data["versions"]["torch"] == torch.__version__
+    assert f"measured on cpu ({data['machine']}), {data['date']}" in " ".join(result.output.split())
 
 
 def test_eval_goes_on_past_a_bad_file_and_exits_non_zero(clean_dir, tmp_path, tiny_model_file):
@@ -155,6 +163,9 @@ def test_eval_goes_on_past_a_bad_file_and_exits_non_zero(clean_dir, tmp_path, ti
     assert "mean over 5 images" in text and "2 image(s) could not be scored and are not in the means" in text
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(data["images"]) == 5 * 2 and len(data["failed"]) == 2
+    heard = []
+    evaluate(clean_dir, [15, 50], weights=tiny_model_file, device="cpu", on_progress=lambda *dt: heard.append(dt))
+    assert heard[0] == (0, 14) and heard[-1] == (14, 14), "the bar's total is known, and a failed file counts as done"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import copy
 import ctypes
 import ctypes.util
 import functools
-import platform
 import resource
 import statistics
 import time
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoisecli.device import place_model, resolve_device
+from denoisecli.device import machine_name, place_model, resolve_device
 from denoisecli.int8 import quantize
 from denoisecli.models import build_model
 from denoisecli.noise import noisy_photo
@@ -81,20 +80,6 @@ class BenchReport:
         d["ratios"] = {ref: {str(s): self.ratio(ref, s) for s in sizes} for ref in REFERENCES}
         d["train_ratios"] = {ref: self.train_ratio(ref) for ref in REFERENCES}
         return d
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 class _AsRun(nn.Module):

@@ -439,7 +439,7 @@ def eval_cmd(
             report, samples = evaluate(
                 clean_dir, sigmas, weights=weights, device=device.value, seed=seed, protocol=protocol.value if protocol else None,
                 noise=noise.value, levels=levels, correlations=correlations, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
-                on_image=lambda score: bar.advance(task) if score.method == "denoise" else None, oracle=oracle_sigma,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total), oracle=oracle_sigma,
                 ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel, stabilise=stabilise,
             )
         if sheet:
@@ -486,6 +486,7 @@ def eval_cmd(
     deep = sum(s.bits > 8 for s in report.scores if s.method == "denoise")
     level_note += f"; {deep} of {denoised} images deeper than 8 bits or float: {HIGH_DEPTH}" if deep else ""
     out.print(f"protocol {report.protocol}: {PROTOCOLS[report.protocol]}; weights: {escape(report.weights)}{level_note}", highlight=False)
+    out.print(f"measured on {report.device} ({report.machine}), {report.date}", highlight=False, markup=False)
     if report.failed:
         for line in report.failed:
             console.print(f"failed: {line}", highlight=False, markup=False)

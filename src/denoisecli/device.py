@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import platform
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +67,18 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def machine_name(device: torch.device) -> str:
+    """The GPU, or the CPU model and its threads: what a speed or a score was measured on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from denoisecli import __version__
+from denoisecli.device import machine_name
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import LoadedImage, read_image, require_images
@@ -56,6 +59,9 @@ class EvalReport:
     per_channel: bool | None = None
     stabilise: bool | None = None
     failed: list[str] = field(default_factory=list)  # one line per image that could not be scored, left out of the means
+    device: str = ""  # where and when it was measured, so a saved report says so itself
+    machine: str = ""
+    date: str = ""
 
     def split_count(self) -> tuple[int, int]:
         """(split, all): how many of the model's denoised images went through the grey model channel by channel."""
@@ -84,7 +90,8 @@ class EvalReport:
         ]
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
                 "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "stabilise": self.stabilise, "means": means, "images": [asdict(s) for s in self.scores],
-                "failed": self.failed}
+                "failed": self.failed, "device": self.device, "machine": self.machine, "date": self.date,
+                "versions": {"denoisecli": __version__, "torch": torch.__version__}}
 
 
 @dataclass
@@ -143,7 +150,7 @@ def evaluate(
     noisy_dir: Path | None = None,
     baselines: tuple[str, ...] = (),
     keep_samples: int = 0,
-    on_image: Callable[[Score], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     oracle: bool = False,
     ensemble: bool = False,
     int8: bool = True,
@@ -166,6 +173,7 @@ def evaluate(
     noise-level model is fed, as `run --strength` does; ``per_channel`` decides, as `run --per-channel`
     does, which colour images go through the grey model channel by channel (each score says whether it did);
     ``stabilise``, as `run --stabilise` does, where the noise is stabilised around the model (each score says).
+    ``on_progress`` hears (done, total) in images at one level each, a failed one counted as done.
     """
     clean_dir = Path(clean_dir)
     paths = require_images(clean_dir)
@@ -188,7 +196,8 @@ def evaluate(
     pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
     denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel, stabilise=stabilise)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
-                        ensemble=ensemble, strength=strength, per_channel=per_channel, stabilise=stabilise)
+                        ensemble=ensemble, strength=strength, per_channel=per_channel, stabilise=stabilise,
+                        device=str(denoiser.device), machine=machine_name(denoiser.device), date=date.today().isoformat())
     samples: list[Sample] = []
 
     def score(name: str, path: Path, clean: torch.Tensor, noisy: torch.Tensor, label: str, level: dict[str, float],
@@ -210,8 +219,6 @@ def evaluate(
                            texture_ratio(out_q, clean), split=split and method == "denoise",
                            stabilised=stabilised and method == "denoise", bits=bits)
             report.scores.append(result)
-            if on_image:
-                on_image(result)
         return outputs
 
     def score_file(i: int, p: Path, label: str, level: dict[str, float]) -> None:
@@ -237,8 +244,12 @@ def evaluate(
                 samples.append(Sample(p.name, label, clean, {m: quantize8(v) for m, v in outputs.items()}))
 
     broken: set[Path] = set()
+    done, total = 0, len(points) * len(paths)
     for label, level in points:
         for i, p in enumerate(paths):
+            if on_progress:
+                on_progress(done, total)
+            done += 1
             if p in broken:
                 continue
             try:
@@ -249,6 +260,8 @@ def evaluate(
                 name = p.relative_to(clean_dir).as_posix()  # and its other levels' and planes' scores with it
                 report.scores = [s for s in report.scores if s.image != name and not s.image.startswith(name + "[")]
                 samples[:] = [s for s in samples if s.image != p.name]
+    if on_progress:
+        on_progress(done, total)
     if not report.scores:
         raise DenoiseError(f"{clean_dir}: no image could be scored ({len(report.failed)} failed; the first: {report.failed[0]})")
     report.int8 = bool(denoiser.int8_used)
