@@ -37,6 +37,7 @@ def test_add_noise_mirrors_tree_as_png_and_keeps_grey(clean_dir, tmp_path):
     assert result.exit_code == 0, result.output
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert names == ["a.png", "b.png", "d.png", "grey.png", "sub/c.png"]
+    assert "5/5" in result.output, "the bar knows its total once the files are found"
     assert Image.open(out / "grey.png").mode == "L" and Image.open(out / "a.png").mode == "RGB"
     diff = np.asarray(Image.open(out / "a.png"), dtype=float) - np.asarray(Image.open(clean_dir / "a.png"), dtype=float)
     assert 15 < diff.std() < 30

@@ -263,6 +263,7 @@ def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
     assert all(r["mps"] > 0 and r["peak_mib"] > 0 for r in data["inference"])
     assert set(data["ratios"]) == {"dncnn-17", "ffdnet"} and data["ratios"]["ffdnet"]["48"] > 0
     assert {r["model"] for r in data["training"]} == {"denoise", "dncnn-17", "ffdnet"}
+    assert "7/7" in result.output, "the bar knows its total: 3 models at 2 sizes, and the training rates"
 
 
 def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ def add_noise(
     seed: int = 0,
     overwrite: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> BatchReport:
     """Write a lossless noisy copy of each image, mirroring the input tree: PNG, or TIFF for a
     TIFF (the one that holds float data, and keeps its compression and resolution; a TIFF stack
@@ -31,7 +32,8 @@ def add_noise(
 
     Each file's noise (and its level, when a range is given) comes from a generator keyed
     by (seed, path relative to the input), so a file gets the same noise whatever order
-    or subset it is processed in. ``levels`` default to the layer's own defaults.
+    or subset it is processed in. ``levels`` default to the layer's own defaults. ``on_plan``
+    hears the number of files once they are found, for a progress bar.
     """
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
@@ -39,6 +41,8 @@ def add_noise(
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
     pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _kept(p) else ".png")
     remove_stale_partials([out for _, out in pairs])
+    if on_plan:
+        on_plan(len(pairs))
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     results = []
     for path, out in pairs:

@@ -227,7 +227,7 @@ def bench(
     batch: int = 16,
     weights: Path | None = None,
     channels: int = 3,
-    on_row: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     int8: bool = True,
 ) -> BenchReport:
     """Median time of ``repeats`` runs for each model and size, after ``warmup`` runs (at least one,
@@ -235,7 +235,8 @@ def bench(
     so the ratios hold on a VM whose speed drifts during the bench (one timed model after model
     found the network alone 10% slower than the network with the noise estimate, minutes apart).
     ``denoise`` runs as `run` runs it: with its deep levels in int8 on a CPU where the model file
-    allows it, and then the float32 network is timed beside it (``FLOAT32``)."""
+    allows it, and then the float32 network is timed beside it (``FLOAT32``). ``on_progress`` hears
+    (done, total) in measurements: one model at one size and dtype, and the training rates."""
     dev = resolve_device(device)
     ours, ckpt = load_model(weights if weights is not None else shipped_weights(channels))
     channels = ours.channels
@@ -263,6 +264,15 @@ def bench(
     for model in models.values():
         place_model(model, dev).eval()
     others = {name: _others_mib(models, name) if dev.type == "cuda" else 0.0 for name in models}
+    done, total = 0, len(sizes) * len(dtypes) * len(models) + (train_steps > 0)
+
+    def step(count: int = 0) -> None:
+        nonlocal done
+        done += count
+        if on_progress:
+            on_progress(done, total)
+
+    step()
     for size in sizes:
         x = noisy_photo(channels, size, SIGMA).to(dev)
         mp = size * size / 1e6
@@ -281,12 +291,10 @@ def bench(
                 med = statistics.median(ts)
                 spread = (mp / max(ts), mp / min(ts))
                 report.inference.append(SpeedRow(name, size, dname, mp / med, spread, med, peaks[name]))
-                if on_row:
-                    on_row(f"{name} {size}px {dname}")
+                step(1)
     if train_steps > 0:
         trained = {"denoise": float_model, **{name: model for name, model in models.items() if name in REFERENCES}}
         for name, rate in _train_rates(trained, channels, dev, patch, batch, train_steps).items():
             report.training.append(TrainRow(name, rate))
-        if on_row:
-            on_row("training")
+        step(1)
     return report

@@ -235,7 +235,7 @@ def add_noise_cmd(
                 bar.advance(task)
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
-                               overwrite=overwrite, on_file=on_file)
+                               overwrite=overwrite, on_file=on_file, on_plan=lambda total: bar.update(task, total=total))
     _summary(report, "written")
 
 
@@ -516,7 +516,8 @@ def bench_cmd(
         with _progress() as bar:
             task = bar.add_task("bench", total=None)
             report = bench(device.value, tuple(size_list), repeats, warmup, train_steps, weights=weights,
-                           channels=1 if grey else 3, on_row=lambda _: bar.advance(task), int8=int8)
+                           channels=1 if grey else 3, on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                           int8=int8)
         if json_out:
             from denoisecli.atomic import atomic_write
 
