@@ -57,7 +57,7 @@ def add_noise(
                     noisy = sampler(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
                                     seeded_generator(seed, key))
                 img.pixels = noisy if stack else noisy[0]
-                img.format = format_of(path) if _kept(path) else "PNG"
+                img.format = (format_of(path) if _kept(path) else None) or "PNG"
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels)
             except DenoiseError as exc:
