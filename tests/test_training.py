@@ -614,3 +614,40 @@ def test_a_sixteen_bit_clean_image_with_an_eight_bit_noisy_one_shares_its_scale(
     assert np.abs(tset.clean[0][0].numpy().astype(int) - np.round(clean * 255)).max() <= 1
     residual = tset.noisy[0].float() - tset.clean[0].float()
     assert abs(float(residual.mean())) < 0.5 and abs(float(residual.std()) - 10) < 1
+
+
+def test_large_images_are_scaled_down_to_max_megapixels_as_they_are_read(tmp_path):
+    """A folder of large photos trains in the memory it has: each image over --max-megapixels is
+    scaled down to it, antialiased, keeping its shape; smaller ones are kept as they are."""
+    from conftest import save, smooth_image
+
+    save(tmp_path / "d" / "big.png", smooth_image(120, 160, seed=1))
+    save(tmp_path / "d" / "small.png", smooth_image(40, 50, seed=2))
+    images = load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.004), hold_out=False).clean
+    shapes = sorted(tuple(im.shape) for im in images)
+    assert shapes == [(3, 40, 50), (3, 54, 73)]  # 120x160 x sqrt(4000 / 19200)
+    with pytest.raises(DenoiseError, match="--max-megapixels would change the real noise of --noisy pairs"):
+        load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.004, noisy=str(tmp_path / "d")), hold_out=False)
+
+
+def test_a_folder_that_would_not_fit_in_memory_is_refused_before_decoding_with_a_cap_that_fits(tmp_path, monkeypatch):
+    """500 photos of 24 MP are 36 GB as uint8, and the kernel ends such a run without a word:
+    the folder is refused in one line, from the files' headers alone, with a --max-megapixels
+    that fits; with that cap it trains."""
+    import denoisecli.data as data
+    from conftest import save, smooth_image
+
+    for i in range(4):
+        save(tmp_path / "d" / f"{i}.png", smooth_image(200, 300, seed=i))  # 0.06 MP, 180 kB each as uint8
+    decoded = []
+    monkeypatch.setattr(data, "_read_u8", lambda p: decoded.append(p))
+    monkeypatch.setattr(data, "free_memory", lambda: 1_000_000)  # 1 MB free: 0.6 MB may be taken
+    with pytest.raises(DenoiseError, match=r"d: its 4 images take 0.7 MB as training data, more than this machine can spare "
+                                           r"\(1.0 MB free\); read each at most 0.04 megapixels with --max-megapixels 0.04 "
+                                           r"\(0.5 MB\), or train on fewer images"):
+        load_training_set(opts(tmp_path / "d", tmp_path / "r"), hold_out=False)
+    assert not decoded
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "free_memory", lambda: 1_000_000)
+    images = load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.04), hold_out=False).clean
+    assert len(images) == 4 and all(im.shape[-2] * im.shape[-1] <= 40_000 for im in images)

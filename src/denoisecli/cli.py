@@ -256,6 +256,7 @@ def train_cmd(
     correlation: Annotated[Optional[str], typer.Option(help=CORRELATION_HELP + " Default 0-1.")] = None,
     mix: Annotated[Optional[list[str]], typer.Option(help="Give a fraction of each batch another noise at its default levels, e.g. --mix camera:0.25 (repeatable).")] = None,
     downscale: Annotated[float, typer.Option(help="Fraction of patches cut at twice the size and averaged 2x2 down: sharper targets, full-resolution colour from 4:2:0 JPEGs.", min=0, max=1)] = 0.0,
+    max_megapixels: Annotated[Optional[float], typer.Option(help="Scale each training image down to at most this many megapixels as it is read, so a folder of large photos fits in memory (a folder that would not fit is refused with a value that does).", min=0.01)] = None,
     independent_channels: Annotated[float, typer.Option(help="Fraction of colour patches whose three channels come from three different random patches, so the model keeps edges that only one channel has (fluorescence composites, false colour).", min=0, max=1)] = 0.0,
     overset: Annotated[float, typer.Option(help="Fraction of patches fed a noise level above their own, with the model's own output at that level as target, so an over-set --sigma smooths more instead of adding artifacts (with --noise gaussian; patches of a mixed-in noise without a sigma keep their own level).", min=0, max=1)] = 0.0,
     noisy: Annotated[Optional[Path], typer.Option(help="Folder of real noisy images matching DATA by file name: train on pairs, no synthetic noise.")] = None,
@@ -295,7 +296,7 @@ def train_cmd(
             model["level"] = "map"
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
-            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality, correlation), mix=mixed, downscale=downscale,
+            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality, correlation), mix=mixed, downscale=downscale, max_megapixels=max_megapixels,
             independent_channels=independent_channels, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
-from denoisecli.image_io import LoadedImage, read_image, require_images
+from denoisecli.image_io import LoadedImage, header_size, read_image, require_images
 from denoisecli.noise import seeded_generator
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 VAL_CROP = 256
 MAX_HELD_OUT = 4
+MEMORY_SHARE = 0.6  # of the memory free, the most the decoded training images may take: the rest runs the model
 
 
 @dataclass
@@ -58,19 +61,22 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 
 
 def _load_folder(
-    root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None
+    root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None,
+    most_pixels: int | None = None, copies: int = 1,
 ) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
     stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
-    stretched by.
+    stretched by; an image over ``most_pixels`` is scaled down to it (``_fit``).
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
-    out; no usable image at all is an error.
+    out; no usable image at all is an error, and so is a folder whose images would not fit in
+    memory (``copies`` of them: two for real pairs), said before any is decoded.
     """
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
     paths = require_images(root)
+    _check_memory(root, paths, channels, most_pixels, copies)
     found: list[tuple[Path, torch.Tensor, tuple[float, float]]] = []
     for p in paths:
         try:
@@ -79,6 +85,7 @@ def _load_folder(
             if on_skip:
                 on_skip(str(exc))
             continue
+        planes = [_fit(im, most_pixels) for im in planes]
         h, w = planes[0].shape[-2:]
         if min(h, w) < min_size:
             if on_skip:
@@ -90,6 +97,62 @@ def _load_folder(
     if channels is None:
         channels = 1 if all(im.shape[0] == 1 for _, im, _ in found) else 3
     return [(p, to_channels(im, channels), r) for p, im, r in found]
+
+
+def _fit(im: torch.Tensor, most: int | None) -> torch.Tensor:
+    """An image scaled down (area-like, antialiased) to at most ``most`` pixels, or as it is."""
+    h, w = im.shape[-2:]
+    if most is None or h * w <= most:
+        return im
+    s = math.sqrt(most / (h * w))
+    return TF.resize(im, [max(1, int(h * s)), max(1, int(w * s))], antialias=True)
+
+
+def free_memory() -> int | None:
+    """Bytes of memory this machine has free (Linux: MemAvailable; elsewhere its physical
+    memory, the best the standard library says), or None where nothing says."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most: int | None, copies: int) -> None:
+    """Refuse, before decoding anything, a folder whose images would take more memory than the
+    machine can spare: 500 photos of 24 megapixels are 36 GB as uint8, and the kernel would end
+    the run without a word. The message gives a ``--max-megapixels`` that fits."""
+    free = free_memory()
+    if free is None:
+        return
+    sizes = [s for s in map(header_size, paths) if s is not None]
+    if not sizes:
+        return
+    depth = channels or (1 if all(c == 1 for *_, c in sizes) else 3)
+
+    def need(cap: int | None) -> int:
+        return copies * depth * sum(min(px, cap or px) * planes for px, planes, _ in sizes)
+
+    if need(most) <= MEMORY_SHARE * free:
+        return
+    lo, hi = 0, max(px for px, _, _ in sizes) // 10_000  # the largest cap, in hundredths of a megapixel, that fits in half of it
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(mid * 10_000) <= free // 2 else (lo, mid - 1)
+    size = f"{_bytes(need(most))} as training data, more than this machine can spare ({_bytes(free)} free)"
+    fix = (f"read each at most {lo / 100:g} megapixels with --max-megapixels {lo / 100:g} ({_bytes(need(lo * 10_000))}), or "
+           if lo and copies == 1 else "")
+    raise DenoiseError(f"{root}: its {len(paths)} images take {size}; {fix}train on fewer images")
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:
@@ -109,7 +172,11 @@ def _center_crop(im: torch.Tensor, size: int = VAL_CROP) -> torch.Tensor:
 def load_training_set(opts: TrainOptions, hold_out: bool) -> TrainingSet:
     """Training images (or pairs) plus validation images: ``--val``, else a few held out of the data."""
     skipped: list[str] = []
-    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append)
+    most = round(opts.max_megapixels * 1e6) if opts.max_megapixels else None
+    if most is not None and opts.noisy is not None:
+        raise DenoiseError("--max-megapixels would change the real noise of --noisy pairs (scaling down averages it); "
+                           "use it with synthetic noise")
+    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, 2 if opts.noisy else 1)
     channels = loaded[0][1].shape[0]
     noisy = None
     if opts.noisy is not None:

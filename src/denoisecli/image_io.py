@@ -178,6 +178,29 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     return image
 
 
+def header_size(path: Path) -> tuple[int, int, int] | None:
+    """(pixels per plane, planes, channels) from a file's header, without decoding it: what a
+    folder of images will take once decoded, for training's memory check. None where the
+    header does not say (a damaged file, HEIC without its plugin), which is then read as usual."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                page, series = tf.pages[0], tf.series[0]
+                colour = page.photometric.name == "RGB"
+                return page.imagewidth * page.imagelength, math.prod(series.shape[: series.ndim - page.ndim]), 3 if colour else 1
+        if Path(path).suffix.lower() in HEIF_SUFFIXES and "HEIF" not in Image.OPEN:
+            _heif(Path(path))
+        with warnings.catch_warnings(), _unlimited_pillow(), Image.open(path) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return im.size[0] * im.size[1], 1, 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F") else 3
+    except Exception:  # the header of a damaged file: its read says what is wrong
+        return None
+
+
 def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
     try:
         if path.stat().st_size == 0:

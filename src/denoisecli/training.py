@@ -53,6 +53,7 @@ class TrainOptions:
     levels: dict[str, tuple[float, float]] | None = None
     mix: dict[str, float] | None = None
     downscale: float = 0.0
+    max_megapixels: float | None = None
     independent_channels: float = 0.0
     overset: float = 0.0
     noisy: str | None = None
