@@ -279,6 +279,27 @@ def test_a_stack_asked_for_in_another_format_fails_alone(tmp_path, tiny_model_fi
     assert (tmp_path / "out" / "a.png").exists() and not (tmp_path / "out" / "t.png").exists()
 
 
+def test_a_stack_larger_than_the_memory_free_fails_alone_before_it_is_read(tmp_path, tiny_model_file, monkeypatch):
+    """A stack's planes are all held at once: one let past --max-pixels that the machine cannot
+    hold was ended by the system without a word. It fails in one line, and the rest goes on."""
+    import tifffile
+
+    import denoisecli.inference as inference
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "t.tif", _noisy_stack((4, 50, 60)), photometric="minisblack")  # 12,000 samples
+    save(tmp_path / "in" / "a.png", smooth_image(20, 24))
+    monkeypatch.setattr(inference, "free_memory", lambda: 12_000 * inference.STACK_BYTES - 1)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "t.tif: a stack of 4 planes takes about 0.1 MB to denoise, more than this machine has free (0.1 MB); split it into " \
+           "smaller stacks" in " ".join(result.output.split())
+    assert (tmp_path / "out" / "a.png").exists() and not (tmp_path / "out" / "t.tif").exists()
+    monkeypatch.setattr(inference, "free_memory", lambda: 12_000 * inference.STACK_BYTES)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0 and tifffile.imread(tmp_path / "out" / "t.tif").shape == (4, 50, 60)
+
+
 def test_run_takes_an_iphone_folder_of_heic_and_writes_heic(tmp_path, tiny_model_file):
     """HEIC in, HEIC out (EXIF kept), as for every format; --format heic converts others to it."""
     pytest.importorskip("pillow_heif")

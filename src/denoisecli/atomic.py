@@ -64,7 +64,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except OSError as exc:
         raise DenoiseError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        with open(tmp, "wb") as f:  # by its name, which writers such as tifffile read (an fd's is a number)
             write(f)
             f.flush()
             os.fsync(f.fileno())

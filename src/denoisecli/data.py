@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
+from denoisecli.device import format_bytes, free_memory
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_index, pair_key
 from denoisecli.image_io import LoadedImage, header_size, read_image, require_images
@@ -108,22 +108,6 @@ def _fit(im: torch.Tensor, most: int | None) -> torch.Tensor:
     return TF.resize(im, [max(1, int(h * s)), max(1, int(w * s))], antialias=True)
 
 
-def free_memory() -> int | None:
-    """Bytes of memory this machine has free (Linux: MemAvailable; elsewhere its physical
-    memory, the best the standard library says), or None where nothing says."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most: int | None, copies: int) -> None:
     """Refuse, before decoding anything, a folder whose images would take more memory than the
     machine can spare: 500 photos of 24 megapixels are 36 GB as uint8, and the kernel would end
@@ -145,14 +129,11 @@ def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if need(mid * 10_000) <= free // 2 else (lo, mid - 1)
-    size = f"{_bytes(need(most))} as training data, more than this machine can spare ({_bytes(free)} free)"
-    fix = (f"read each at most {lo / 100:g} megapixels with --max-megapixels {lo / 100:g} ({_bytes(need(lo * 10_000))}), or "
+    size = f"{format_bytes(need(most))} as training data, more than this machine can spare ({format_bytes(free)} free)"
+    fix = (f"read each at most {lo / 100:g} megapixels with --max-megapixels {lo / 100:g} ({format_bytes(need(lo * 10_000))}), or "
            if lo and copies == 1 else "")
     raise DenoiseError(f"{root}: its {len(paths)} images take {size}; {fix}train on fewer images")
 
-
-def _bytes(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:

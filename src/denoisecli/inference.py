@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import remove_stale_partials
-from denoisecli.device import place_model, resolve_device
+from denoisecli.device import format_bytes, free_memory, place_model, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, normalize_format, read_image, write_image
+from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, header_size, normalize_format, read_image,
+                                 write_image)
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -34,6 +35,7 @@ MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
 COUPLING_SPLIT = 0.35
+STACK_BYTES = 7  # per sample, what `run` holds of a TIFF stack at its peak: measured 6.3 (its float pixels, the file's, the output's)
 DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
@@ -469,6 +471,7 @@ def denoise_files(
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
         def read(path: Path) -> tuple[LoadedImage, list[list[Level] | None], list[bool]]:
+            _check_stack_memory(path)
             image = read_image(path, opts.max_pixels, stacks=True)
             if image.pixels.ndim == 4 and fmt not in (None, "TIFF"):
                 raise DenoiseError(f"{path}: a TIFF stack can only be written as TIFF, not {fmt}")
@@ -488,13 +491,15 @@ def denoise_files(
             if not pending:
                 return
             first = str(pending[0][0])
+            grey_copies = [denoiser.grey_copy(img.planes[0]) for _, _, img, _, _ in pending]  # of the input, read before it is overwritten
             planes = [(p, lv, s) for _, _, img, lvs, ss in pending for p, lv, s in zip(img.planes, lvs, ss)]
             chunks = _chunks(planes, opts.batch)
-            outputs: list[torch.Tensor] = []
             try:
                 for i, chunk in enumerate(chunks):
-                    outputs += denoiser.batch([p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
-                                              levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
+                    ys = denoiser.batch([p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
+                                        levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
+                    for (p, _, _), y in zip(chunk, ys):
+                        p.copy_(y)  # each output into its own input's place: a stack is not held twice
                     if on_share is not None and pending[0][2].pixels.ndim == 4:
                         on_share((i + 1) / len(chunks))
             except Exception as exc:  # anything unforeseen ends these files, not the batch
@@ -502,12 +507,9 @@ def denoise_files(
                     record(FileResult(path, out, "failed", _pass_failure(exc, first, path)))
                 pending.clear()
                 return
-            done = iter(outputs)
-            for path, out, img, lvs, splits in pending:
-                ys = [next(done) for _ in splits]
+            for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
                 detail = _detail([lv for plane in lvs if plane is not None for lv in plane], opts, any(splits),
-                                 denoiser.grey_copy(img.planes[0]), len(splits), img.info.get("notes", []))
-                img.pixels = torch.stack(ys) if img.pixels.ndim == 4 else ys[0]
+                                 grey_copy, len(splits), img.info.get("notes", []))
                 writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
@@ -522,6 +524,20 @@ def denoise_files(
         flush()
         _drain(writes, record, block=True)
     return BatchReport(results, planned.unread())
+
+
+def _check_stack_memory(path: Path) -> None:
+    """Refuse a TIFF stack larger than the memory free, before reading it: its planes are all held
+    at once, and a stack let past ``--max-pixels`` was ended by the system without a word."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    size, free = header_size(path), free_memory()
+    if size is None or size[1] == 1 or free is None:
+        return
+    need = math.prod(size) * STACK_BYTES
+    if need > free:
+        raise DenoiseError(f"{path}: a stack of {size[1]} planes takes about {format_bytes(need)} to denoise, more than this machine "
+                           f"has free ({format_bytes(free)}); split it into smaller stacks")
 
 
 def _pass_failure(exc: Exception, first: str, path: Path) -> str:
