@@ -651,3 +651,10 @@ def test_a_folder_that_would_not_fit_in_memory_is_refused_before_decoding_with_a
     monkeypatch.setattr(data, "free_memory", lambda: 1_000_000)
     images = load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.04), hold_out=False).clean
     assert len(images) == 4 and all(im.shape[-2] * im.shape[-1] <= 40_000 for im in images)
+
+
+def test_reading_the_training_folder_is_reported_before_the_first_step(clean_dir, tmp_path):
+    """A folder of large photos takes minutes to read, which the bar showed as a frozen 0/?."""
+    seen = []
+    train(opts(clean_dir, tmp_path / "r", steps=2), progress=seen.append, on_read=lambda *done: seen.append(done))
+    assert seen[:6] == [(i, 5) for i in range(6)] and all("step" in s for s in seen[6:])

@@ -303,18 +303,23 @@ def train_cmd(
             edge_weight=edge_weight, gan=gan, gan_weight=gan_weight, gan_warmup=gan_warmup, gan_skip_white=gan_skip_white, ema=ema, d_lr=d_lr, clip=clip, workers=workers, device=device.value,
             amp=amp, seed=seed, save_every=save_every,
         )
-        columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"),
+        columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
                    TextColumn("{task.fields[speed]:.0f} patches/s"))
         with _progress(*columns) as bar:
-            task = bar.add_task("train", total=None, loss=float("nan"), speed=0.0, val="-")
+            task = bar.add_task("train", total=None, loss="-", speed=0.0, val="-")
+
+            def on_read(done: int, files: int) -> None:  # the training images being read, before the first step
+                bar.update(task, description="read", completed=done, total=files)
 
             def on_step(stats: dict) -> None:
+                if bar.tasks[0].description == "read":  # the time left counts steps from here, not files
+                    bar.reset(task, total=stats["total"], completed=stats["step"], description="train")
                 val_text = f"{stats['val_psnr']:.2f} dB" if "val_psnr" in stats else "-"
-                bar.update(task, completed=stats["step"], total=stats["total"], loss=stats["loss"],
+                bar.update(task, description="train", completed=stats["step"], total=stats["total"], loss=f"{stats['loss']:.4f}",
                            speed=stats["patches_per_s"], val=val_text)
 
             with _stoppable():
-                result = train(opts, resume=resume, progress=on_step)
+                result = train(opts, resume=resume, progress=on_step, on_read=on_read)
     if not _is_main_process():
         return
     for line in result.skipped:

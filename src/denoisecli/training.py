@@ -91,8 +91,11 @@ class TrainResult:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None = None) -> TrainResult:
+def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None = None,
+          on_read: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train (or continue) the run in ``opts.out``; Ctrl-C saves a checkpoint and returns.
+    ``progress`` hears each logged step's figures; ``on_read`` (files read, files) while the
+    training folder is read before the first step, which for a folder of large photos takes minutes.
 
     Every random draw (patch, augmentation, noise level, noise) is keyed by the seed and
     the step, so a resumed run ends with the same weights as an uninterrupted one, and
@@ -113,7 +116,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
     if opts.batch % dist.world:
         raise DenoiseError(f"--batch {opts.batch} must be divisible by the number of processes ({dist.world})")
 
-    tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None)
+    tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None, on_read=on_read)
     sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy, downscale=opts.downscale,
                            independent=opts.independent_channels)
     total = _total_steps(opts, tset.clean)
