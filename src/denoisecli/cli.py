@@ -214,7 +214,7 @@ def add_noise_cmd(
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
 ) -> None:
-    """Make noisy copies of images with the training noise layers (lossless PNG; TIFF stays TIFF)."""
+    """Make noisy copies of images with the training noise layers (lossless PNG; TIFF, PGM and PPM stay so)."""
     if sigma is not None and std is not None:
         raise typer.BadParameter("give --sigma or --std, not both", param_hint="--sigma")
     if std is not None and noise.value not in NORMAL:
@@ -231,7 +231,7 @@ def add_noise_cmd(
             def on_file(result: FileResult) -> None:
                 _report_file(result)
                 if result.status == "written" and input.is_file() and result.dst != output:  # noisy.jpg asked, noisy.png made
-                    console.print(f"written: {result.dst} (noisy copies are lossless: PNG, or TIFF for TIFF)", highlight=False, markup=False)
+                    console.print(f"written: {result.dst} (noisy copies are lossless: PNG, or the same for TIFF, PGM and PPM)", highlight=False, markup=False)
                 bar.advance(task)
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
