@@ -192,3 +192,13 @@ def test_training_on_a_cpu_keeps_the_default_layout():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert memory_format(cpu, training=True) == torch.contiguous_format
     assert memory_format(cpu) == memory_format(cuda) == memory_format(cuda, training=True) == torch.channels_last
+
+
+def test_a_stacks_levels_read_as_one_value_where_they_agree():
+    """`-v` gave a stack whose planes read alike as "sigma 0.4-0.4"."""
+    from denoisecli.inference import Level, RunOptions, _detail
+
+    same = [Level(0.41 / 255, 0.0), Level(0.38 / 255, 0.0)]
+    assert _detail(same, RunOptions(), False, False, 2, []) == "2 planes, sigma 0.4, estimated"
+    spread = [Level(0.4 / 255, 0.0), Level(2.0 / 255, 0.0)]
+    assert _detail(spread, RunOptions(), False, False, 2, []) == "2 planes, sigma 0.4-2.0, estimated"

@@ -555,7 +555,8 @@ def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool,
     notes += [f"{planes} planes"] if planes > 1 else []
     if levels:
         sigmas = [lv.sigma * 255 for lv in levels]
-        notes.append("sigma " + (" / ".join(f"{s:.1f}" for s in sigmas) if planes == 1 else f"{min(sigmas):.1f}-{max(sigmas):.1f}"))
+        low, high = f"{min(sigmas):.1f}", f"{max(sigmas):.1f}"
+        notes.append("sigma " + (" / ".join(f"{s:.1f}" for s in sigmas) if planes == 1 else low if low == high else f"{low}-{high}"))
         notes += ["estimated"] if opts.sigma is None else []
         notes += [f"strength {opts.strength:g}"] if opts.strength != 1 else []
     notes += ["per channel"] if split else []
