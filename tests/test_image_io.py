@@ -737,3 +737,28 @@ def test_pnm_has_no_alpha_or_float_and_its_faults_are_one_line(tmp_path):
     (tmp_path / "cut.pgm").write_bytes(b"P5\n37 31\n255\n" + bytes(100))
     with pytest.raises(DenoiseError, match=r"cut.pgm: cannot decode image, the file is damaged or truncated"):
         read_image(tmp_path / "cut.pgm")
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_grey_samples_that_are_not_alpha_are_channels_of_their_own(tmp_path, separate):
+    """A microscope's four channels stored in each pixel (grey samples whose extra samples are not
+    alpha) are four grey planes in their order, and go back into the same layout; the fourth was
+    taken for alpha and left as it was. A grey image with a real alpha sample stays grey and alpha."""
+    import tifffile
+
+    channels = np.stack([smooth_image(31, 37, channels=1, seed=s).astype(np.uint16) * 257 for s in range(4)])
+    data = channels if separate else np.moveaxis(channels, 0, -1)
+    tifffile.imwrite(tmp_path / "c.tif", data, photometric="minisblack", planarconfig="separate" if separate else "contig")
+    img = read_image(tmp_path / "c.tif", stacks=True)
+    assert img.pixels.shape == (4, 1, 31, 37) and img.alpha is None and img.bits == 16
+    assert np.array_equal(np.round(img.pixels[:, 0].numpy() * 65535).astype(np.uint16), channels)
+    with pytest.raises(DenoiseError, match="a TIFF of 4 grey channels, where one image was expected"):
+        read_image(tmp_path / "c.tif")
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert page.samplesperpixel == 4 and page.planarconfig == (2 if separate else 1) and page.photometric.name == "MINISBLACK"
+        assert np.array_equal(tf.asarray(), data)
+    tifffile.imwrite(tmp_path / "la.tif", np.stack([channels[0], channels[1]], -1), photometric="minisblack", extrasamples=["unassalpha"])
+    la = read_image(tmp_path / "la.tif", stacks=True)
+    assert la.pixels.shape == (1, 31, 37) and la.alpha is not None and np.array_equal(la.alpha, channels[1])

@@ -518,7 +518,15 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         if lead and not stacks:
             raise DenoiseError(f"{path}: a multi-page TIFF stack, where one image was expected "
                                "(read_image(..., stacks=True) reads its planes)")
-        _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead))
+        # grey samples that are not alpha (a microscope's channels stored side by side in each
+        # pixel) are channels of their own, each a grey plane: the fourth was taken for alpha
+        # and left noisy, as RGB's would be
+        samples = page.samplesperpixel if page.photometric.name == "MINISBLACK" and page.samplesperpixel > 1 \
+            and not any(int(e) in (1, 2) for e in page.extrasamples) else 1
+        separate = page.planarconfig == 2
+        if samples > 1 and not stacks:
+            raise DenoiseError(f"{path}: a TIFF of {samples} grey channels, where one image was expected")
+        _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead) * samples)
         arr = series.asarray() if lead else page.asarray()
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
@@ -542,6 +550,11 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         raise DenoiseError(f"{path}: TIFF with {photometric} colour is not supported; convert to RGB or grey first")
     shape = arr.shape
     arr = arr.reshape(-1, *shape[len(lead):])  # one leading axis of planes (1 for a single image)
+    if samples > 1:
+        arr = (arr if separate else np.moveaxis(arr, -1, 1)).reshape(-1, *arr.shape[2:] if separate else arr.shape[1:3])
+        info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)], "imagej": None}),
+                         "shape": (*lead, samples), "samples": samples, "separate": separate}
+        lead = (*lead, samples)
     if arr.ndim == 4 and arr.shape[1] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 1, -1)
     if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 2, 3, 4)):
@@ -747,23 +760,26 @@ def _write_tiff(img: LoadedImage, f: BinaryIO) -> None:
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
     stack = img.info.get("stack")
+    layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "minisblack",
+                              "extrasamples": ("unassalpha",) if img.alpha is not None else None}
     if stack is not None:
         arr = arr.reshape(*stack["shape"], *arr.shape[1:])
+    if stack is not None and stack.get("samples"):  # grey channels back into each pixel, as they were
+        arr = arr if stack["separate"] else np.moveaxis(arr, -3, -1)
+        layout.update(planarconfig="separate" if stack["separate"] else "contig", extrasamples=("unspecified",) * (stack["samples"] - 1))
     if img.info.get("ome"):
         # OME-XML describes the pages' order, which a stack keeps (its planes go back in the order
         # read), so the input's XML stays true: physical sizes, channels, the instrument
         extra["description"] = img.info["ome"].encode("utf-8")  # OME-XML is UTF-8 (units such as µm)
     elif stack is not None:
-        axes = stack["axes"] + ("YXS" if img.channels == 3 else "YX")
+        axes = stack["axes"] + ("SYX" if stack.get("separate") else "YXS" if img.channels == 3 or stack.get("samples") else "YX")
         if stack["imagej"] is not None:
             extra["imagej"] = True
             metadata = {k: v for k, v in stack["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
         else:
             metadata = {"axes": axes}
     tifffile.imwrite(
-        f, arr, photometric="rgb" if img.channels == 3 else "minisblack",
-        extrasamples=("unassalpha",) if img.alpha is not None else None,
-        compression=comp, predictor=img.info.get("predictor") if comp not in (None, "packbits") else None,
+        f, arr, **layout, compression=comp, predictor=img.info.get("predictor") if comp not in (None, "packbits") else None,
         metadata=metadata, **extra,
     )
 
