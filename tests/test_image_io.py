@@ -762,3 +762,23 @@ def test_grey_samples_that_are_not_alpha_are_channels_of_their_own(tmp_path, sep
     tifffile.imwrite(tmp_path / "la.tif", np.stack([channels[0], channels[1]], -1), photometric="minisblack", extrasamples=["unassalpha"])
     la = read_image(tmp_path / "la.tif", stacks=True)
     assert la.pixels.shape == (1, 31, 37) and la.alpha is not None and np.array_equal(la.alpha, channels[1])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint32, np.int8])
+def test_signed_and_32_bit_integer_tiffs_are_read_on_their_range_and_written_in_their_type(tmp_path, dtype):
+    """Background-subtracted (negative) or summed counts from an analysis pipeline were refused:
+    they are read as float data on their range and written back in their own type, value for value."""
+    import tifffile
+
+    base = smooth_image(29, 35, channels=1).astype(np.int64)
+    values = {np.int16: base * 40 - 5000, np.int32: base * 9000 - 1_000_000, np.uint32: base * 60_000 + 70_000,
+              np.int8: base // 2 - 64}[dtype].astype(dtype)
+    tifffile.imwrite(tmp_path / "x.tif", values, compression="zlib")
+    img = read_image(tmp_path / "x.tif")
+    assert img.bits == 32 and float(img.pixels.min()) == 0.0 and float(img.pixels.max()) == 1.0
+    write_image(img, tmp_path / "out.tif")
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == dtype and np.array_equal(back, values)
+    img.pixels = img.pixels + 0.7  # what a denoiser cannot give, past the top: clipped to the range, not wrapped
+    write_image(img, tmp_path / "over.tif")
+    assert tifffile.imread(tmp_path / "over.tif").max() == values.max()

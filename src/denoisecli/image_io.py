@@ -573,7 +573,11 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
     if arr.dtype.kind == "f":
         return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
-    raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (8/16-bit integer or float)")
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4:
+        # signed or 32-bit integers (background-subtracted or summed counts from an analysis
+        # pipeline): denoised on their range as float data is, and written back in their own type
+        return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead))
+    raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
 
 
 def _previews(path: Path, series: list[Any]) -> list[str]:
@@ -598,12 +602,13 @@ def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
     A stack is converted plane by plane, so it is held once more in the file's dtype, not in
     several float copies (a 2 GB stack took 8 GB more to write)."""
     pixels = img.pixels.detach().cpu()
-    out = np.empty((*pixels.shape[:-3], *pixels.shape[-2:], pixels.shape[-3]),
-                   np.float32 if bits == 32 else np.uint16 if bits == 16 else np.uint8)
+    dtype = np.dtype(np.float32 if bits == 32 else np.uint16 if bits == 16 else np.uint8)
+    dtype = np.dtype(img.info["int_dtype"]) if bits == 32 and "int_dtype" in img.info else dtype  # a TIFF's int16, uint32...
+    out = np.empty((*pixels.shape[:-3], *pixels.shape[-2:], pixels.shape[-3]), dtype)
     lo, hi = img.info.get("float_range", (0.0, 1.0)) if bits == 32 else (0.0, 65535.0 if bits == 16 else 255.0)
     for plane, dst in zip(pixels.reshape(-1, *pixels.shape[-3:]), out.reshape(-1, *out.shape[-3:])):
         arr = np.moveaxis(plane.float().clamp(0, 1).numpy(), 0, -1) * (hi - lo) + lo
-        dst[...] = arr if bits == 32 else np.round(arr)
+        dst[...] = arr if dtype.kind == "f" else np.clip(np.round(arr), np.iinfo(dtype).min, np.iinfo(dtype).max)
     if "nonfinite" in img.info and bits == 32:  # NaN and inf back where the input held them
         where, values = img.info["nonfinite"]
         out.reshape(-1)[where] = values
