@@ -288,7 +288,7 @@ def test_ctrl_c_during_training_saves_a_checkpoint(clean_dir, tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 600  # generous: a loaded machine starts torch slowly; it leaves as soon as a step is logged
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and '"train"' in (out / "metrics.jsonl").read_text()):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

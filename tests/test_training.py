@@ -37,8 +37,8 @@ def test_l1_training_writes_checkpoint_and_model(clean_dir, tmp_path):
     assert ckpt["config"]["channels"] == 3 and ckpt["meta"]["steps"] == 6
     last = load_checkpoint(out / "last.pt")
     assert last["step"] == 6 and last["opt_g"]["state"]
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert all(l["event"] == "train" for l in lines)
+    start, *lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert start["event"] == "start" and all(l["event"] == "train" for l in lines)
     assert lines and all(torch.isfinite(torch.tensor(l["loss"])) for l in lines)
 
 
@@ -145,7 +145,7 @@ def test_interrupt_saves_and_resume_matches_uninterrupted_run(clean_dir, tmp_pat
 def test_resume_after_a_crash_logs_each_step_once(clean_dir, tmp_path):
     def steps_and_losses(out):
         lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-        return [(l["event"], l["step"], round(l.get("loss", 0.0), 6)) for l in lines]
+        return [(l["event"], l["step"], round(l.get("loss", 0.0), 6)) for l in lines if l["event"] != "start"]
 
     train(opts(clean_dir, tmp_path / "straight", save_every=2, log_every=1))
 
@@ -454,7 +454,7 @@ def test_overset_training_runs_and_is_refused_where_it_has_no_meaning(clean_dir,
     assert result.step == 4
     _, ckpt = load_model(tmp_path / "o" / "model.pt")
     assert ckpt["meta"]["overset"] == 0.5
-    lines = [json.loads(l) for l in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(l) for l in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert lines and all(torch.isfinite(torch.tensor(l["loss"])) for l in lines)
     mixed = train(opts(clean_dir, tmp_path / "m", model=model, overset=0.5, mix={"camera": 0.5}, steps=2))
     assert mixed.step == 2, "camera patches mixed in keep their own level; the white ones can be over-set"
@@ -658,3 +658,13 @@ def test_reading_the_training_folder_is_reported_before_the_first_step(clean_dir
     seen = []
     train(opts(clean_dir, tmp_path / "r", steps=2), progress=seen.append, on_read=lambda *done: seen.append(done))
     assert seen[:6] == [(i, 5) for i in range(6)] and all("step" in s for s in seen[6:])
+
+
+def test_the_log_says_where_and_when_each_start_and_resume_ran(clean_dir, tmp_path):
+    """A model card gives the hardware that trained a model: the run's log records it at each start."""
+    run = opts(clean_dir, tmp_path / "r", steps=4, save_every=2)
+    train(run, progress=lambda s: (_ for _ in ()).throw(KeyboardInterrupt) if s["step"] == 3 else None)
+    train(run, resume=True)
+    starts = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"start"' in l]
+    assert [s["step"] for s in starts] == [0, 3] and all(s["device"] == "cpu" and "threads" in s["machine"] for s in starts)
+    assert starts[0]["images"] == 5 and starts[0]["versions"]["torch"] == torch.__version__ and starts[0]["processes"] == 1

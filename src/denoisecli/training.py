@@ -20,7 +20,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
 from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_training_set
-from denoisecli.device import memory_format, place_model, resolve_device
+from denoisecli import __version__
+from denoisecli.device import machine_name, memory_format, place_model, resolve_device
 from denoisecli.distributed import setup_distributed, world_size
 from denoisecli.errors import DenoiseError
 from denoisecli.int8 import calibration_entry
@@ -167,6 +168,11 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
+
+    # where and when each start or resume ran, so the log says what hardware trained the model
+    emit({"event": "start", "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
+          "machine": machine_name(device), "processes": dist.world, "images": len(tset.clean),
+          "versions": {"denoisecli": __version__, "torch": torch.__version__}})
 
     def save(final: bool = False) -> None:
         """``final``: model.pt also gets the int8 ranges (`int8.calibration_entry`), once, at the end."""
