@@ -320,7 +320,7 @@ def test_train_stopped_by_kill_saves_a_checkpoint_and_says_so(clean_dir, tmp_pat
                             env={**os.environ, "COLUMNS": "200"})
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+    while not (metrics.exists() and '"train"' in metrics.read_text()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
