@@ -782,3 +782,22 @@ def test_signed_and_32_bit_integer_tiffs_are_read_on_their_range_and_written_in_
     img.pixels = img.pixels + 0.7  # what a denoiser cannot give, past the top: clipped to the range, not wrapped
     write_image(img, tmp_path / "over.tif")
     assert tifffile.imread(tmp_path / "over.tif").max() == values.max()
+
+
+@pytest.mark.parametrize("depth", [8, 10])
+def test_an_hdr_heif_written_as_png_keeps_its_colour_description_in_cicp(tmp_path, depth):
+    """An HDR photo's BT.2020 primaries and PQ transfer, which no ICC profile carries, were lost
+    on the way to PNG, so the PNG read as sRGB: they go into PNG's cICP chunk, before the pixels."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    levels = np.round(smooth_image(31, 37).astype(np.float64) / 255 * (2**depth - 1)).astype(np.uint16)
+    if depth == 8:
+        Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "x.heic", quality=95, nclx_profile=HDR_NCLX)
+    else:
+        _deep_heif(tmp_path / "x.heic", levels, depth, quality=-1, nclx_profile=HDR_NCLX)
+    write_image(read_image(tmp_path / "x.heic"), tmp_path / "x.png", fmt="png")
+    data = (tmp_path / "x.png").read_bytes()
+    assert b"cICP\x09\x10\x00\x01" in data and data.index(b"cICP") < data.index(b"IDAT")
+    Image.fromarray(levels.astype(np.uint8) if depth == 8 else levels[..., 0]).save(tmp_path / "sdr.png")
+    write_image(read_image(tmp_path / "sdr.png"), tmp_path / "sdr-out.png")
+    assert b"cICP" not in (tmp_path / "sdr-out.png").read_bytes()

@@ -717,11 +717,15 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
         kwargs["compress_type"] = PNG_STRATEGY
-        if "xmp" in kwargs:
+        cicp = _cicp(img.info)
+        if "xmp" in kwargs or cicp:
             from PIL import PngImagePlugin
 
             kwargs["pnginfo"] = PngImagePlugin.PngInfo()
-            kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
+            if "xmp" in kwargs:
+                kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
+            if cicp:
+                kwargs["pnginfo"].add(b"cICP", cicp)
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
 
 
@@ -818,8 +822,21 @@ def _png16_bytes(img: LoadedImage) -> bytes:
         chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     if img.info.get("xmp"):
         chunks += _chunk(b"iTXt", XMP_KEY.encode() + b"\x00\x00\x00\x00\x00" + img.info["xmp"])
+    cicp = _cicp(img.info)
+    if cicp:
+        chunks += _chunk(b"cICP", cicp)
     ihdr_end = 8 + 8 + 13 + 4
     return data[:ihdr_end] + chunks + data[ihdr_end:]
+
+
+def _cicp(info: dict[str, Any]) -> bytes | None:
+    """PNG's cICP chunk for an HDR HEIF's nclx description (PQ or HLG transfer, often BT.2020
+    primaries), which no ICC profile carries: without it a PNG of an HDR photo is read as sRGB.
+    PNG holds RGB, so its matrix is 0; SDR descriptions are left to the ICC profile."""
+    nclx = info.get("nclx_profile") or {}
+    if nclx.get("transfer_characteristics") not in (16, 18):
+        return None
+    return bytes([int(nclx.get("color_primaries", 9)), int(nclx["transfer_characteristics"]), 0, 1])
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
