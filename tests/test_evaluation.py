@@ -459,5 +459,5 @@ def test_stacks_are_scored_plane_by_plane(tmp_path):
     tifffile.imwrite(tmp_path / "noisy" / "z.tif", noisy[:2], imagej=True, metadata={"axes": "ZYX"})
     from denoisecli.errors import DenoiseError
 
-    with pytest.raises(DenoiseError, match="z: size, channels or planes differ"):
+    with pytest.raises(DenoiseError, match=r"z.tif: size, channels or planes differ"):
         evaluate(tmp_path / "clean", noisy_dir=tmp_path / "noisy", device="cpu")

@@ -472,3 +472,19 @@ def test_file_names_with_brackets_are_printed_as_they_are(tmp_path, tiny_model_f
     text = " ".join(result.output.split())
     assert f"failed: {tmp_path / 'in' / '[red]bad.png'}: not an image file" in text
     assert f"denoised: {tmp_path / 'out' / '[bold]c.png'}" in text
+
+
+def test_pair_roles_and_keys_of_real_noise_datasets():
+    """The word that says which of a pair a file is, as SIDD, PolyU and Nam name them, is left out
+    of the key; other names keep theirs, and a folder a pair (scene/GT.png) pairs by its folder."""
+    from pathlib import Path
+
+    from denoisecli.files import pair_key, pair_role
+
+    root = Path("/data")
+    cases = {"s/0001_GT_SRGB_010.PNG": ("clean", "s/0001__SRGB_010"), "s/0001_NOISY_SRGB_010.PNG": ("noisy", "s/0001__SRGB_010"),
+             "Canon5D2_bag_mean.JPG": ("clean", "Canon5D2_bag_"), "Canon5D2_bag_real.JPG": ("noisy", "Canon5D2_bag_"),
+             "scene/GT.png": ("clean", "scene/"), "scene/NOISY.png": ("noisy", "scene/"),
+             "a.png": (None, "a"), "gtx.png": (None, "gtx"), "meaning.tif": (None, "meaning")}
+    for name, (role, key) in cases.items():
+        assert (pair_role(root / name), pair_key(root / name, root)) == (role, key), name

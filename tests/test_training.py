@@ -668,3 +668,36 @@ def test_the_log_says_where_and_when_each_start_and_resume_ran(clean_dir, tmp_pa
     starts = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"start"' in l]
     assert [s["step"] for s in starts] == [0, 3] and all(s["device"] == "cpu" and "threads" in s["machine"] for s in starts)
     assert starts[0]["images"] == 5 and starts[0]["versions"]["torch"] == torch.__version__ and starts[0]["processes"] == 1
+
+
+def test_real_noise_datasets_pair_as_they_come(tmp_path):
+    """SIDD keeps each scene's GT_SRGB_010 and NOISY_SRGB_010 side by side in one folder; PolyU
+    and Nam name their pairs ..._mean and ..._real. Such datasets pair as they come, for training
+    (--noisy naming the same folder) as for eval; two noisy images for one clean one are refused."""
+    import numpy as np
+
+    from conftest import save, smooth_image
+    from denoisecli.evaluation import evaluate
+
+    rng = np.random.default_rng(0)
+    for scene in ("0001_001_S6", "0002_001_S6"):
+        for shot in ("010", "011"):
+            clean = smooth_image(40, 44, seed=int(shot) + len(scene))
+            save(tmp_path / "sidd" / scene / f"GT_SRGB_{shot}.PNG", clean)
+            save(tmp_path / "sidd" / scene / f"NOISY_SRGB_{shot}.PNG",
+                 np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8))
+    tset = load_training_set(opts(tmp_path / "sidd", tmp_path / "r", noisy=str(tmp_path / "sidd")), hold_out=False)
+    assert len(tset.clean) == len(tset.noisy) == 4
+    assert all(float((c.float() - n.float()).abs().mean()) > 5 for c, n in zip(tset.clean, tset.noisy))
+    report, _ = evaluate(tmp_path / "sidd", noisy_dir=tmp_path / "sidd", baselines=("noisy",), device="cpu")
+    assert sorted({s.image for s in report.scores}) == [f"{s}/GT_SRGB_{k}.PNG" for s in ("0001_001_S6", "0002_001_S6") for k in ("010", "011")]
+    assert report.mean("denoise", "real") > report.mean("noisy", "real")
+
+    save(tmp_path / "polyu" / "mean" / "Canon5D2_bag_mean.JPG", smooth_image(40, 44, seed=1))
+    save(tmp_path / "polyu" / "real" / "Canon5D2_bag_real.JPG", smooth_image(40, 44, seed=1))
+    report, _ = evaluate(tmp_path / "polyu" / "mean", noisy_dir=tmp_path / "polyu" / "real", device="cpu")
+    assert [s.image for s in report.scores] == ["Canon5D2_bag_mean.JPG"]
+
+    save(tmp_path / "sidd" / "0001_001_S6" / "NOISY_SRGB_010.jpg", smooth_image(40, 44))
+    with pytest.raises(DenoiseError, match=r"pairs with the same clean image as .*NOISY_SRGB_010.PNG; keep one noisy image per clean one"):
+        evaluate(tmp_path / "sidd", noisy_dir=tmp_path / "sidd", device="cpu")

@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.device import format_bytes, free_memory
 from denoisecli.errors import DenoiseError
-from denoisecli.files import pair_index, pair_key
+from denoisecli.files import pair_files, pair_key
 from denoisecli.image_io import LoadedImage, header_size, read_image, require_images
 from denoisecli.noise import seeded_generator
 
@@ -63,6 +63,7 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None,
     most_pixels: int | None = None, copies: int = 1, on_read: Callable[[int, int], None] | None = None,
+    paths: list[Path] | None = None,
 ) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
     stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
@@ -73,10 +74,11 @@ def _load_folder(
     out; no usable image at all is an error, and so is a folder whose images would not fit in
     memory (``copies`` of them: two for real pairs), said before any is decoded. ``on_read``
     hears (files read, files) after each, for a progress bar: 500 large photos take minutes.
+    ``paths``, if given, are the files to read (the clean images of real pairs), not all of ``root``'s.
     """
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
-    paths = require_images(root)
+    paths = paths if paths is not None else require_images(root)
     _check_memory(root, paths, channels, most_pixels, copies)
     found: list[tuple[Path, torch.Tensor, tuple[float, float]]] = []
     for i, p in enumerate(paths):
@@ -163,11 +165,13 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
     if most is not None and opts.noisy is not None:
         raise DenoiseError("--max-megapixels would change the real noise of --noisy pairs (scaling down averages it); "
                            "use it with synthetic noise")
-    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, 2 if opts.noisy else 1, on_read)
+    pairs = pair_files(Path(opts.data), Path(opts.noisy)) if opts.noisy is not None else None
+    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, 2 if pairs else 1, on_read,
+                          paths=pairs[0] if pairs else None)
     channels = loaded[0][1].shape[0]
     noisy = None
-    if opts.noisy is not None:
-        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(opts.noisy), channels)
+    if pairs is not None:
+        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(str(opts.noisy)), pairs[1], channels)
     else:
         clean = [(p, im) for p, im, _ in loaded]
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
@@ -187,14 +191,13 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
 
 
 def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, float]]], noisy_root: Path,
-                 channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
-    """The noisy image for each clean one, matched by relative path without extension (a stack
-    plane by plane); all must exist and align. Where either was stretched to its range (16-bit
+                 by_key: dict[str, Path], channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
+    """The noisy image for each clean one, from ``by_key`` (``files.pair_files``: matched by
+    relative path without extension or role word; a stack plane by plane); all must exist and align. Where either was stretched to its range (16-bit
     or float data, see ``_u8``) and not by the same one, the clean file is read again on the noisy
     one's scale and stretched by the noisy one's range (none for 8 bits), so the target is what
     `run`, stretching the noisy image, should give: the clean images are returned with the noisy
     ones."""
-    by_key = pair_index(noisy_root)
     missing = [p.relative_to(root).as_posix() for p, _, _ in clean if pair_key(p, root) not in by_key]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""

@@ -15,7 +15,7 @@ import torch
 from denoisecli import __version__
 from denoisecli.device import machine_name
 from denoisecli.errors import DenoiseError
-from denoisecli.files import pair_index, pair_key
+from denoisecli.files import pair_files, pair_key
 from denoisecli.image_io import LoadedImage, read_image, require_images
 from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import SSIM_WINDOW, psnr, quantize8, ssim, texture_ratio
@@ -176,7 +176,7 @@ def evaluate(
     ``on_progress`` hears (done, total) in images at one level each, a failed one counted as done.
     """
     clean_dir = Path(clean_dir)
-    paths = require_images(clean_dir)
+    paths, pairs = pair_files(clean_dir, Path(noisy_dir)) if noisy_dir is not None else (require_images(clean_dir), None)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise DenoiseError(f"--baseline {unknown[0]}: unknown (choose {', '.join(BASELINES)})")
@@ -193,7 +193,6 @@ def evaluate(
     if oracle and stabilise:
         raise DenoiseError("--oracle-sigma gives white noise's one true level; --stabilise reads a level that grows with brightness: choose one")
     points = _points(noise, sigmas, levels, correlations) if noisy_dir is None else [("real", {})]
-    pairs = pair_index(Path(noisy_dir)) if noisy_dir is not None else None
     denoiser = Denoiser(weights, device, ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel, stabilise=stabilise)
     report = EvalReport(protocol, noise if noisy_dir is None else "real", seed, str(weights) if weights else "shipped", oracle=oracle,
                         ensemble=ensemble, strength=strength, per_channel=per_channel, stabilise=stabilise,
@@ -231,7 +230,7 @@ def evaluate(
         cleans = (image if pair is None else image.on_scale_of(pair)).planes
         noisies = None if pair is None else pair.planes
         if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
-            raise DenoiseError(f"{pair_key(p, clean_dir)}: size, channels or planes differ between the clean and noisy image")
+            raise DenoiseError(f"{p.relative_to(clean_dir)}: size, channels or planes differ between the clean and noisy image")
         stack = image.pixels.ndim == 4
         bits = image.info.get("depth", image.bits)  # a 10- or 12-bit HEIF or PGM is held as 16
         for k, plane in enumerate(cleans):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,13 +122,42 @@ def plan_inputs(srcs: Sequence[Path], dst: Path | None, tag: str,
     return Plan(list(pairs.values()), roots)
 
 
+ROLES = {"gt": "clean", "clean": "clean", "mean": "clean", "noisy": "noisy", "real": "noisy", "noise": "noisy"}
+_ROLE = re.compile(r"(?<![^_.\- ])(" + "|".join(ROLES) + r")(?![^_.\- ])", re.IGNORECASE)  # a word of the name
+
+
+def pair_role(path: Path) -> str | None:
+    """"clean" or "noisy" where a file's name says which it is of a real pair (SIDD's GT_SRGB_010
+    and NOISY_SRGB_010, PolyU's and Nam's ..._mean and ..._real), else None."""
+    m = _ROLE.search(Path(path).stem)
+    return ROLES[m[1].lower()] if m else None
+
+
 def pair_key(path: Path, root: Path) -> str:
-    """How a noisy file is matched to its clean one: relative path without the extension."""
-    return Path(path).relative_to(root).with_suffix("").as_posix()
+    """How a noisy file is matched to its clean one: relative path without the extension, and
+    without the word that names its role (``pair_role``), so real-noise datasets pair as they come."""
+    rel = Path(path).relative_to(root).with_suffix("")
+    name = _ROLE.sub("", rel.name, count=1)  # may leave nothing: a folder a pair, scene/GT.png and scene/NOISY.png
+    return name if rel.parent == Path(".") else f"{rel.parent.as_posix()}/{name}"
 
 
-def pair_index(noisy_root: Path) -> dict[str, Path]:
-    """Every image under ``noisy_root`` by its pair key."""
+def pair_files(clean_root: Path, noisy_root: Path) -> tuple[list[Path], dict[str, Path]]:
+    """The clean images of real pairs, and the noisy ones by pair key. Where both are in one folder
+    (SIDD keeps GT_SRGB_010 and NOISY_SRGB_010 side by side), a file's name says which it is, and
+    one without a role word is left out. Two noisy files for one clean one are refused."""
     if not Path(noisy_root).is_dir():
         raise DenoiseError(f"{noisy_root}: not a folder")
-    return {pair_key(p, noisy_root): p for p in list_images(noisy_root)}
+    together = Path(noisy_root).resolve() == Path(clean_root).resolve()
+    clean = [p for p in require_images(Path(clean_root)) if not together or pair_role(p) == "clean"]
+    if not clean:
+        raise DenoiseError(f"{clean_root}: no clean image of a pair (in one folder with the noisy ones, clean files are "
+                           "named GT, clean or mean, noisy ones noisy, noise or real)")
+    index: dict[str, Path] = {}
+    for p in list_images(Path(noisy_root)):
+        if together and pair_role(p) != "noisy":
+            continue
+        key = pair_key(p, Path(noisy_root))
+        if key in index:
+            raise DenoiseError(f"{p}: pairs with the same clean image as {index[key]}; keep one noisy image per clean one")
+        index[key] = p
+    return clean, index
