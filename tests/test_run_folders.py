@@ -482,9 +482,11 @@ def test_pair_roles_and_keys_of_real_noise_datasets():
     from denoisecli.files import pair_key, pair_role
 
     root = Path("/data")
-    cases = {"s/0001_GT_SRGB_010.PNG": ("clean", "s/0001__SRGB_010"), "s/0001_NOISY_SRGB_010.PNG": ("noisy", "s/0001__SRGB_010"),
-             "Canon5D2_bag_mean.JPG": ("clean", "Canon5D2_bag_"), "Canon5D2_bag_real.JPG": ("noisy", "Canon5D2_bag_"),
+    cases = {"s/0001_GT_SRGB_010.PNG": ("clean", "s/0001_SRGB_010"), "s/0001_NOISY_SRGB_010.PNG": ("noisy", "s/0001_SRGB_010"),
+             "s/GT_SRGB_010.PNG": ("clean", "s/SRGB_010"), "s/NOISY_SRGB_010.PNG": ("noisy", "s/SRGB_010"),
+             "Canon5D2_bag_mean.JPG": ("clean", "Canon5D2_bag"), "Canon5D2_bag_real.JPG": ("noisy", "Canon5D2_bag"),
              "scene/GT.png": ("clean", "scene/"), "scene/NOISY.png": ("noisy", "scene/"),
-             "a.png": (None, "a"), "gtx.png": (None, "gtx"), "meaning.tif": (None, "meaning")}
+             "0001.png": (None, "0001"), "0001_noisy.png": ("noisy", "0001"), "dog-clean.png": ("clean", "dog"),
+             "gtx.png": (None, "gtx"), "meaning.tif": (None, "meaning"), "realm_x.png": (None, "realm_x")}
     for name, (role, key) in cases.items():
         assert (pair_role(root / name), pair_key(root / name, root)) == (role, key), name

@@ -123,14 +123,16 @@ def plan_inputs(srcs: Sequence[Path], dst: Path | None, tag: str,
 
 
 ROLES = {"gt": "clean", "clean": "clean", "mean": "clean", "noisy": "noisy", "real": "noisy", "noise": "noisy"}
-_ROLE = re.compile(r"(?<![^_.\- ])(" + "|".join(ROLES) + r")(?![^_.\- ])", re.IGNORECASE)  # a word of the name
+_WORDS = "|".join(ROLES)
+# a whole word of the name, with one separator beside it: GT_SRGB_010 -> SRGB_010, 0001_noisy -> 0001
+_ROLE = re.compile(rf"^({_WORDS})(?:[_.\- ]|$)|[_.\- ]({_WORDS})(?=[_.\- ]|$)", re.IGNORECASE)
 
 
 def pair_role(path: Path) -> str | None:
     """"clean" or "noisy" where a file's name says which it is of a real pair (SIDD's GT_SRGB_010
     and NOISY_SRGB_010, PolyU's and Nam's ..._mean and ..._real), else None."""
     m = _ROLE.search(Path(path).stem)
-    return ROLES[m[1].lower()] if m else None
+    return ROLES[(m[1] or m[2]).lower()] if m else None
 
 
 def pair_key(path: Path, root: Path) -> str:
