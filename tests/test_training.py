@@ -619,6 +619,8 @@ def test_a_sixteen_bit_clean_image_with_an_eight_bit_noisy_one_shares_its_scale(
 def test_large_images_are_scaled_down_to_max_megapixels_as_they_are_read(tmp_path):
     """A folder of large photos trains in the memory it has: each image over --max-megapixels is
     scaled down to it, antialiased, keeping its shape; smaller ones are kept as they are."""
+    import numpy as np
+
     from conftest import save, smooth_image
 
     save(tmp_path / "d" / "big.png", smooth_image(120, 160, seed=1))
@@ -626,8 +628,16 @@ def test_large_images_are_scaled_down_to_max_megapixels_as_they_are_read(tmp_pat
     images = load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.004), hold_out=False).clean
     shapes = sorted(tuple(im.shape) for im in images)
     assert shapes == [(3, 40, 50), (3, 54, 73)]  # 120x160 x sqrt(4000 / 19200)
-    with pytest.raises(DenoiseError, match="--max-megapixels would change the real noise of --noisy pairs"):
-        load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.004, noisy=str(tmp_path / "d")), hold_out=False)
+    # real pairs are cut to their middle instead, both alike: scaling would average their noise away
+    save(tmp_path / "n" / "big.png", smooth_image(120, 160, seed=3))
+    save(tmp_path / "n" / "small.png", smooth_image(40, 50, seed=4))
+    tset = load_training_set(opts(tmp_path / "d", tmp_path / "r", max_megapixels=0.004, noisy=str(tmp_path / "n")), hold_out=False)
+    big = [i for i, im in enumerate(tset.clean) if im.shape[-1] == 73]
+    assert len(big) == 1 and tset.noisy[big[0]].shape == (3, 54, 73)
+    from PIL import Image
+
+    middle = np.asarray(Image.open(tmp_path / "n" / "big.png"))[33:87, 44:117]  # torchvision rounds 43.5 to 44
+    assert np.array_equal(np.moveaxis(tset.noisy[big[0]].numpy(), 0, -1), middle)
 
 
 def test_a_folder_that_would_not_fit_in_memory_is_refused_before_decoding_with_a_cap_that_fits(tmp_path, monkeypatch):

@@ -63,11 +63,12 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None,
     most_pixels: int | None = None, copies: int = 1, on_read: Callable[[int, int], None] | None = None,
-    paths: list[Path] | None = None,
+    paths: list[Path] | None = None, crop: bool = False,
 ) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
     stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
-    stretched by; an image over ``most_pixels`` is scaled down to it (``_fit``).
+    stretched by; an image over ``most_pixels`` is scaled down to it, or with ``crop`` cut to its
+    middle (``_fit``).
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
@@ -90,7 +91,7 @@ def _load_folder(
             if on_skip:
                 on_skip(str(exc))
             continue
-        planes = [_fit(im, most_pixels) for im in planes]
+        planes = [_fit(im, most_pixels, crop) for im in planes]
         h, w = planes[0].shape[-2:]
         if min(h, w) < min_size:
             if on_skip:
@@ -106,13 +107,15 @@ def _load_folder(
     return [(p, to_channels(im, channels), r) for p, im, r in found]
 
 
-def _fit(im: torch.Tensor, most: int | None) -> torch.Tensor:
-    """An image scaled down (area-like, antialiased) to at most ``most`` pixels, or as it is."""
+def _fit(im: torch.Tensor, most: int | None, crop: bool = False) -> torch.Tensor:
+    """An image scaled down (area-like, antialiased) to at most ``most`` pixels, or with ``crop``
+    its middle of that size (a real pair's noise, which scaling would average away), or as it is."""
     h, w = im.shape[-2:]
     if most is None or h * w <= most:
         return im
     s = math.sqrt(most / (h * w))
-    return TF.resize(im, [max(1, int(h * s)), max(1, int(w * s))], antialias=True)
+    size = [max(1, int(h * s)), max(1, int(w * s))]
+    return TF.center_crop(im, size) if crop else TF.resize(im, size, antialias=True)
 
 
 def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most: int | None, copies: int) -> None:
@@ -138,7 +141,7 @@ def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most:
         lo, hi = (mid, hi) if need(mid * 10_000) <= free // 2 else (lo, mid - 1)
     size = f"{format_bytes(need(most))} as training data, more than this machine can spare ({format_bytes(free)} free)"
     fix = (f"read each at most {lo / 100:g} megapixels with --max-megapixels {lo / 100:g} ({format_bytes(need(lo * 10_000))}), or "
-           if lo and copies == 1 else "")
+           if lo else "")
     raise DenoiseError(f"{root}: its {len(paths)} images take {size}; {fix}train on fewer images")
 
 
@@ -162,16 +165,13 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
     ``on_read`` hears (files read, files) as the training folder is read."""
     skipped: list[str] = []
     most = round(opts.max_megapixels * 1e6) if opts.max_megapixels else None
-    if most is not None and opts.noisy is not None:
-        raise DenoiseError("--max-megapixels would change the real noise of --noisy pairs (scaling down averages it); "
-                           "use it with synthetic noise")
     pairs = pair_files(Path(opts.data), Path(opts.noisy)) if opts.noisy is not None else None
     loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, 2 if pairs else 1, on_read,
-                          paths=pairs[0] if pairs else None)
+                          paths=pairs[0] if pairs else None, crop=pairs is not None)
     channels = loaded[0][1].shape[0]
     noisy = None
     if pairs is not None:
-        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(str(opts.noisy)), pairs[1], channels)
+        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(str(opts.noisy)), pairs[1], channels, most)
     else:
         clean = [(p, im) for p, im, _ in loaded]
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
@@ -191,13 +191,13 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
 
 
 def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, float]]], noisy_root: Path,
-                 by_key: dict[str, Path], channels: int) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
+                 by_key: dict[str, Path], channels: int, most: int | None = None) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
     """The noisy image for each clean one, from ``by_key`` (``files.pair_files``: matched by
     relative path without extension or role word; a stack plane by plane); all must exist and align. Where either was stretched to its range (16-bit
     or float data, see ``_u8``) and not by the same one, the clean file is read again on the noisy
     one's scale and stretched by the noisy one's range (none for 8 bits), so the target is what
     `run`, stretching the noisy image, should give: the clean images are returned with the noisy
-    ones."""
+    ones. Both are cut to their middle ``most`` pixels where larger (``_fit``)."""
     missing = [p.relative_to(root).as_posix() for p, _, _ in clean if pair_key(p, root) not in by_key]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -209,10 +209,11 @@ def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, 
         q = by_key[pair_key(p, root)]
         noisy_image = read_image(q, stacks=True)
         noisy, ranges = _u8(noisy_image)
+        noisy = [_fit(n, most, crop=True) for n in noisy]
         if len(noisy) != len(ims):
             raise DenoiseError(f"{q}: {len(noisy)} planes do not match its clean image {p} ({len(ims)})")
         if noisy_image.bits != 8 or list(clean_ranges) != ranges:
-            ims = [to_channels(im, channels) for im in _u8(read_image(p, stacks=True), ranges, scale_of=noisy_image)[0]]
+            ims = [to_channels(_fit(im, most, crop=True), channels) for im in _u8(read_image(p, stacks=True), ranges, scale_of=noisy_image)[0]]
         for im, nim in zip(ims, noisy):
             nim = to_channels(nim, channels)
             if nim.shape != im.shape:
