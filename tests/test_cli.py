@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -106,6 +107,27 @@ def test_run_goes_on_past_a_bad_file_and_exits_1(clean_dir, tiny_model_file, tmp
     assert result.exit_code == 1
     assert "broken.png" in result.output and "not an image" in result.output and "Traceback" not in result.output
     assert (tmp_path / "o" / "a.png").exists() and not (tmp_path / "o" / "broken.png").exists()
+
+
+def test_run_json_records_each_file_and_how_it_was_run(clean_dir, tiny_model_file, tmp_path):
+    """`run --json`: what was done to each file, in the inputs' order (a failure with its reason),
+    and with what: the options, the weights, the machine and the versions."""
+    import torch
+
+    (clean_dir / "broken.png").write_bytes(b"not a png")
+    result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),
+                                 "--batch", "2", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["counts"] == {"denoised": 5, "failed": 1} and data["weights"] == str(tiny_model_file)
+    assert data["options"]["batch"] == 2 and data["device"] == "cpu" and data["versions"]["torch"] == torch.__version__
+    names = [Path(f["input"]).relative_to(clean_dir).as_posix() for f in data["files"]]
+    assert names == ["a.png", "b.png", "broken.png", "d.jpg", "grey.png", "sub/c.png"]
+    broken = data["files"][2]
+    assert broken["status"] == "failed" and "broken.png: not an image" in broken["reason"]
+    denoised = [f for f in data["files"] if f["status"] == "denoised"]
+    assert all(f["planes"] == 1 and Path(f["output"]).exists() for f in denoised)
+    assert [f["grey_model_for_grey_in_rgb"] for f in denoised] == [False] * 5  # a blind colour model: no level, no grey route
 
 
 @pytest.mark.parametrize(

@@ -360,6 +360,7 @@ def run_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per file, with the noise level used.")] = False,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write what was done to each file (noise levels, routes, failures) and with what (options, weights, machine, versions) as JSON.")] = None,
 ) -> None:
     """Denoise image files or folders of images."""
     with user_errors():
@@ -390,6 +391,12 @@ def run_cmd(
 
             report = denoise_files(inputs, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
                                    on_share=lambda share: bar.update(task, completed=done + share))
+        if json_out:
+            import json
+
+            from denoisecli.atomic import atomic_write
+
+            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
     _summary(report, "denoised")
 
 

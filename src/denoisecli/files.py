@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from denoisecli.errors import DenoiseError
 from denoisecli.image_io import READABLE, is_image_path, list_images, require_images, unread_files
@@ -21,6 +22,7 @@ class FileResult:
     reason: str = ""
     megapixels: float = 0.0
     detail: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # what `run --json` records of it: the levels used, the routes taken
 
 
 @dataclass
@@ -30,6 +32,7 @@ class BatchReport:
 
     results: list[FileResult]
     unread: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # where, when and how the batch ran (``run --json``)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -37,6 +40,14 @@ class BatchReport:
     @property
     def failed(self) -> list[FileResult]:
         return [r for r in self.results if r.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The batch as JSON: a scientist's record of what was done to each file, and with what."""
+        files = [{"input": str(r.src), "output": str(r.dst) if r.dst is not None else None, "status": r.status,
+                  **({"reason": r.reason} if r.reason else {}), **({"megapixels": round(r.megapixels, 4)} if r.megapixels else {}),
+                  **r.info} for r in self.results]
+        counts = {status: self.count(status) for status in dict.fromkeys(r.status for r in self.results)}
+        return {**self.meta, "counts": counts, "files": files, "left_alone": self.unread}
 
 
 def default_output(src: Path, tag: str) -> Path:

@@ -7,7 +7,8 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from threading import Lock
 from typing import NamedTuple, TypeVar
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import remove_stale_partials
-from denoisecli.device import format_bytes, free_memory, place_model, resolve_device
+from denoisecli import __version__
+from denoisecli.device import format_bytes, free_memory, machine_name, place_model, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
 from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, header_size, normalize_format, read_image,
@@ -484,7 +486,7 @@ def denoise_files(
                 raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
-        writes: list[tuple[Path, Path, float, str, Future]] = []
+        writes: list[tuple[Path, Path, float, str, dict, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
 
         def flush() -> None:
@@ -508,9 +510,12 @@ def denoise_files(
                 pending.clear()
                 return
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
-                detail = _detail([lv for plane in lvs if plane is not None for lv in plane], opts, any(splits),
-                                 grey_copy, len(splits), img.info.get("notes", []))
-                writes.append((path, out, img.megapixels, detail, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
+                used = [lv for plane in lvs if plane is not None for lv in plane]
+                detail = _detail(used, opts, any(splits), grey_copy, len(splits), img.info.get("notes", []))
+                info = {"planes": len(splits), "sigma": [round(lv.sigma * 255, 3) for lv in used], "estimated": opts.sigma is None,
+                        "stabilised": sum(lv.stabiliser is not None for lv in used), "per_channel": any(splits),
+                        "grey_model_for_grey_in_rgb": grey_copy, "notes": img.info.get("notes", [])}
+                writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
 
@@ -523,7 +528,13 @@ def denoise_files(
             pending.append((path, out, *loaded))
         flush()
         _drain(writes, record, block=True)
-    return BatchReport(results, planned.unread())
+    order = {src: i for i, (src, _) in enumerate(pairs)}
+    results.sort(key=lambda r: order.get(r.src, len(order)))  # the report in the inputs' order, not the order they finished
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "weights"}
+    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(denoiser.device),
+            "machine": machine_name(denoiser.device), "versions": {"denoisecli": __version__, "torch": torch.__version__},
+            "weights": str(opts.weights) if opts.weights else "shipped", "options": options}
+    return BatchReport(results, planned.unread(), meta)
 
 
 def _check_stack_memory(path: Path) -> None:
@@ -599,12 +610,12 @@ def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Ca
             yield item, exc
 
 
-def _drain(writes: list[tuple[Path, Path, float, str, Future]], record: Callable[[FileResult], None], block: bool) -> None:
+def _drain(writes: list[tuple[Path, Path, float, str, dict, Future]], record: Callable[[FileResult], None], block: bool) -> None:
     """Record finished writes in order; with ``block``, wait for all of them."""
-    while writes and (block or writes[0][4].done()):
-        path, out, mp, detail, fut = writes.pop(0)
+    while writes and (block or writes[0][5].done()):
+        path, out, mp, detail, info, fut = writes.pop(0)
         try:
             fut.result()
-            record(FileResult(path, out, "denoised", megapixels=mp, detail=detail))
+            record(FileResult(path, out, "denoised", megapixels=mp, detail=detail, info=info))
         except DenoiseError as exc:
             record(FileResult(path, out, "failed", str(exc)))
