@@ -44,6 +44,29 @@ def test_add_noise_mirrors_tree_as_png_and_keeps_grey(clean_dir, tmp_path):
     assert 15 < diff.std() < 30
 
 
+def test_add_noise_json_records_each_files_drawn_level(clean_dir, tmp_path):
+    """With a range, each file draws its own level, which nothing recorded: --json gives each
+    file's levels and sigma (a stack's per plane), the truth a noise estimate is tested on."""
+    import tifffile
+
+    tifffile.imwrite(clean_dir / "z.tif", np.stack([smooth_image(30, 34, channels=1, seed=s) for s in range(3)]),
+                     imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "noisy"
+    result = runner.invoke(app, ["add-noise", str(clean_dir), str(out), "--sigma", "5-40", "--seed", "3",
+                                 "--json", str(tmp_path / "n.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "n.json").read_text())
+    assert data["noise"] == "gaussian" and data["seed"] == 3 and data["ranges"]["std"] == pytest.approx([5 / 255, 40 / 255])
+    files = {Path(f["input"]).name: f for f in data["files"]}
+    assert len(files) == 6 and len({round(f["sigma"], 6) for n, f in files.items() if n != "z.tif"}) == 5
+    for name in ("a.png", "b.png"):
+        f = files[name]
+        assert 5 <= f["sigma"] <= 40 and f["levels"]["std"] == pytest.approx(f["sigma"] / 255)
+        diff = np.asarray(Image.open(out / name), float) - np.asarray(Image.open(clean_dir / name), float)
+        assert abs(diff.std() - f["sigma"]) < 0.2 * f["sigma"] + 1  # the noise in the file is the recorded level's
+    assert len(files["z.tif"]["sigma"]) == 3 and len(files["z.tif"]["levels"]["std"]) == 3
+
+
 def test_add_noise_says_where_a_renamed_copy_went(clean_dir, tmp_path):
     """Noisy copies are lossless, so `add-noise photo.jpg noisy.jpg` writes noisy.png: it says so."""
     result = runner.invoke(app, ["add-noise", str(clean_dir / "d.jpg"), str(tmp_path / "noisy.jpg"), "--sigma", "10"])

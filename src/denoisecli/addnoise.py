@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from denoisecli import __version__
 from denoisecli.atomic import remove_stale_partials
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
@@ -54,18 +57,30 @@ def add_noise(
                 key = path.relative_to(root).as_posix()
                 stack = img.pixels.ndim == 4
                 with torch.no_grad():
-                    noisy = sampler(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
-                                    seeded_generator(seed, key))
+                    noisy, drawn = sampler.drawn(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
+                                                 seeded_generator(seed, key))
                 img.pixels = noisy if stack else noisy[0]
                 img.format = (format_of(path) if _kept(path) else None) or "PNG"
                 write_image(img, out)
-                result = FileResult(path, out, "written", megapixels=img.megapixels)
+                result = FileResult(path, out, "written", megapixels=img.megapixels, info=_levels_record(sampler, drawn, stack))
             except DenoiseError as exc:
                 result = FileResult(path, out, "failed", str(exc))
         results.append(result)
         if on_file:
             on_file(result)
-    return BatchReport(results, unread_files(Path(src), exclude=Path(dst)))
+    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "versions": {"denoisecli": __version__, "torch": torch.__version__},
+            "noise": noise, "ranges": {k: list(v) for k, v in sampler.ranges.items()}, "seed": seed, **init}
+    return BatchReport(results, unread_files(Path(src), exclude=Path(dst)), meta)
+
+
+def _levels_record(sampler: NoiseSampler, drawn: dict[str, torch.Tensor], stack: bool) -> dict[str, Any]:
+    """The levels a file's noise was drawn with, by name (a stack's per plane), and its sigma on the
+    0-255 scale where the noise has one: the truth a noise estimate or a level-aware model is tested on."""
+    record: dict[str, Any] = {"levels": {k: v.tolist() if stack else float(v[0]) for k, v in drawn.items()}}
+    if hasattr(sampler.layer, "sigma"):
+        sigma = (sampler.layer.sigma(**drawn) * 255).tolist()
+        record["sigma"] = sigma if stack else sigma[0]
+    return record
 
 
 def _kept(path: Path) -> bool:

@@ -117,6 +117,14 @@ def _summary(report: BatchReport, done_word: str) -> None:
         raise typer.Exit(1)
 
 
+def _write_json(path: Path, data: dict) -> None:
+    import json
+
+    from denoisecli.atomic import atomic_write
+
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
 def _parse_range(text: str, name: str, top: float) -> tuple[float, float]:
     """'25' -> (25, 25); '0-55' or '0,55' -> (0, 55), within [0, top]."""
     try:
@@ -213,6 +221,7 @@ def add_noise_cmd(
     correlation: Annotated[Optional[str], typer.Option(help=CORRELATION_HELP + " Default 1.")] = None,
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write each file's drawn levels (and sigma), the noise, ranges and seed as JSON: the truth for a noise estimate or a level-aware model.")] = None,
 ) -> None:
     """Make noisy copies of images with the training noise layers (lossless PNG; TIFF, PGM and PPM stay so)."""
     if sigma is not None and std is not None:
@@ -236,6 +245,8 @@ def add_noise_cmd(
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
                                overwrite=overwrite, on_file=on_file, on_plan=lambda total: bar.update(task, total=total))
+        if json_out:
+            _write_json(json_out, report.to_dict())
     _summary(report, "written")
 
 
@@ -392,11 +403,7 @@ def run_cmd(
             report = denoise_files(inputs, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
                                    on_share=lambda share: bar.update(task, completed=done + share))
         if json_out:
-            import json
-
-            from denoisecli.atomic import atomic_write
-
-            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
+            _write_json(json_out, report.to_dict())
     _summary(report, "denoised")
 
 
@@ -442,8 +449,6 @@ def eval_cmd(
     levels = _floats(level, "--level") if level else None
     correlations = _floats(correlation, "--correlation") if correlation else None
     with user_errors():
-        import json
-
         from denoisecli.evaluation import HIGH_DEPTH, PROTOCOLS, evaluate
 
         baselines = tuple(baseline or ())
@@ -460,9 +465,7 @@ def eval_cmd(
 
             make_sheet(samples, report, sheet)
         if json_out:
-            from denoisecli.atomic import atomic_write
-
-            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
+            _write_json(json_out, report.to_dict())
     out = Console()
     if per_image:
         table = Table(title="per image: PSNR dB / SSIM")
@@ -522,8 +525,6 @@ def bench_cmd(
     """Measure speed (MP/s), peak memory and training patches/s against DnCNN-17 and FFDNet."""
     size_list = [int(v) for v in _floats(sizes, "--sizes")]
     with user_errors():
-        import json
-
         from denoisecli.benchmark import FLOAT32, REFERENCES, bench
 
         with _progress() as bar:
@@ -532,9 +533,7 @@ def bench_cmd(
                            channels=1 if grey else 3, on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                            int8=int8)
         if json_out:
-            from denoisecli.atomic import atomic_write
-
-            atomic_write(json_out, lambda f: f.write(json.dumps(report.to_dict(), indent=2).encode()))
+            _write_json(json_out, report.to_dict())
     out = Console()
     table = Table(title=f"inference on {report.device} ({report.machine}), {report.date}, median of {report.repeats}")
     for col in ("model", "size", "dtype", "MP/s", "spread (min-max)", "peak MiB"):

@@ -323,7 +323,7 @@ class NoiseSampler:
         """The noisy batch and each sample's white-noise sigma: NaN where its noise has none
         (shot, JPEG, camera noise), for the caller to measure instead."""
         if not self.mix:
-            return self._apply(self.layer, self.ranges, x, generator, device_generator)
+            return self._apply(self.layer, self.ranges, x, generator, device_generator)[:2]
         pick = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
         edges = torch.tensor([0.0, *self.mix.values()], dtype=torch.float64).cumsum(0)
         which = torch.where(pick < edges[-1], torch.searchsorted(edges, pick, right=True), 0)
@@ -332,17 +332,24 @@ class NoiseSampler:
         for i, (layer, ranges) in enumerate(self.parts):
             idx = (which == i).nonzero().flatten().to(x.device)
             if idx.numel():
-                out[idx], sigma[idx] = self._apply(layer, ranges, x[idx], generator, device_generator)
+                out[idx], sigma[idx], _ = self._apply(layer, ranges, x[idx], generator, device_generator)
         return out, sigma
+
+    def drawn(self, x: torch.Tensor, generator: torch.Generator,
+              device_generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The noisy batch of the main noise model (as ``draw`` makes it without a mix), and the
+        levels drawn for each sample by name, so `add-noise` can say which level each file got."""
+        out, _, levels = self._apply(self.layer, self.ranges, x, generator, device_generator)
+        return out, levels
 
     @staticmethod
     def _apply(layer: nn.Module, ranges: dict[str, Range], x: torch.Tensor, generator: torch.Generator,
-               device_generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+               device_generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         levels = {}
         for name, (lo, hi) in ranges.items():
             levels[name] = (lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, dtype=torch.float64)).to(x.device)
         sigma = layer.sigma(**levels) if hasattr(layer, "sigma") else torch.full_like(levels[next(iter(levels))], float("nan"))
-        return layer(x, generator=device_generator, **levels), sigma
+        return layer(x, generator=device_generator, **levels), sigma, levels
 
 
 def _per_sample(std: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
