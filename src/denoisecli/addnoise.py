@@ -68,7 +68,8 @@ def add_noise(
         results.append(result)
         if on_file:
             on_file(result)
-    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "versions": {"denoisecli": __version__, "torch": torch.__version__},
+    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "versions": {"denoisecli": __version__, "torch": torch.__version__},
             "noise": noise, "ranges": {k: list(v) for k, v in sampler.ranges.items()}, "seed": seed, **init}
     return BatchReport(results, unread_files(Path(src), exclude=Path(dst)), meta)
 

@@ -74,7 +74,7 @@ def _load_folder(
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
     out; no usable image at all is an error, and so is a folder whose images would not fit in
     memory (``copies`` of them: two for real pairs), said before any is decoded. ``on_read``
-    hears (files read, files) after each, for a progress bar: 500 large photos take minutes.
+    hears (files read so far, files), for a progress bar: 500 large photos take minutes.
     ``paths``, if given, are the files to read (the clean images of real pairs), not all of ``root``'s.
     """
     if not root.is_dir():
@@ -143,7 +143,6 @@ def _check_memory(root: Path, paths: Sequence[Path], channels: int | None, most:
     fix = (f"read each at most {lo / 100:g} megapixels with --max-megapixels {lo / 100:g} ({format_bytes(need(lo * 10_000))}), or "
            if lo else "")
     raise DenoiseError(f"{root}: its {len(paths)} images take {size}; {fix}train on fewer images")
-
 
 
 def to_channels(im: torch.Tensor, channels: int) -> torch.Tensor:

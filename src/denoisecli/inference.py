@@ -16,8 +16,8 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import nn
 
-from denoisecli.atomic import remove_stale_partials
 from denoisecli import __version__
+from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import format_bytes, free_memory, machine_name, place_model, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
