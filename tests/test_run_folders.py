@@ -490,3 +490,24 @@ def test_pair_roles_and_keys_of_real_noise_datasets():
              "gtx.png": (None, "gtx"), "meaning.tif": (None, "meaning"), "realm_x.png": (None, "realm_x")}
     for name, (role, key) in cases.items():
         assert (pair_role(root / name), pair_key(root / name, root)) == (role, key), name
+
+
+def test_a_dry_run_estimates_each_files_level_and_writes_nothing(tmp_path):
+    """`run --dry-run`: each file's noise level and route, as -v gives them (and --json records
+    them), whether its output exists or not, with nothing denoised or written."""
+    import json
+
+    rng = np.random.default_rng(0)
+    for name, sigma in (("a.png", 10), ("b.png", 30)):
+        clean = smooth_image(64, 72, seed=sigma)
+        save(tmp_path / "in" / name, np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 255).round().astype(np.uint8))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"an earlier output")
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dry-run", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"estimated: {tmp_path / 'in' / 'a.png'} (sigma " in text and "estimated" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"] and (tmp_path / "out" / "a.png").read_bytes() == b"an earlier output"
+    files = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert [f["status"] for f in files] == ["estimated", "estimated"] and all(f["output"] is None for f in files)
+    assert abs(files[0]["sigma"][0] - 10) < 3 and abs(files[1]["sigma"][0] - 30) < 5

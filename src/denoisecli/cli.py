@@ -372,6 +372,7 @@ def run_cmd(
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write what was done to each file (noise levels, routes, failures) and with what (options, weights, machine, versions) as JSON.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate each file's noise level and route, as -v reports them (and --json records them); denoise and write nothing.")] = False,
 ) -> None:
     """Denoise image files or folders of images."""
     with user_errors():
@@ -382,7 +383,7 @@ def run_cmd(
         opts = RunOptions(weights=weights, device=device.value, tile=tile, overwrite=overwrite,
                           format=format.value if format else None, jpeg_quality=jpeg_quality,
                           max_pixels=int(max_pixels * 1e6), batch=batch, sigma=sigma, ensemble=ensemble, int8=int8,
-                          strength=strength, per_channel=per_channel, stabilise=stabilise)
+                          strength=strength, per_channel=per_channel, stabilise=stabilise, dry_run=dry_run)
         with _progress(TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[mps]:.2f} MP/s")) as bar:
             task = bar.add_task("denoise", total=None, mps=0.0, ips=0.0)
             start, mp, n, done = time.perf_counter(), 0.0, 0, 0
@@ -391,11 +392,11 @@ def run_cmd(
                 nonlocal mp, n, done
                 _report_file(result)
                 done += 1
-                if result.status == "denoised":
+                if result.status in ("denoised", "estimated"):
                     mp += result.megapixels
                     n += 1
-                    if verbose:
-                        console.print(f"denoised: {result.dst}" + (f" ({result.detail})" if result.detail else ""),
+                    if verbose or dry_run:  # a dry run says what it found of each file, which is all it does
+                        console.print(f"{result.status}: {result.dst or result.src}" + (f" ({result.detail})" if result.detail else ""),
                                       highlight=False, soft_wrap=True, markup=False)
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.update(task, completed=done, mps=mp / elapsed, ips=n / elapsed)
@@ -404,7 +405,7 @@ def run_cmd(
                                    on_share=lambda share: bar.update(task, completed=done + share))
         if json_out:
             _write_json(json_out, report.to_dict())
-    _summary(report, "denoised")
+    _summary(report, "estimated" if dry_run else "denoised")
 
 
 class Protocol(str, Enum):

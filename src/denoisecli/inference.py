@@ -423,6 +423,7 @@ class RunOptions:
     strength: float = 1.0
     per_channel: bool | None = None
     stabilise: bool | None = None
+    dry_run: bool = False  # read each file's levels and routes, as `run -v` gives them; denoise and write nothing
 
 
 def denoise_files(
@@ -443,6 +444,8 @@ def denoise_files(
     through the model together, and a bad file is recorded as failed
     while the batch goes on. ``on_share`` hears, after each pass of a TIFF stack's planes, the
     share of the stack done, so a progress bar moves through a long stack, not only between files.
+    With ``dry_run`` each file is only read and its noise estimated ("estimated", with the levels
+    and routes a real run would use), whether its output exists or not; nothing is written.
     """
     opts = options or RunOptions()
     asked = normalize_format(opts.format)
@@ -453,7 +456,8 @@ def denoise_files(
     planned = plan_inputs(srcs, Path(dst) if dst is not None else None, "denoised",
                           suffix=FORMAT_SUFFIX[asked] if asked else None)
     pairs = planned.pairs
-    remove_stale_partials([out for _, out in pairs])
+    if not opts.dry_run:
+        remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
     denoiser = Denoiser(opts.weights, opts.device, opts.tile, opts.sigma, opts.ensemble, opts.int8, opts.strength,
@@ -467,7 +471,7 @@ def denoise_files(
 
     todo = []
     for path, out in pairs:
-        if out.exists() and not opts.overwrite:
+        if out.exists() and not opts.overwrite and not opts.dry_run:
             record(FileResult(path, out, "skipped", "exists (use --overwrite)"))
         else:
             todo.append((path, out))
@@ -486,6 +490,15 @@ def denoise_files(
                 raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
+        if opts.dry_run:
+            for (path, _), loaded in reads:
+                if isinstance(loaded, DenoiseError):
+                    record(FileResult(path, None, "failed", str(loaded)))
+                else:
+                    img, lvs, splits = loaded
+                    detail, info = _described(img, lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
+                    record(FileResult(path, None, "estimated", megapixels=img.megapixels, detail=detail, info=info))
+            reads = iter(())
         writes: list[tuple[Path, Path, float, str, dict, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
 
@@ -510,11 +523,7 @@ def denoise_files(
                 pending.clear()
                 return
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
-                used = [lv for plane in lvs if plane is not None for lv in plane]
-                detail = _detail(used, opts, any(splits), grey_copy, len(splits), img.info.get("notes", []))
-                info = {"planes": len(splits), "sigma": [round(lv.sigma * 255, 3) for lv in used], "estimated": opts.sigma is None,
-                        "stabilised": sum(lv.stabiliser is not None for lv in used), "per_channel": any(splits),
-                        "grey_model_for_grey_in_rgb": grey_copy, "notes": img.info.get("notes", [])}
+                detail, info = _described(img, lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
@@ -557,6 +566,17 @@ def _pass_failure(exc: Exception, first: str, path: Path) -> str:
     if isinstance(exc, DenoiseError):
         return str(exc).replace(first, str(path), 1)
     return f"{path}: the network failed on it ({first_line(exc)})"
+
+
+def _described(img: LoadedImage, lvs: list[list[Level] | None], splits: list[bool], grey_copy: bool,
+               opts: RunOptions) -> tuple[str, dict]:
+    """What `run -v` says of one file (``_detail``), and what `run --json` records of it."""
+    used = [lv for plane in lvs if plane is not None for lv in plane]
+    detail = _detail(used, opts, any(splits), grey_copy, len(splits), img.info.get("notes", []))
+    info = {"planes": len(splits), "sigma": [round(lv.sigma * 255, 3) for lv in used], "estimated": opts.sigma is None,
+            "stabilised": sum(lv.stabiliser is not None for lv in used), "per_channel": any(splits),
+            "grey_model_for_grey_in_rgb": grey_copy, "notes": img.info.get("notes", [])}
+    return detail, info
 
 
 def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool, planes: int, read: list[str]) -> str:
