@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from denoisecli import __version__
 from denoisecli.atomic import remove_stale_partials
+from denoisecli.device import provenance
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
 from denoisecli.image_io import PNM_SUFFIXES, format_of, read_image, unread_files, write_image
@@ -68,9 +67,7 @@ def add_noise(
         results.append(result)
         if on_file:
             on_file(result)
-    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "versions": {"denoisecli": __version__, "torch": torch.__version__},
-            "noise": noise, "ranges": {k: list(v) for k, v in sampler.ranges.items()}, "seed": seed, **init}
+    meta = {**provenance(torch.device("cpu")), "noise": noise, "ranges": {k: list(v) for k, v in sampler.ranges.items()}, "seed": seed, **init}
     return BatchReport(results, unread_files(Path(src), exclude=Path(dst)), meta)
 
 

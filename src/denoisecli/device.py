@@ -6,7 +6,9 @@ import ctypes
 import functools
 import os
 import platform
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,3 +106,16 @@ def free_memory() -> int | None:
 def format_bytes(n: float) -> str:
     """``36e9`` -> ``"36.0 GB"``, ``7.2e5`` -> ``"0.7 MB"``: memory in a user's message."""
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def versions() -> dict[str, str]:
+    """The package's and torch's versions, which a saved report or log records beside its figures."""
+    from denoisecli import __version__
+
+    return {"denoisecli": __version__, "torch": torch.__version__}
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Where and when something ran, for a report or log to say itself: time, device, machine, versions."""
+    return {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
+            "machine": machine_name(device), "versions": versions()}

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from denoisecli import __version__
-from denoisecli.device import machine_name
+from denoisecli.device import machine_name, versions
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_files, pair_key
 from denoisecli.image_io import LoadedImage, read_image, require_images
@@ -91,7 +90,7 @@ class EvalReport:
         return {"protocol": self.protocol, "protocol_text": PROTOCOLS[self.protocol], "noise": self.noise, "seed": self.seed,
                 "weights": self.weights, "oracle_sigma": self.oracle, "ensemble": self.ensemble, "int8": self.int8, "strength": self.strength, "per_channel": self.per_channel, "stabilise": self.stabilise, "means": means, "images": [asdict(s) for s in self.scores],
                 "failed": self.failed, "device": self.device, "machine": self.machine, "date": self.date,
-                "versions": {"denoisecli": __version__, "torch": torch.__version__}}
+                "versions": versions()}
 
 
 @dataclass

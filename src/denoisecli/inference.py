@@ -8,7 +8,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from threading import Lock
 from typing import NamedTuple, TypeVar
@@ -16,9 +15,8 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import nn
 
-from denoisecli import __version__
 from denoisecli.atomic import remove_stale_partials
-from denoisecli.device import format_bytes, free_memory, machine_name, place_model, resolve_device
+from denoisecli.device import format_bytes, free_memory, place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
 from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, header_size, normalize_format, read_image,
@@ -540,9 +538,7 @@ def denoise_files(
     order = {src: i for i, (src, _) in enumerate(pairs)}
     results.sort(key=lambda r: order.get(r.src, len(order)))  # the report in the inputs' order, not the order they finished
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "weights"}
-    meta = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(denoiser.device),
-            "machine": machine_name(denoiser.device), "versions": {"denoisecli": __version__, "torch": torch.__version__},
-            "weights": str(opts.weights) if opts.weights else "shipped", "options": options}
+    meta = {**provenance(denoiser.device), "weights": str(opts.weights) if opts.weights else "shipped", "options": options}
     return BatchReport(results, planned.unread(), meta)
 
 

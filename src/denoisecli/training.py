@@ -20,8 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from denoisecli.atomic import atomic_write
 from denoisecli.curves import plot_curves
 from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_training_set
-from denoisecli import __version__
-from denoisecli.device import machine_name, memory_format, place_model, resolve_device
+from denoisecli.device import memory_format, place_model, provenance, resolve_device
 from denoisecli.distributed import setup_distributed, world_size
 from denoisecli.errors import DenoiseError
 from denoisecli.int8 import calibration_entry
@@ -170,9 +169,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
             log.flush()
 
     # where and when each start or resume ran, so the log says what hardware trained the model
-    emit({"event": "start", "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
-          "machine": machine_name(device), "processes": dist.world, "images": len(tset.clean),
-          "versions": {"denoisecli": __version__, "torch": torch.__version__}})
+    emit({"event": "start", "step": step, **provenance(device), "processes": dist.world, "images": len(tset.clean)})
 
     def save(final: bool = False) -> None:
         """``final``: model.pt also gets the int8 ranges (`int8.calibration_entry`), once, at the end."""
