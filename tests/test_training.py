@@ -697,7 +697,12 @@ def test_real_noise_datasets_pair_as_they_come(tmp_path):
             save(tmp_path / "sidd" / scene / f"NOISY_SRGB_{shot}.PNG",
                  np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8))
     tset = load_training_set(opts(tmp_path / "sidd", tmp_path / "r", noisy=str(tmp_path / "sidd")), hold_out=False)
-    assert len(tset.clean) == len(tset.noisy) == 4
+    assert len(tset.clean) == len(tset.noisy) == 4 and not tset.notes
+    heard = []
+    result = train(opts(tmp_path / "sidd", tmp_path / "plain", steps=1), on_note=heard.append)  # without --noisy: said, not refused
+    assert result.notes == heard == [f"{tmp_path / 'sidd'}: 4 files are named as noisy (noisy, noise, real) beside 4 named as clean "
+                                     f"(GT, clean, mean), and all are trained on as clean images; if they are real pairs, train on them "
+                                     f"with --noisy {tmp_path / 'sidd'}"]
     assert all(float((c.float() - n.float()).abs().mean()) > 5 for c, n in zip(tset.clean, tset.noisy))
     report, _ = evaluate(tmp_path / "sidd", noisy_dir=tmp_path / "sidd", baselines=("noisy",), device="cpu")
     assert sorted({s.image for s in report.scores}) == [f"{s}/GT_SRGB_{k}.PNG" for s in ("0001_001_S6", "0002_001_S6") for k in ("010", "011")]

@@ -330,7 +330,8 @@ def train_cmd(
                            speed=stats["patches_per_s"], val=val_text)
 
             with _stoppable():
-                result = train(opts, resume=resume, progress=on_step, on_read=on_read)
+                result = train(opts, resume=resume, progress=on_step, on_read=on_read,
+                               on_note=lambda line: console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True))
     if not _is_main_process():
         return
     for line in result.skipped:

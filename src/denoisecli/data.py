@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from denoisecli.device import format_bytes, free_memory
 from denoisecli.errors import DenoiseError
-from denoisecli.files import pair_files, pair_key
+from denoisecli.files import pair_files, pair_key, pair_role
 from denoisecli.image_io import LoadedImage, header_size, read_image, require_images
 from denoisecli.noise import seeded_generator
 
@@ -36,6 +36,7 @@ class TrainingSet:
     noisy: list[torch.Tensor] | None = None
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a user should hear of the data, though nothing failed
 
 
 def _read_u8(path: Path) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
@@ -186,7 +187,18 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
                 val.append((_center_crop(clean[i][1]).float() / 255, _center_crop(pair).float() / 255 if pair is not None else None))
             clean = [c for i, c in enumerate(clean) if i not in held]
             noisy = [p for i, p in enumerate(noisy) if i not in held] if noisy is not None else None
-    return TrainingSet([im for _, im in clean], noisy, val, skipped)
+    return TrainingSet([im for _, im in clean], noisy, val, skipped, _pair_notes(Path(opts.data), [p for p, *_ in loaded]) if pairs is None else [])
+
+
+def _pair_notes(root: Path, paths: list[Path]) -> list[str]:
+    """A folder of real pairs (SIDD's GT_ and NOISY_ files side by side) trained on without
+    --noisy takes its noisy files for clean targets: said, not refused, as a name may mislead."""
+    roles = [pair_role(p) for p in dict.fromkeys(paths)]
+    noisy, clean = roles.count("noisy"), roles.count("clean")
+    if not (noisy and clean):
+        return []
+    return [f"{root}: {noisy} files are named as noisy (noisy, noise, real) beside {clean} named as clean (GT, clean, mean), and all "
+            f"are trained on as clean images; if they are real pairs, train on them with --noisy {root}"]
 
 
 def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, float]]], noisy_root: Path,

@@ -86,16 +86,18 @@ class TrainResult:
     interrupted: bool = False
     best_psnr: float | None = None
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None = None,
-          on_read: Callable[[int, int], None] | None = None) -> TrainResult:
+          on_read: Callable[[int, int], None] | None = None, on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train (or continue) the run in ``opts.out``; Ctrl-C saves a checkpoint and returns.
     ``progress`` hears each logged step's figures; ``on_read`` (files read, files) while the
-    training folder is read before the first step, which for a folder of large photos takes minutes.
+    training folder is read before the first step, which for a folder of large photos takes minutes;
+    ``on_note`` what a user should hear of the data before the first step (also in the result).
 
     Every random draw (patch, augmentation, noise level, noise) is keyed by the seed and
     the step, so a resumed run ends with the same weights as an uninterrupted one, and
@@ -117,6 +119,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
         raise DenoiseError(f"--batch {opts.batch} must be divisible by the number of processes ({dist.world})")
 
     tset = load_training_set(opts, hold_out=opts.val is None and opts.noisy is None, on_read=on_read)
+    for note in tset.notes if on_note else []:
+        on_note(note)
     sampler = PatchSampler(tset.clean, opts.patch, opts.seed, noisy=tset.noisy, downscale=opts.downscale,
                            independent=opts.independent_channels)
     total = _total_steps(opts, tset.clean)
@@ -255,13 +259,13 @@ def train(opts: TrainOptions, resume: bool = False, progress: ProgressFn | None 
                 progress({**stats, **latest})
     except KeyboardInterrupt:
         save()
-        return TrainResult(step, total, out, interrupted=True, best_psnr=best, skipped=tset.skipped)
+        return TrainResult(step, total, out, interrupted=True, best_psnr=best, skipped=tset.skipped, notes=tset.notes)
     finally:
         if log is not None:
             log.close()
     save(final=True)
     dist.close()
-    return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped)
+    return TrainResult(step, total, out, best_psnr=best, skipped=tset.skipped, notes=tset.notes)
 
 
 def _restore(state: dict[str, Any], gen: torch.nn.Module, opt_g: torch.optim.Optimizer, disc: torch.nn.Module | None,
