@@ -264,6 +264,7 @@ def test_bench_cli_reports_ratios(tmp_path, tiny_model_file):
     assert set(data["ratios"]) == {"dncnn-17", "ffdnet"} and data["ratios"]["ffdnet"]["48"] > 0
     assert {r["model"] for r in data["training"]} == {"denoise", "dncnn-17", "ffdnet"}
     assert "7/7" in result.output, "the bar knows its total: 3 models at 2 sizes, and the training rates"
+    assert data["versions"]["denoisecli"] and data["machine"] and data["date"], "a saved bench says what it ran on"
 
 
 def test_bench_times_a_noise_map_model_with_its_estimator(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoisecli.device import machine_name, place_model, resolve_device
+from denoisecli.device import machine_name, place_model, resolve_device, versions
 from denoisecli.int8 import quantize
 from denoisecli.models import build_model
 from denoisecli.noise import noisy_photo
@@ -79,6 +79,7 @@ class BenchReport:
         sizes = sorted({r.size for r in self.inference})
         d["ratios"] = {ref: {str(s): self.ratio(ref, s) for s in sizes} for ref in REFERENCES}
         d["train_ratios"] = {ref: self.train_ratio(ref) for ref in REFERENCES}
+        d["versions"] = versions()
         return d
 
 
