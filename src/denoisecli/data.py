@@ -63,25 +63,24 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None,
-    most_pixels: int | None = None, copies: int = 1, on_read: Callable[[int, int], None] | None = None,
-    paths: list[Path] | None = None, crop: bool = False,
+    most_pixels: int | None = None, on_read: Callable[[int, int], None] | None = None, pairs: list[Path] | None = None,
 ) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
     stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
-    stretched by; an image over ``most_pixels`` is scaled down to it, or with ``crop`` cut to its
-    middle (``_fit``).
+    stretched by; an image over ``most_pixels`` is scaled down to it (``_fit``).
 
     ``channels`` of None picks grey when every image is grey, else colour. Unreadable
     files and images smaller than ``min_size`` are reported through ``on_skip`` and left
     out; no usable image at all is an error, and so is a folder whose images would not fit in
-    memory (``copies`` of them: two for real pairs), said before any is decoded. ``on_read``
+    memory, said before any is decoded. ``on_read``
     hears (files read so far, files), for a progress bar: 500 large photos take minutes.
-    ``paths``, if given, are the files to read (the clean images of real pairs), not all of ``root``'s.
+    ``pairs``, if given, are the clean files of real pairs, read instead of all of ``root``'s: their
+    noisy images count in memory too, and a large one is cut to its middle rather than scaled.
     """
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
-    paths = paths if paths is not None else require_images(root)
-    _check_memory(root, paths, channels, most_pixels, copies)
+    paths = pairs if pairs is not None else require_images(root)
+    _check_memory(root, paths, channels, most_pixels, 2 if pairs is not None else 1)
     found: list[tuple[Path, torch.Tensor, tuple[float, float]]] = []
     for i, p in enumerate(paths):
         if on_read:
@@ -92,7 +91,7 @@ def _load_folder(
             if on_skip:
                 on_skip(str(exc))
             continue
-        planes = [_fit(im, most_pixels, crop) for im in planes]
+        planes = [_fit(im, most_pixels, crop=pairs is not None) for im in planes]
         h, w = planes[0].shape[-2:]
         if min(h, w) < min_size:
             if on_skip:
@@ -166,8 +165,8 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
     skipped: list[str] = []
     most = round(opts.max_megapixels * 1e6) if opts.max_megapixels else None
     pairs = pair_files(Path(opts.data), Path(opts.noisy)) if opts.noisy is not None else None
-    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, 2 if pairs else 1, on_read,
-                          paths=pairs[0] if pairs else None, crop=pairs is not None)
+    loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, on_read,
+                          pairs=pairs[0] if pairs else None)
     channels = loaded[0][1].shape[0]
     noisy = None
     if pairs is not None:

@@ -32,6 +32,7 @@ from denoisecli.errors import DenoiseError, first_line
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}  # the ftyp box's major brand
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, either byte order
 PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}  # netpbm's grey and colour images: ML datasets, raw converters' output
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".avif", *HEIF_SUFFIXES, *PNM_SUFFIXES}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "HEIF": ".heic", "AVIF": ".avif",
@@ -184,7 +185,7 @@ def header_size(path: Path) -> tuple[int, int, int] | None:
     try:
         with open(path, "rb") as f:
             head = f.read(4)
-        if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if head in TIFF_SIGNATURES:
             import tifffile
 
             with tifffile.TiffFile(path) as tf:
@@ -206,7 +207,7 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
             raise DenoiseError(f"{path}: empty file (0 bytes)")
         with open(path, "rb") as f:
             head = f.read(12)
-        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if head[:4] in TIFF_SIGNATURES:
             return _read_tiff(path, max_pixels, stacks)
         deep = _read_pnm_deep(path, max_pixels) if head[:2] in (b"P5", b"P6") else None
         if deep is not None:
