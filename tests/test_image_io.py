@@ -531,6 +531,40 @@ def test_stack_limits_count_every_plane_and_alpha_is_refused(tmp_path):
         read_image(tmp_path / "alpha.tif", stacks=True)
 
 
+@pytest.mark.parametrize("layout", ["uint16", "uint16 big-endian", "ImageJ over 4 GB", "uint16 zlib", "float zlib", "3 grey channels, separate"])
+def test_a_tiff_stack_reads_slab_by_slab_as_it_reads_whole_and_writes_back_the_same(tmp_path, layout):
+    """``TiffStack`` (which `run` streams) reads any run of pages alone, each on the whole file's
+    scale (float: its range, which a slab of its own would not have), and writes the slabs back as
+    the file's own layout."""
+    from denoisecli.image_io import TiffStack
+
+    arr = _float_arr((6, 31, 37))
+    kwargs: dict = {"photometric": "minisblack"}
+    if layout == "float zlib":
+        arr, kwargs["compression"] = (arr * 300 - 50).astype(np.float32), "zlib"
+        arr[4] /= 10  # a slab of its own would be stretched
+    elif layout == "3 grey channels, separate":
+        arr = np.round(arr.reshape(2, 3, 31, 37) * 255).astype(np.uint8)
+        kwargs.update(planarconfig="separate", extrasamples=("unspecified",) * 2, compression="lzw")
+    else:
+        arr = np.round(arr * 65535).astype(np.uint16)
+        kwargs.update({"uint16 big-endian": {"byteorder": ">"}, "uint16 zlib": {"compression": "zlib"},
+                       "ImageJ over 4 GB": {"imagej": True, "truncate": True}}.get(layout, {}))  # ImageJ's: one page header
+    tifffile.imwrite(tmp_path / "z.tif", arr, **kwargs)
+    whole = read_image(tmp_path / "z.tif", stacks=True).pixels
+    with TiffStack(tmp_path / "z.tif") as stack:
+        per = stack.samples
+        slabs = [stack.read(i, min(i + 2, stack.pages)) for i in range(0, stack.pages, 2)]
+        for i, slab in zip(range(0, stack.pages, 2), slabs):
+            assert torch.equal(slab.pixels, whole[i * per : (i + 2) * per])
+        stack.write(tmp_path / "out.tif", iter(slabs))
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.shape == arr.shape and back.dtype == arr.dtype
+    assert np.array_equal(back, arr) if arr.dtype != np.float32 else np.allclose(back, arr, atol=1e-3)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].compression == tifffile.TiffFile(tmp_path / "z.tif").pages[0].compression
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

@@ -363,7 +363,7 @@ def run_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist, or skip them so a rerun finishes a stopped batch.")] = False,
     format: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: each input's own).")] = None,
     jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP, HEIC and AVIF) outputs.", min=1, max=100)] = 95,
-    max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard).", min=0)] = 120,
+    max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard; a TIFF stack's: each plane).", min=0)] = 120,
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
     sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
     strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,

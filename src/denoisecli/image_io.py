@@ -12,6 +12,7 @@ XMP, DPI; a stack's axes and ImageJ calibration) goes back into every output tha
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -19,6 +20,8 @@ import threading
 import struct
 import warnings
 import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,6 +58,8 @@ HEIF_PRESET = "medium"
 # (benchmarks/write_speed.py) 265 ms/MP at 8 against 608 at Pillow's default 6, files 0.6% larger,
 # 0.16 dB lower; 10 took 82 ms/MP but made files 6% larger and lost 0.4 dB.
 AVIF_SPEED = 8
+# float samples read at a time for a streamed stack's range (``TiffStack``): 64 MB
+SCAN_SAMPLES = 16_000_000
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
@@ -202,7 +207,7 @@ def header_size(path: Path) -> tuple[int, int, int] | None:
 
 
 def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
-    try:
+    with _reading(path):
         if path.stat().st_size == 0:
             raise DenoiseError(f"{path}: empty file (0 bytes)")
         with open(path, "rb") as f:
@@ -228,6 +233,32 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
                     return _read_heif_deep(path, im.info)
                 im.load()
                 return _from_pil(im, path)
+
+
+def open_stack(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> TiffStack | None:
+    """A TIFF stack opened to be streamed (`run`), or None where the file is no stack, to be read
+    with ``read_image``. ``max_pixels`` bounds each plane, as a stack is never held whole."""
+    with _reading(Path(path)):
+        with open(path, "rb") as f:
+            if f.read(4) not in TIFF_SIGNATURES:
+                return None
+        stack = TiffStack(Path(path))
+        if stack.pages * stack.samples == 1:
+            stack.close()
+            return None
+        try:
+            _check_size(stack.path, *stack.size, max_pixels, planes=stack.samples)
+        except DenoiseError:
+            stack.close()
+            raise
+        return stack
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A decoder's failure as one line naming the file and the reason."""
+    try:
+        yield
     except DenoiseError:
         raise
     except FileNotFoundError as exc:
@@ -442,9 +473,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
 
 
 def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
-                 stack: bool = False) -> LoadedImage:
+                 stack: bool = False, span: tuple[float, float] | None = None) -> LoadedImage:
     """Float data of any range is denoised on [0, 1] and mapped back on writing (a stack on its
-    whole range, so its planes keep their relative brightness).
+    whole range, so its planes keep their relative brightness; a slab of one on ``span``, the
+    whole stack's).
 
     NaN and infinite values (masked pixels of a microscope's processed data) ended `run` with a
     traceback. They are written back as they were (``info["nonfinite"]``), and meanwhile hold
@@ -452,15 +484,20 @@ def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None
     the flattest patches, does not take them for noise-free."""
     finite = np.isfinite(arr)
     if not finite.all():
-        if not finite.any():
+        if not finite.any() and span is None:
             raise DenoiseError(f"{path}: no finite value (all NaN or infinite)")
         info = {**info, "nonfinite": (np.flatnonzero(~finite), arr[~finite])}
         arr = arr.copy()
-        arr[~finite] = np.random.default_rng(0).choice(arr[finite], size=int((~finite).sum()))
-    lo, hi = float(arr.min()), float(arr.max())
-    lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi if hi > lo else lo + 1)
+        fill = arr[finite] if finite.any() else np.array([span[0]], np.float32)  # type: ignore[index]
+        arr[~finite] = np.random.default_rng(0).choice(fill, size=int((~finite).sum()))
+    lo, hi = span or _span_of(float(arr.min()), float(arr.max()))
     info = {**info, "float_range": (lo, hi)}
     return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0, stack), fmt, 32, alpha, info)
+
+
+def _span_of(lo: float, hi: float) -> tuple[float, float]:
+    """The range float data is mapped onto [0, 1] from: its own, unless it lies within [0, 1]."""
+    return (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi if hi > lo else lo + 1)
 
 
 def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
@@ -499,19 +536,41 @@ class _Repairs(logging.Handler):
 
 
 def _read_tiff(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
-    with _Repairs() as repairs:
-        image = _read_tiff_file(path, max_pixels, stacks)
-    if repairs.found:
-        image.info["notes"] = [f"read past damage: {'; '.join(repairs.found)}", *image.info.get("notes", [])]
-    return image
+    with TiffStack(path, stacks) as tiff:
+        _check_size(path, *tiff.size, max_pixels, planes=tiff.pages * tiff.samples)
+        return tiff.read()
 
 
-def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
-    import tifffile
+class TiffStack:
+    """A TIFF open for reading a run of its pages at a time, and writing the same kind of file.
 
-    with tifffile.TiffFile(path) as tf:
+    `run` streams a stack (a light-sheet microscope's, of tens of GB) slab by slab through the
+    network and into its output, so it holds a slab, not the stack: until 2026-11-29 a stack was
+    read whole, and one larger than the memory free was refused. ``read_image`` reads every TIFF
+    through here, whole. ``pages``: the file's images (a single image's: 1), each a plane, or
+    ``samples`` grey planes where a microscope's channels lie side by side in each pixel;
+    ``size``: (width, height) of a plane. Readable from one thread at a time.
+    """
+
+    def __init__(self, path: Path, stacks: bool = True) -> None:
+        import tifffile
+
+        self.path = Path(path)
+        self._repairs: list[str] = []
+        self._span: tuple[float, float] | None = None
+        with _Repairs() as repairs:
+            self._tf = tifffile.TiffFile(self.path)
+            try:
+                self._layout(stacks)
+            except BaseException:
+                self._tf.close()
+                raise
+        self._repairs += repairs.found
+
+    def _layout(self, stacks: bool) -> None:
+        tf, path = self._tf, self.path
         page, series = tf.pages[0], tf.series[0]
-        notes = _previews(path, tf.series)
+        previews = _previews(path, tf.series)
         # a stack: a series with more dimensions than a page (ImageJ writes one page for a stack
         # over 4 GB, so the pages are not counted)
         lead = tuple(series.shape[: series.ndim - page.ndim])
@@ -527,15 +586,16 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         separate = page.planarconfig == 2
         if samples > 1 and not stacks:
             raise DenoiseError(f"{path}: a TIFF of {samples} grey channels, where one image was expected")
-        _check_size(path, page.imagewidth, page.imagelength, max_pixels, planes=math.prod(lead) * samples)
-        arr = series.asarray() if lead else page.asarray()
+        if page.photometric.name not in ("MINISBLACK", "RGB"):
+            raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
-        if notes:
-            info["notes"] = notes
         if lead:
             info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)],
                              "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
+        if samples > 1:
+            info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)], "imagej": None}),
+                             "shape": (*lead, samples), "samples": samples, "separate": separate}
         if tf.is_ome and len(tf.series) == 1:
             info["ome"] = page.description
         if 34675 in page.tags:
@@ -546,39 +606,112 @@ def _read_tiff_file(path: Path, max_pixels: int | None, stacks: bool) -> LoadedI
         if xres is not None and yres is not None:
             unit = page.tags.get("ResolutionUnit")
             info["resolution"] = (_ratio(xres.value), _ratio(yres.value), int(unit.value) if unit is not None else 2)
-        photometric = page.photometric.name
-    if photometric not in ("MINISBLACK", "RGB"):
-        raise DenoiseError(f"{path}: TIFF with {photometric} colour is not supported; convert to RGB or grey first")
-    shape = arr.shape
-    arr = arr.reshape(-1, *shape[len(lead):])  # one leading axis of planes (1 for a single image)
-    if samples > 1:
-        arr = (arr if separate else np.moveaxis(arr, -1, 1)).reshape(-1, *arr.shape[2:] if separate else arr.shape[1:3])
-        info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)], "imagej": None}),
-                         "shape": (*lead, samples), "samples": samples, "separate": separate}
-        lead = (*lead, samples)
-    if arr.ndim == 4 and arr.shape[1] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 1, -1)
-    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 2, 3, 4)):
-        raise DenoiseError(f"{path}: TIFF of shape {shape} is not a grey or colour image or a stack of them")
-    alpha = None
-    if arr.ndim == 4 and arr.shape[3] in (2, 4):
-        if lead:
-            raise DenoiseError(f"{path}: TIFF stacks with an alpha channel are not supported")
-        arr, alpha = arr[..., :-1], arr[0, :, :, -1].copy()
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    arr = arr if lead else arr[0]
-    if arr.dtype == np.uint8:
-        return LoadedImage(_to_tensor(arr, 255.0, bool(lead)), "TIFF", 8, alpha, info)
-    if arr.dtype == np.uint16:
-        return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
-    if arr.dtype.kind == "f":
-        return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead))
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4:
-        # signed or 32-bit integers (background-subtracted or summed counts from an analysis
-        # pipeline): denoised on their range as float data is, and written back in their own type
-        return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead))
-    raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
+        self.lead, self.samples, self.separate, self.info, self._previews = lead, samples, separate, info, previews
+        self.pages = math.prod(lead)
+        self.size = (int(page.imagewidth), int(page.imagelength))
+        self.shape = tuple(series.shape)
+        self._unit = tuple(series.shape[len(lead):]) if lead else tuple(page.shape)
+
+    @property
+    def megapixels(self) -> float:
+        return self.pages * self.samples * math.prod(self.size) / 1e6
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading it left out or worked around so far, for ``run -v``."""
+        damage = [f"read past damage: {'; '.join(self._repairs)}"] if self._repairs else []
+        return damage + self._previews
+
+    def close(self) -> None:
+        self._tf.close()
+
+    def __enter__(self) -> TiffStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, start: int = 0, stop: int | None = None) -> LoadedImage:
+        """Pages ``start`` to ``stop`` (default: all) as an image, or a stack of planes: float data
+        on the whole file's range, so every slab is on one scale."""
+        stop = self.pages if stop is None else stop
+        whole = start == 0 and stop == self.pages
+        with _reading(self.path), _Repairs() as repairs:
+            arr = self._raw(start, stop)
+            span = None if whole or arr.dtype in (np.uint8, np.uint16) or arr.dtype.kind not in "fiu" else self._float_span()
+        self._repairs += [r for r in repairs.found if r not in self._repairs]
+        return self._image(arr, span)
+
+    def _raw(self, start: int, stop: int) -> np.ndarray:
+        """The pages' samples in the file's layout, one leading axis of pages: a run of them read
+        by themselves."""
+        series = self._tf.series[0]
+        if start == 0 and stop == self.pages:
+            arr = series.asarray() if self.lead else self._tf.pages[0].asarray()
+        elif series.dataoffset is not None:  # contiguous: read straight from the file (ImageJ's over 4 GB has one page header)
+            per = math.prod(self._unit)
+            dtype = np.dtype(series.dtype).newbyteorder(self._tf.byteorder)
+            self._tf.filehandle.seek(series.dataoffset + start * per * dtype.itemsize)
+            arr = self._tf.filehandle.read_array(dtype, count=(stop - start) * per)
+            arr = arr.astype(dtype.newbyteorder("="), copy=False)
+        else:  # page by page (an incomplete OME file's missing pages read as zeros, as whole)
+            arr = self._tf.asarray(key=range(start, stop), series=0)
+        return arr.reshape(-1, *self._unit)
+
+    def _float_span(self) -> tuple[float, float]:
+        """The range of the whole file's finite values, read once, slab by slab: a slab read on
+        its own range would come out brighter or darker than its neighbours."""
+        if self._span is None:
+            lo, hi = math.inf, -math.inf
+            step = max(1, SCAN_SAMPLES // max(1, math.prod(self._unit)))
+            for i in range(0, self.pages, step):
+                arr = self._raw(i, min(i + step, self.pages))
+                arr = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+                if arr.size:
+                    lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+            if lo > hi:
+                raise DenoiseError(f"{self.path}: no finite value (all NaN or infinite)")
+            self._span = _span_of(lo, hi)
+        return self._span
+
+    def _image(self, arr: np.ndarray, span: tuple[float, float] | None) -> LoadedImage:
+        path, lead = self.path, self.lead
+        info = {**self.info, "notes": self.notes} if self.notes else dict(self.info)
+        if self.samples > 1:
+            planes = arr if self.separate else np.moveaxis(arr, -1, 1)
+            arr = planes.reshape(-1, *planes.shape[2:])
+            lead = (*lead, self.samples)
+        if arr.ndim == 4 and arr.shape[1] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+            arr = np.moveaxis(arr, 1, -1)
+        if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 2, 3, 4)):
+            raise DenoiseError(f"{path}: TIFF of shape {self.shape} is not a grey or colour image or a stack of them")
+        alpha = None
+        if arr.ndim == 4 and arr.shape[3] in (2, 4):
+            if lead:
+                raise DenoiseError(f"{path}: TIFF stacks with an alpha channel are not supported")
+            arr, alpha = arr[..., :-1], arr[0, :, :, -1].copy()
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]
+        arr = arr if lead else arr[0]
+        if arr.dtype == np.uint8:
+            return LoadedImage(_to_tensor(arr, 255.0, bool(lead)), "TIFF", 8, alpha, info)
+        if arr.dtype == np.uint16:
+            return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
+        if arr.dtype.kind == "f":
+            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead), span)
+        if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4:
+            # signed or 32-bit integers (background-subtracted or summed counts from an analysis
+            # pipeline): denoised on their range as float data is, and written back in their own type
+            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead), span)
+        raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
+
+    def write(self, path: Path, slabs: Iterable[LoadedImage]) -> None:
+        """Write ``slabs`` (``read``'s, denoised, in order) as the same stack, page by page into a
+        temp file and then renamed, so an interrupted stream leaves no half-written file."""
+        slabs = iter(slabs)
+        first = next(slabs)  # the file's layout and metadata, as every slab's
+        with _writing(path, "TIFF"):
+            atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
 
 
 def _previews(path: Path, series: list[Any]) -> list[str]:
@@ -664,11 +797,18 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
         fmt = normalize_format(fmt or img.format)
     except DenoiseError as exc:  # content of a format this tool does not write, under a name that says none
         raise DenoiseError(f"{path}: {exc}") from exc
-    try:
+    with _writing(path, fmt):
         _write(img, Path(path), fmt, jpeg_quality)
+
+
+@contextmanager
+def _writing(path: Path, fmt: str) -> Iterator[None]:
+    """An encoder's failure as one line naming the file: encoders raise many types."""
+    try:
+        yield
     except DenoiseError:
         raise
-    except Exception as exc:  # encoders raise many types; each becomes one line
+    except Exception as exc:
         raise DenoiseError(f"{path}: cannot write it as {fmt} ({first_line(exc)})") from exc
 
 
@@ -750,13 +890,18 @@ def _heif_options(img: LoadedImage, path: Path, quality: int) -> dict[str, Any]:
     return options
 
 
-def _write_tiff(img: LoadedImage, f: BinaryIO) -> None:
+def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | None = None) -> None:
     """The TIFF with the input's compression and predictor: without its horizontal differencing
     (image editors' usual "LZW with predictor"), a denoised 8-bit Kodak24 image took 1.47x the
-    bytes in LZW and 1.25x in deflate (16-bit: 1.08x and 1.07x)."""
+    bytes in LZW and 1.25x in deflate (16-bit: 1.08x and 1.07x). A stack goes page by page, from
+    ``slabs`` where it is streamed (``TiffStack.write``): it is never held whole in the file's type."""
     import tifffile
 
-    arr = _pixels_as(img, img.bits)
+    stack = img.info.get("stack")
+    pages = (np.ascontiguousarray(page) for slab in (slabs or [img]) for page in _as_pages(_pixels_as(slab, img.bits), stack))
+    first = next(pages)
+    lead = () if stack is None else stack["shape"][:-1] if stack.get("samples") else stack["shape"]
+    shape = (*lead, *first.shape)
     extra: dict[str, Any] = {}
     if "resolution" in img.info:
         x, y, unit = img.info["resolution"]
@@ -770,13 +915,9 @@ def _write_tiff(img: LoadedImage, f: BinaryIO) -> None:
     comp = img.info.get("compression")
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
-    stack = img.info.get("stack")
     layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "minisblack",
                               "extrasamples": ("unassalpha",) if img.alpha is not None else None}
-    if stack is not None:
-        arr = arr.reshape(*stack["shape"], *arr.shape[1:])
     if stack is not None and stack.get("samples"):  # grey channels back into each pixel, as they were
-        arr = arr if stack["separate"] else np.moveaxis(arr, -3, -1)
         layout.update(planarconfig="separate" if stack["separate"] else "contig", extrasamples=("unspecified",) * (stack["samples"] - 1))
     if img.info.get("ome"):
         # OME-XML describes the pages' order, which a stack keeps (its planes go back in the order
@@ -789,10 +930,24 @@ def _write_tiff(img: LoadedImage, f: BinaryIO) -> None:
             metadata = {k: v for k, v in stack["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
         else:
             metadata = {"axes": axes}
+    # past 4 GB a classic TIFF's offsets overflow (ImageJ's own layout goes on past them); tifffile
+    # cannot size a stream itself
+    big = math.prod(shape) * first.dtype.itemsize > 2**32 - 2**25 and not extra.get("imagej")
     tifffile.imwrite(
-        f, arr, **layout, compression=comp, predictor=img.info.get("predictor") if comp not in (None, "packbits") else None,
-        metadata=metadata, **extra,
+        f, itertools.chain([first], pages), shape=shape, dtype=first.dtype, bigtiff=big, **layout, compression=comp,
+        predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, **extra,
     )
+
+
+def _as_pages(arr: np.ndarray, stack: dict[str, Any] | None) -> np.ndarray:
+    """``_pixels_as``' planes as the file's pages: grey channels back side by side in each pixel
+    (or each in a plane of its own page, where the file kept them separate)."""
+    if stack is None:
+        return arr[None]
+    if stack.get("samples"):
+        arr = arr.reshape(-1, stack["samples"], *arr.shape[1:])
+        arr = arr if stack["separate"] else np.moveaxis(arr, 1, -1)
+    return arr
 
 
 def _pnm_bytes(img: LoadedImage) -> bytes:

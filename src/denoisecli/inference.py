@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from threading import Lock
@@ -16,16 +16,17 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import remove_stale_partials
-from denoisecli.device import format_bytes, free_memory, place_model, provenance, resolve_device
+from denoisecli.device import place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
-from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, format_of, header_size, normalize_format, read_image,
-                                 write_image)
+from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, TiffStack, format_of, normalize_format, open_stack,
+                                 read_image, write_image)
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
 
 T = TypeVar("T")
+Estimated = tuple[LoadedImage, list[list["Level"] | None], list[bool]]  # an image, its planes' levels, whether each is split
 
 AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = 1024
@@ -35,7 +36,6 @@ MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
 COUPLING_SPLIT = 0.35
-STACK_BYTES = 7  # per sample, what `run` holds of a TIFF stack at its peak: measured 6.3 (its float pixels, the file's, the output's)
 DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
@@ -474,27 +474,24 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> tuple[LoadedImage, list[list[Level] | None], list[bool]]:
-            _check_stack_memory(path, opts.max_pixels)
-            image = read_image(path, opts.max_pixels, stacks=True)
-            if image.pixels.ndim == 4 and fmt not in (None, "TIFF"):
+        def read(path: Path) -> TiffStack | Estimated:
+            stack = open_stack(path, opts.max_pixels)
+            if stack is not None and fmt not in (None, "TIFF"):
+                stack.close()
                 raise DenoiseError(f"{path}: a TIFF stack can only be written as TIFF, not {fmt}")
-            try:
-                splits = [denoiser.split(p) for p in image.planes]
-                return image, [denoiser.levels([p], splits=[s]) for p, s in zip(image.planes, splits)], splits
-            except DenoiseError as exc:
-                raise DenoiseError(f"{path}: {exc}") from exc
-            except Exception as exc:  # one file's unforeseen data ends that file, not the batch
-                raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
+            return stack if stack is not None else _estimated(denoiser, path, read_image(path, opts.max_pixels, stacks=True))
 
         reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
         if opts.dry_run:
             for (path, _), loaded in reads:
                 if isinstance(loaded, DenoiseError):
                     record(FileResult(path, None, "failed", str(loaded)))
+                elif isinstance(loaded, TiffStack):
+                    with loaded:
+                        record(_stream(loaded, None, denoiser, opts, pool, on_share))
                 else:
                     img, lvs, splits = loaded
-                    detail, info = _described(img, lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
+                    detail, info = _described(img.info.get("notes", []), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
                     record(FileResult(path, None, "estimated", megapixels=img.megapixels, detail=detail, info=info))
             reads = iter(())
         writes: list[tuple[Path, Path, float, str, dict, Future]] = []
@@ -506,22 +503,15 @@ def denoise_files(
             first = str(pending[0][0])
             grey_copies = [denoiser.grey_copy(img.planes[0]) for _, _, img, _, _ in pending]  # of the input, read before it is overwritten
             planes = [(p, lv, s) for _, _, img, lvs, ss in pending for p, lv, s in zip(img.planes, lvs, ss)]
-            chunks = _chunks(planes, opts.batch)
             try:
-                for i, chunk in enumerate(chunks):
-                    ys = denoiser.batch([p for p, _, _ in chunk], name=first, splits=[s for *_, s in chunk],
-                                        levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
-                    for (p, _, _), y in zip(chunk, ys):
-                        p.copy_(y)  # each output into its own input's place: a stack is not held twice
-                    if on_share is not None and pending[0][2].pixels.ndim == 4:
-                        on_share((i + 1) / len(chunks))
+                _denoise_in_place(denoiser, planes, opts.batch, first)
             except Exception as exc:  # anything unforeseen ends these files, not the batch
                 for path, out, *_ in pending:
                     record(FileResult(path, out, "failed", _pass_failure(exc, first, path)))
                 pending.clear()
                 return
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
-                detail, info = _described(img, lvs, splits, grey_copy, opts)
+                detail, info = _described(img.info.get("notes", []), lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
@@ -529,6 +519,11 @@ def denoise_files(
         for (path, out), loaded in reads:
             if isinstance(loaded, DenoiseError):
                 record(FileResult(path, out, "failed", str(loaded)))
+                continue
+            if isinstance(loaded, TiffStack):
+                flush()
+                with loaded:
+                    record(_stream(loaded, out, denoiser, opts, pool, on_share))
                 continue
             if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
                 flush()
@@ -542,23 +537,66 @@ def denoise_files(
     return BatchReport(results, planned.unread(), meta)
 
 
-def _check_stack_memory(path: Path, max_pixels: int | None) -> None:
-    """Refuse a TIFF stack larger than the memory free, before reading it: its planes are all held
-    at once, and a stack let past ``--max-pixels`` was ended by the system without a word. Where
-    ``max_pixels`` alone keeps every file within the memory free (the default's 120 MP in colour
-    take 2.5 GB), no header is read twice."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return
-    free = free_memory()
-    if free is None or (max_pixels is not None and max_pixels * 3 * STACK_BYTES <= free):
-        return
-    size = header_size(path)
-    if size is None or size[1] == 1:
-        return
-    need = math.prod(size) * STACK_BYTES
-    if need > free:
-        raise DenoiseError(f"{path}: a stack of {size[1]} planes takes about {format_bytes(need)} to denoise, more than this machine "
-                           f"has free ({format_bytes(free)}); split it into smaller stacks")
+def _estimated(denoiser: Denoiser, path: Path, image: LoadedImage) -> Estimated:
+    """An image with its planes' levels and routes, read ahead of the network; any unforeseen
+    error in reading them fails this file alone, in one line naming it."""
+    try:
+        splits = [denoiser.split(p) for p in image.planes]
+        return image, [denoiser.levels([p], splits=[s]) for p, s in zip(image.planes, splits)], splits
+    except DenoiseError as exc:
+        raise DenoiseError(f"{path}: {exc}") from exc
+    except Exception as exc:  # one file's unforeseen data ends that file, not the batch
+        raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
+
+
+def _stream(stack: TiffStack, out: Path | None, denoiser: Denoiser, opts: RunOptions, pool: ThreadPoolExecutor,
+            on_share: Callable[[float], None] | None) -> FileResult:
+    """A TIFF stack, slab by slab: each slab of at most ``batch`` planes is read and its levels
+    estimated in the background while the one before goes through the network and into the output,
+    so a stack of any length takes two slabs of memory (until 2026-11-29 `run` held it whole, and
+    one larger than the memory free was refused). ``on_share`` hears the share done after each
+    slab. With ``dry_run`` only the levels are read, and ``out`` is None."""
+    path = stack.path
+    step = max(1, opts.batch // stack.samples)
+    spans = [(i, min(i + step, stack.pages)) for i in range(0, stack.pages, step)]
+    levels: list[list[Level] | None] = []
+    splits: list[bool] = []
+    grey: list[bool] = []
+
+    def slabs() -> Iterator[LoadedImage]:
+        ahead = pool.submit(lambda: _estimated(denoiser, path, stack.read(*spans[0])))
+        try:
+            for k in range(len(spans)):
+                img, lvs, ss = ahead.result()
+                if k + 1 < len(spans):
+                    ahead = pool.submit(lambda span=spans[k + 1]: _estimated(denoiser, path, stack.read(*span)))
+                if not grey:
+                    grey.append(denoiser.grey_copy(img.planes[0]))
+                levels.extend(lvs)
+                splits.extend(ss)
+                try:
+                    _denoise_in_place(denoiser, [] if opts.dry_run else list(zip(img.planes, lvs, ss)), opts.batch, str(path))
+                except Exception as exc:  # anything unforeseen ends this file, not the batch
+                    raise DenoiseError(_pass_failure(exc, str(path), path)) from exc
+                yield img
+                if on_share is not None:
+                    on_share((k + 1) / len(spans))
+        finally:
+            wait([ahead])
+
+    stream = slabs()
+    try:
+        if out is None:
+            for _ in stream:
+                pass
+        else:
+            stack.write(out, stream)
+    except DenoiseError as exc:
+        return FileResult(path, out, "failed", str(exc))
+    finally:
+        stream.close()  # where the writer failed: no read of the stack left running once it is closed
+    detail, info = _described(stack.notes, levels, splits, grey[0], opts)
+    return FileResult(path, out, "estimated" if out is None else "denoised", megapixels=stack.megapixels, detail=detail, info=info)
 
 
 def _pass_failure(exc: Exception, first: str, path: Path) -> str:
@@ -569,14 +607,15 @@ def _pass_failure(exc: Exception, first: str, path: Path) -> str:
     return f"{path}: the network failed on it ({first_line(exc)})"
 
 
-def _described(img: LoadedImage, lvs: list[list[Level] | None], splits: list[bool], grey_copy: bool,
+def _described(notes: list[str], lvs: list[list[Level] | None], splits: list[bool], grey_copy: bool,
                opts: RunOptions) -> tuple[str, dict]:
-    """What `run -v` says of one file (``_detail``), and what `run --json` records of it."""
+    """What `run -v` says of one file (``_detail``), and what `run --json` records of it; ``notes``:
+    what reading it left out or worked around."""
     used = [lv for plane in lvs if plane is not None for lv in plane]
-    detail = _detail(used, opts, any(splits), grey_copy, len(splits), img.info.get("notes", []))
+    detail = _detail(used, opts, any(splits), grey_copy, len(splits), notes)
     info = {"planes": len(splits), "sigma": [round(lv.sigma * 255, 3) for lv in used], "estimated": opts.sigma is None,
             "stabilised": sum(lv.stabiliser is not None for lv in used), "per_channel": any(splits),
-            "grey_model_for_grey_in_rgb": grey_copy, "notes": img.info.get("notes", [])}
+            "grey_model_for_grey_in_rgb": grey_copy, "notes": notes}
     return detail, info
 
 
@@ -603,6 +642,16 @@ def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
     """Small images of one shape share a forward pass; large ones go alone (and maybe tiled), and
     so does a stack, whose planes make passes of their own."""
     return tile is None and a.pixels.shape == b.pixels.shape and a.pixels.ndim == 3 and a.megapixels <= BATCH_MAX_MP
+
+
+def _denoise_in_place(denoiser: Denoiser, planes: list[tuple[torch.Tensor, list[Level] | None, bool]], batch: int, name: str) -> None:
+    """Planes (with their levels and routes) through the network in passes of at most ``batch``,
+    each output into its own input's place, so no second copy of them is held."""
+    for chunk in _chunks(planes, batch) if planes else []:
+        ys = denoiser.batch([p for p, _, _ in chunk], name=name, splits=[s for *_, s in chunk],
+                            levels=None if chunk[0][1] is None else [lv for _, lvs, _ in chunk for lv in lvs])
+        for (p, _, _), y in zip(chunk, ys):
+            p.copy_(y)
 
 
 def _chunks(planes: list[tuple[torch.Tensor, T, bool]], batch: int) -> list[list[tuple[torch.Tensor, T, bool]]]:
