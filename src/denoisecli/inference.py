@@ -440,8 +440,8 @@ def denoise_files(
     Files are read, their noise estimated, and written in background threads while the model
     works (on a GPU the estimate takes longer than the network), small images of one size go
     through the model together, and a bad file is recorded as failed
-    while the batch goes on. ``on_share`` hears, after each pass of a TIFF stack's planes, the
-    share of the stack done, so a progress bar moves through a long stack, not only between files.
+    while the batch goes on. A TIFF stack is streamed slab by slab (``_stream``); ``on_share``
+    hears the share of it done after each slab, so a progress bar moves through a long stack.
     With ``dry_run`` each file is only read and its noise estimated ("estimated", with the levels
     and routes a real run would use), whether its output exists or not; nothing is written.
     """
@@ -481,19 +481,6 @@ def denoise_files(
                 raise DenoiseError(f"{path}: a TIFF stack can only be written as TIFF, not {fmt}")
             return stack if stack is not None else _estimated(denoiser, path, read_image(path, opts.max_pixels, stacks=True))
 
-        reads = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
-        if opts.dry_run:
-            for (path, _), loaded in reads:
-                if isinstance(loaded, DenoiseError):
-                    record(FileResult(path, None, "failed", str(loaded)))
-                elif isinstance(loaded, TiffStack):
-                    with loaded:
-                        record(_stream(loaded, None, denoiser, opts, pool, on_share))
-                else:
-                    img, lvs, splits = loaded
-                    detail, info = _described(img.info.get("notes", []), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
-                    record(FileResult(path, None, "estimated", megapixels=img.megapixels, detail=detail, info=info))
-            reads = iter(())
         writes: list[tuple[Path, Path, float, str, dict, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
 
@@ -516,18 +503,22 @@ def denoise_files(
             pending.clear()
             _drain(writes, record, block=False)
 
-        for (path, out), loaded in reads:
+        for (path, out), loaded in _prefetch(pool, todo, read, ahead=max(2, opts.batch)):
+            out = None if opts.dry_run else out
             if isinstance(loaded, DenoiseError):
                 record(FileResult(path, out, "failed", str(loaded)))
-                continue
-            if isinstance(loaded, TiffStack):
+            elif isinstance(loaded, TiffStack):
                 flush()
                 with loaded:
                     record(_stream(loaded, out, denoiser, opts, pool, on_share))
-                continue
-            if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
-                flush()
-            pending.append((path, out, *loaded))
+            elif opts.dry_run:
+                img, lvs, splits = loaded
+                detail, info = _described(img.info.get("notes", []), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
+                record(FileResult(path, None, "estimated", megapixels=img.megapixels, detail=detail, info=info))
+            else:
+                if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
+                    flush()
+                pending.append((path, out, *loaded))
         flush()
         _drain(writes, record, block=True)
     order = {src: i for i, (src, _) in enumerate(pairs)}
@@ -639,9 +630,8 @@ def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool,
 
 
 def _batchable(a: LoadedImage, b: LoadedImage, tile: int | None) -> bool:
-    """Small images of one shape share a forward pass; large ones go alone (and maybe tiled), and
-    so does a stack, whose planes make passes of their own."""
-    return tile is None and a.pixels.shape == b.pixels.shape and a.pixels.ndim == 3 and a.megapixels <= BATCH_MAX_MP
+    """Small images of one shape share a forward pass; large ones go alone (and maybe tiled)."""
+    return tile is None and a.pixels.shape == b.pixels.shape and a.megapixels <= BATCH_MAX_MP
 
 
 def _denoise_in_place(denoiser: Denoiser, planes: list[tuple[torch.Tensor, list[Level] | None, bool]], batch: int, name: str) -> None:
@@ -655,8 +645,8 @@ def _denoise_in_place(denoiser: Denoiser, planes: list[tuple[torch.Tensor, list[
 
 
 def _chunks(planes: list[tuple[torch.Tensor, T, bool]], batch: int) -> list[list[tuple[torch.Tensor, T, bool]]]:
-    """The pending files' (plane, levels, split) in passes of at most ``batch`` planes, one at a time
-    where a plane is large, as for single files: a stack's planes do not all go through the model at once."""
+    """(plane, levels, split) in passes of at most ``batch`` planes, one at a time where a plane is
+    large, as for single files."""
     size = 1 if planes[0][0].shape[-1] * planes[0][0].shape[-2] > BATCH_MAX_MP * 1e6 else max(1, batch)
     return [planes[i : i + size] for i in range(0, len(planes), size)]
 
