@@ -16,6 +16,18 @@ from denoisecli.image_io import LoadedImage, list_images, read_image, require_im
 from conftest import requires_avif, save, smooth_image
 
 
+def test_files_it_does_not_read_come_with_what_to_make_of_them():
+    """RAW, microscope files, HDR, other images and video each get the step that turns them into a
+    file this tool reads; a kind it knows nothing of gets no advice."""
+    from denoisecli.image_io import conversion_hints
+
+    assert conversion_hints([".CR2", ".czi"]).startswith("Camera RAW: export a 16-bit TIFF")
+    assert "Microscope files: save them as OME-TIFF" in conversion_hints([".CR2", ".czi"])
+    assert conversion_hints([".exr"]) == "HDR images: save them as 32-bit float TIFF."
+    assert conversion_hints([".mov"]).startswith("Video: extract its frames first")
+    assert conversion_hints([".txt", ""]) == ""
+
+
 @pytest.mark.parametrize("mode,channels", [("RGB", 3), ("L", 1)])
 def test_png_roundtrip_is_exact(tmp_path, mode, channels):
     arr = smooth_image(37, 31, channels=channels)

@@ -45,13 +45,20 @@ def test_files_it_does_not_read_are_counted_not_silently_skipped(clean_dir, tmp_
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 0, result.output
     assert "left alone: 1 .cr2, 1 .dng (files this tool does not read" in " ".join(result.output.split())
+    assert "Camera RAW: export a 16-bit TIFF with the converter's own noise reduction off" in " ".join(result.output.split())
     assert add_noise(clean_dir, tmp_path / "noisy").unread == {".cr2": 1, ".dng": 1}
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "IMG_3.cr2").write_bytes(b"raw")
     result = runner.invoke(app, ["run", str(raw), "-o", str(tmp_path / "o2"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert "no images found (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm); it holds 1 .cr2" in " ".join(result.output.split())
+    assert "no images found (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm); it holds 1 .cr2. Camera RAW:" \
+        in " ".join(result.output.split())
+    (raw / "cells.czi").write_bytes(b"czi")
+    result = runner.invoke(app, ["run", str(raw / "cells.czi"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cells.czi: not an image file name (it reads .png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm). " \
+           "Microscope files: save them as OME-TIFF" in " ".join(result.output.split())
 
 def test_format_option_changes_extension_and_format(clean_dir, tmp_path, tiny_model_file):
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file),

@@ -108,10 +108,11 @@ def _summary(report: BatchReport, done_word: str) -> None:
     table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))
     console.print(table)
     if report.unread:
-        from denoisecli.image_io import READABLE, describe_counts
+        from denoisecli.image_io import READABLE, conversion_hints, describe_counts
 
+        hints = conversion_hints(report.unread)
         console.print(f"[yellow]left alone:[/] {escape(describe_counts(report.unread))} "
-                      "(files this tool does not read; it reads " + READABLE + ")",
+                      "(files this tool does not read; it reads " + READABLE + ")" + escape(f". {hints}" if hints else ""),
                       highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)

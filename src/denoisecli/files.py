@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import READABLE, is_image_path, list_images, require_images, unread_files
+from denoisecli.image_io import READABLE, conversion_hints, is_image_path, list_images, require_images, unread_files
 
 
 @dataclass
@@ -73,7 +73,8 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
         raise DenoiseError(f"{src}: no such file or folder")
     if src.is_file():
         if not is_image_path(src):
-            raise DenoiseError(f"{src}: not an image file name (it reads {READABLE})")
+            hints = conversion_hints([src.suffix])
+            raise DenoiseError(f"{src}: not an image file name (it reads {READABLE})" + (f". {hints}" if hints else ""))
         target = dst if is_image_path(dst) and not dst.is_dir() else dst / src.name
         pairs = [(src, target.with_suffix(suffix_of(src)) if suffix_of else target)]
     else:

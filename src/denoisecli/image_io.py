@@ -43,6 +43,19 @@ FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp",
 # what a user is told the tool reads, wherever a file or folder holds nothing it does
 READABLE = ".png, .jpg, .tif, .webp, .bmp, .heic (.hif), .avif and .pgm/.ppm"
 DEFAULT_MAX_PIXELS = 120_000_000
+# what to make of files this tool does not read, by kind: said wherever a folder or a file holds them
+CONVERSIONS = (
+    ({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw", ".x3f",
+      ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".rwl"},
+     "camera RAW: export a 16-bit TIFF with the converter's own noise reduction off (darktable, RawTherapee, "
+     "Lightroom; dcraw -6 -T) and denoise that"),
+    ({".czi", ".nd2", ".lif", ".lsm", ".oib", ".oif", ".ims", ".vsi", ".lei", ".zvi", ".dv", ".sld", ".stk"},
+     "microscope files: save them as OME-TIFF (Fiji: File > Save As > OME-TIFF, or Bio-Formats' bfconvert), which keeps "
+     "stacks and calibration"),
+    ({".exr", ".hdr", ".pfm"}, "HDR images: save them as 32-bit float TIFF"),
+    ({".gif", ".jxl", ".jp2", ".j2k", ".psd", ".tga", ".ico", ".dds"}, "other images: save them as PNG or TIFF (16-bit where they are deeper)"),
+    ({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}, "video: extract its frames first (ffmpeg -i clip.mp4 frames/%05d.png)"),
+)
 # Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
 # run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
 # as OpenCV writes PNG by default; WebP's lossless effort 0 (its "quality") wrote 3.8x as fast as
@@ -134,7 +147,8 @@ def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
     if not found:
         others = unread_files(root, exclude)
         held = f"; it holds {describe_counts(others)}" if others else ""
-        raise DenoiseError(f"{root}: no images found (it reads {READABLE}){held}")
+        hints = conversion_hints(others)
+        raise DenoiseError(f"{root}: no images found (it reads {READABLE}){held}" + (f". {hints}" if hints else ""))
     return found
 
 
@@ -156,6 +170,14 @@ def unread_files(root: Path, exclude: Path | None = None) -> dict[str, int]:
 def describe_counts(counts: dict[str, int]) -> str:
     """``{".cr2": 10, "": 1}`` -> ``"10 .cr2, 1 without extension"``."""
     return ", ".join(f"{n} {ext or 'without extension'}" for ext, n in counts.items())
+
+
+def conversion_hints(suffixes: Iterable[str]) -> str:
+    """How to get files of these kinds into one this tool reads ("" where it knows none): a
+    photographer's RAW files or a microscopist's CZI were left alone with no word of what to do."""
+    present = {x.lower() for x in suffixes}
+    hints = [hint for kinds, hint in CONVERSIONS if kinds & present]
+    return " ".join(f"{hint[0].upper()}{hint[1:]}." for hint in hints)
 
 
 def _files(root: Path, exclude: Path | None) -> list[Path]:
