@@ -114,7 +114,6 @@ def test_list_images_is_recursive_case_insensitive_and_excludes(tmp_path):
     assert found == ["a.PNG", "b.jpg"]
 
 
-
 def test_unread_files_counts_what_a_batch_leaves_alone_by_extension(tmp_path):
     save(tmp_path / "a.png", smooth_image(8, 8))
     for name in ("raw/x.CR2", "raw/y.cr2", "anim.gif", "README", ".DS_Store", ".cache/z.heic", "out/w.gif"):
@@ -127,10 +126,11 @@ def test_unread_files_counts_what_a_batch_leaves_alone_by_extension(tmp_path):
 def test_a_folder_without_images_says_what_it_holds(tmp_path):
     for name in ("a.cr2", "b.cr2", "a.xmp"):
         (tmp_path / name).write_bytes(b"x")
-    with pytest.raises(DenoiseError, match=r"no images found .*; it holds 2 \.cr2, 1 \.xmp$"):
+    with pytest.raises(DenoiseError, match=r"no images found .*; it holds 2 \.cr2, 1 \.xmp\. Camera RAW: export a 16-bit TIFF"):
         require_images(tmp_path)
     save(tmp_path / "c.jpg", smooth_image(8, 8))
     assert require_images(tmp_path) == [tmp_path / "c.jpg"]
+
 
 @functools.cache
 def _icc() -> bytes:

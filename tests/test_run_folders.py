@@ -158,6 +158,22 @@ def test_decompression_bomb_needs_max_pixels(tmp_path, tiny_model_file):
     assert allowed.exit_code == 0
 
 
+@pytest.mark.parametrize("command", ["add-noise", "eval", "train"])
+def test_every_command_that_reads_images_takes_max_pixels(tmp_path, tiny_model_file, command):
+    """The guard's message says to raise --max-pixels: add-noise, eval and train had no such
+    option, so a large image was a dead end there."""
+    save(tmp_path / "in" / "big.png", smooth_image(200, 200))
+    args = {"add-noise": ["add-noise", str(tmp_path / "in"), str(tmp_path / "noisy")],
+            "eval": ["eval", str(tmp_path / "in"), "--weights", str(tiny_model_file), "--sigma", "25"],
+            "train": ["train", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--steps", "1", "--batch", "2", "--patch", "24",
+                      "--width", "8", "--depth", "2", "--blocks", "1", "--device", "cpu"]}[command]
+    refused = runner.invoke(app, [*args, "--max-pixels", "0.01"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "big.png: 200x200 is 0 megapixels, over the 0 MP safety limit (raise it with --max-pixels" in " ".join(refused.output.split())
+    allowed = runner.invoke(app, [*args, "--max-pixels", "1"])
+    assert allowed.exit_code == 0, allowed.output
+
+
 def _corrupt(data: bytes, rng: random.Random) -> bytes:
     kind = rng.choice(["truncate", "flip", "zero", "splice"])
     b = bytearray(data)

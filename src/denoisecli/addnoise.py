@@ -12,7 +12,7 @@ from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import provenance
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
-from denoisecli.image_io import PNM_SUFFIXES, format_of, read_image, unread_files, write_image
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, PNM_SUFFIXES, format_of, read_image, unread_files, write_image
 from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, is_normal, seeded_generator
 
 def add_noise(
@@ -26,6 +26,7 @@ def add_noise(
     overwrite: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> BatchReport:
     """Write a lossless noisy copy of each image, mirroring the input tree: PNG, or TIFF for a
     TIFF (the one that holds float data, and keeps its compression and resolution; a TIFF stack
@@ -35,7 +36,8 @@ def add_noise(
     Each file's noise (and its level, when a range is given) comes from a generator keyed
     by (seed, path relative to the input), so a file gets the same noise whatever order
     or subset it is processed in. ``levels`` default to the layer's own defaults. ``on_plan``
-    hears the number of files once they are found, for a progress bar.
+    hears the number of files once they are found, for a progress bar. ``max_pixels`` refuses
+    larger images (a stack: all its planes, which are held at once), as `run` does.
     """
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
@@ -52,7 +54,7 @@ def add_noise(
             result = FileResult(path, out, "skipped", "exists (use --overwrite)")
         else:
             try:
-                img = read_image(path, stacks=True)
+                img = read_image(path, max_pixels, stacks=True)
                 key = path.relative_to(root).as_posix()
                 stack = img.pixels.ndim == 4
                 with torch.no_grad():

@@ -163,6 +163,7 @@ STABILISE_HELP = ("Noise that grows with brightness (shot noise: microscopes, te
                   "noise grows with brightness (values outside 0-1, unclipped additive noise, never); "
                   "--stabilise: every image whose noise grows (models with a noise-level input); --no-stabilise: none.")
 ENSEMBLE_HELP = "Average the outputs for the 8 flips and rotations of each image (self-ensemble): 8x the time, +0.1-0.2 dB PSNR on the benchmarks."
+MAX_PIXELS_HELP = "Refuse images larger than this many megapixels (decompression-bomb guard)."
 NOISE_HELP = ("Noise model: gaussian (the clamped normal layer), gaussian-shared (the same, shared between channels), "
               "poisson, poisson-gaussian, salt-pepper, speckle, jpeg, camera (poisson-gaussian then JPEG).")
 SIGMA_HELP = "Noise level on the 0-255 scale, a value or a range like 0-55 (gaussian, poisson-gaussian read noise, speckle)."
@@ -223,6 +224,7 @@ def add_noise_cmd(
     seed: Annotated[int, typer.Option(help="Seed; each file's noise depends only on the seed and its relative path.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write each file's drawn levels (and sigma), the noise, ranges and seed as JSON: the truth for a noise estimate or a level-aware model.")] = None,
+    max_pixels: Annotated[float, typer.Option(help=MAX_PIXELS_HELP + " A TIFF stack's: all its planes, held at once.", min=0)] = 120,
 ) -> None:
     """Make noisy copies of images with the training noise layers (lossless PNG; TIFF, PGM and PPM stay so)."""
     if sigma is not None and std is not None:
@@ -245,7 +247,8 @@ def add_noise_cmd(
                 bar.advance(task)
 
             report = add_noise(input, output, noise=noise.value, levels=levels, mean=mean, scale=scale, seed=seed,
-                               overwrite=overwrite, on_file=on_file, on_plan=lambda total: bar.update(task, total=total))
+                               overwrite=overwrite, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
+                               max_pixels=int(max_pixels * 1e6))
         if json_out:
             _write_json(json_out, report.to_dict())
     _summary(report, "written")
@@ -295,6 +298,7 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Seed for weights, patches and noise.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.", min=1)] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt, with its own options.")] = False,
+    max_pixels: Annotated[float, typer.Option(help=MAX_PIXELS_HELP + " Before --max-megapixels scales it down; a TIFF stack's: all its planes.", min=0)] = 120,
 ) -> None:
     """Train a denoiser from clean images (L1 loss, or --gan: L1 + scaled adversarial loss)."""
     if channels not in (None, 1, 3):
@@ -309,6 +313,7 @@ def train_cmd(
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
             noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality, correlation), mix=mixed, downscale=downscale, max_megapixels=max_megapixels,
+            max_pixels=int(max_pixels * 1e6),
             independent_channels=independent_channels, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
             channels=channels, model=model, init=str(init) if init else None,
@@ -364,7 +369,7 @@ def run_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist, or skip them so a rerun finishes a stopped batch.")] = False,
     format: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: each input's own).")] = None,
     jpeg_quality: Annotated[int, typer.Option(help="Quality of JPEG (and lossy WebP, HEIC and AVIF) outputs.", min=1, max=100)] = 95,
-    max_pixels: Annotated[float, typer.Option(help="Refuse images larger than this many megapixels (decompression-bomb guard; a TIFF stack's: each plane).", min=0)] = 120,
+    max_pixels: Annotated[float, typer.Option(help=MAX_PIXELS_HELP + " A TIFF stack's: each plane, as it is streamed.", min=0)] = 120,
     batch: Annotated[int, typer.Option(help="Small images of one size denoised together.", min=1)] = 8,
     sigma: Annotated[Optional[float], typer.Option(help="Noise level (0-255 scale) for models with a noise-level input; default: estimated per image.", min=0, max=255)] = None,
     strength: Annotated[float, typer.Option(help=STRENGTH_HELP, min=0)] = 1.0,
@@ -444,6 +449,7 @@ def eval_cmd(
     stabilise: Annotated[Optional[bool], typer.Option("--stabilise/--no-stabilise", help=STABILISE_HELP, show_default=False)] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help=ENSEMBLE_HELP)] = False,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=INT8_HELP)] = True,
+    max_pixels: Annotated[float, typer.Option(help=MAX_PIXELS_HELP + " A TIFF stack's: all its planes, held at once.", min=0)] = 120,
 ) -> None:
     """Measure PSNR and SSIM: add noise to clean images, denoise, compare."""
     sigmas = _floats(sigma, "--sigma")
@@ -462,6 +468,7 @@ def eval_cmd(
                 noise=noise.value, levels=levels, correlations=correlations, noisy_dir=noisy, baselines=baselines, keep_samples=3 if sheet else 0,
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total), oracle=oracle_sigma,
                 ensemble=ensemble, int8=int8, strength=strength, per_channel=per_channel, stabilise=stabilise,
+                max_pixels=int(max_pixels * 1e6),
             )
         if sheet:
             from denoisecli.sheet import make_sheet

@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from denoisecli.device import format_bytes, free_memory
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_files, pair_key, pair_role
-from denoisecli.image_io import LoadedImage, header_size, read_image, require_images
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, header_size, read_image, require_images
 from denoisecli.noise import seeded_generator
 
 if TYPE_CHECKING:
@@ -39,9 +39,9 @@ class TrainingSet:
     notes: list[str] = field(default_factory=list)  # what a user should hear of the data, though nothing failed
 
 
-def _read_u8(path: Path) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+def _read_u8(path: Path, max_pixels: int | None) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
     """A file's images (a TIFF stack's planes) as uint8, and the (low, span) each was stretched by (``_u8``)."""
-    return _u8(read_image(path, stacks=True))
+    return _u8(read_image(path, max_pixels, stacks=True))
 
 
 def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
@@ -64,6 +64,7 @@ def _u8(image: LoadedImage, ranges: list[tuple[float, float]] | None = None,
 def _load_folder(
     root: Path, channels: int | None, min_size: int, on_skip: Callable[[str], None] | None,
     most_pixels: int | None = None, on_read: Callable[[int, int], None] | None = None, pairs: list[Path] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[tuple[Path, torch.Tensor, tuple[float, float]]]:
     """Decode every image under ``root`` once into uint8 tensors (CBSD432 is ~200 MB), a TIFF
     stack's planes each as an image (``_read_u8``), in order, each with the (low, span) it was
@@ -76,32 +77,37 @@ def _load_folder(
     hears (files read so far, files), for a progress bar: 500 large photos take minutes.
     ``pairs``, if given, are the clean files of real pairs, read instead of all of ``root``'s: their
     noisy images count in memory too, and a large one is cut to its middle rather than scaled.
+    ``max_pixels``: the read guard (``read_image``), before any scaling.
     """
     if not root.is_dir():
         raise DenoiseError(f"{root}: not a folder")
     paths = pairs if pairs is not None else require_images(root)
     _check_memory(root, paths, channels, most_pixels, 2 if pairs is not None else 1)
     found: list[tuple[Path, torch.Tensor, tuple[float, float]]] = []
+    skips: list[str] = []
     for i, p in enumerate(paths):
         if on_read:
             on_read(i, len(paths))
         try:
-            planes, ranges = _read_u8(p)
+            planes, ranges = _read_u8(p, max_pixels)
         except DenoiseError as exc:
+            skips.append(str(exc))
             if on_skip:
-                on_skip(str(exc))
+                on_skip(skips[-1])
             continue
         planes = [_fit(im, most_pixels, crop=pairs is not None) for im in planes]
         h, w = planes[0].shape[-2:]
         if min(h, w) < min_size:
+            skips.append(f"{p}: {w}x{h} is smaller than the {min_size}px patch, skipped")
             if on_skip:
-                on_skip(f"{p}: {w}x{h} is smaller than the {min_size}px patch, skipped")
+                on_skip(skips[-1])
             continue
         found += [(p, im, r) for im, r in zip(planes, ranges)]
     if on_read:
         on_read(len(paths), len(paths))
-    if not found:
-        raise DenoiseError(f"{root}: no usable training image (all unreadable or smaller than the {min_size}px patch)")
+    if not found:  # why, in the first file's words: a size guard or a patch too large reads as "unreadable" otherwise
+        more = f" (and {len(skips) - 1} more)" if len(skips) > 1 else ""
+        raise DenoiseError(f"{root}: no usable training image; {skips[0]}{more}" if skips else f"{root}: no usable training image")
     if channels is None:
         channels = 1 if all(im.shape[0] == 1 for _, im, _ in found) else 3
     return [(p, to_channels(im, channels), r) for p, im, r in found]
@@ -166,16 +172,17 @@ def load_training_set(opts: TrainOptions, hold_out: bool, on_read: Callable[[int
     most = round(opts.max_megapixels * 1e6) if opts.max_megapixels else None
     pairs = pair_files(Path(opts.data), Path(opts.noisy)) if opts.noisy is not None else None
     loaded = _load_folder(Path(opts.data), opts.channels, opts.patch, skipped.append, most, on_read,
-                          pairs=pairs[0] if pairs else None)
+                          pairs=pairs[0] if pairs else None, max_pixels=opts.max_pixels)
     channels = loaded[0][1].shape[0]
     noisy = None
     if pairs is not None:
-        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(str(opts.noisy)), pairs[1], channels, most)
+        clean, noisy = _match_pairs(Path(opts.data), loaded, Path(str(opts.noisy)), pairs[1], channels, most, opts.max_pixels)
     else:
         clean = [(p, im) for p, im, _ in loaded]
     val: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     if opts.val is not None:
-        val = [(_center_crop(im).float() / 255, None) for _, im, _ in _load_folder(Path(opts.val), channels, 1, skipped.append)]
+        val = [(_center_crop(im).float() / 255, None) for _, im, _ in _load_folder(Path(opts.val), channels, 1, skipped.append,
+                                                                                     max_pixels=opts.max_pixels)]
     elif hold_out or noisy is not None:
         n = min(MAX_HELD_OUT, len(clean) // 10)
         if n:
@@ -201,7 +208,8 @@ def _pair_notes(root: Path, paths: list[Path]) -> list[str]:
 
 
 def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, float]]], noisy_root: Path,
-                 by_key: dict[str, Path], channels: int, most: int | None = None) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
+                 by_key: dict[str, Path], channels: int, most: int | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[list[tuple[Path, torch.Tensor]], list[torch.Tensor]]:
     """The noisy image for each clean one, from ``by_key`` (``files.pair_files``: matched by
     relative path without extension or role word; a stack plane by plane); all must exist and align. Where either was stretched to its range (16-bit
     or float data, see ``_u8``) and not by the same one, the clean file is read again on the noisy
@@ -217,13 +225,13 @@ def _match_pairs(root: Path, clean: list[tuple[Path, torch.Tensor, tuple[float, 
     for p, group in itertools.groupby(clean, key=lambda item: item[0]):
         ims, clean_ranges = zip(*[(im, r) for _, im, r in group])
         q = by_key[pair_key(p, root)]
-        noisy_image = read_image(q, stacks=True)
+        noisy_image = read_image(q, max_pixels, stacks=True)
         noisy, ranges = _u8(noisy_image)
         noisy = [_fit(n, most, crop=True) for n in noisy]
         if len(noisy) != len(ims):
             raise DenoiseError(f"{q}: {len(noisy)} planes do not match its clean image {p} ({len(ims)})")
         if noisy_image.bits != 8 or list(clean_ranges) != ranges:
-            ims = [to_channels(_fit(im, most, crop=True), channels) for im in _u8(read_image(p, stacks=True), ranges, scale_of=noisy_image)[0]]
+            ims = [to_channels(_fit(im, most, crop=True), channels) for im in _u8(read_image(p, max_pixels, stacks=True), ranges, scale_of=noisy_image)[0]]
         for im, nim in zip(ims, noisy):
             nim = to_channels(nim, channels)
             if nim.shape != im.shape:

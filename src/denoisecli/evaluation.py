@@ -15,7 +15,7 @@ import torch
 from denoisecli.device import machine_name, versions
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_files, pair_key
-from denoisecli.image_io import LoadedImage, read_image, require_images
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, read_image, require_images
 from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import SSIM_WINDOW, psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator
@@ -156,6 +156,7 @@ def evaluate(
     strength: float = 1.0,
     per_channel: bool | None = None,
     stabilise: bool | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[EvalReport, list[Sample]]:
     """Score the model (and baselines) on every image at every level.
 
@@ -221,11 +222,11 @@ def evaluate(
 
     def score_file(i: int, p: Path, label: str, level: dict[str, float]) -> None:
         """Every plane of one clean image scored at one level."""
-        image = read_image(p, stacks=True)
+        image = read_image(p, max_pixels, stacks=True)
         if min(image.pixels.shape[-2:]) < SSIM_WINDOW:
             h, w = image.pixels.shape[-2:]
             raise DenoiseError(f"{p}: {w}x{h} is smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window")
-        pair = _pair(p, clean_dir, pairs) if pairs is not None else None
+        pair = _pair(p, clean_dir, pairs, max_pixels) if pairs is not None else None
         cleans = (image if pair is None else image.on_scale_of(pair)).planes
         noisies = None if pair is None else pair.planes
         if noisies is not None and (len(noisies) != len(cleans) or noisies[0].shape != cleans[0].shape):
@@ -313,12 +314,12 @@ def _rounded(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x.clamp(0, 1) * top).round() / top
 
 
-def _pair(path: Path, clean_dir: Path, noisy_files: dict[str, Path]) -> LoadedImage:
+def _pair(path: Path, clean_dir: Path, noisy_files: dict[str, Path], max_pixels: int | None) -> LoadedImage:
     """The noisy file of a real pair, matched by relative path without extension."""
     match = noisy_files.get(pair_key(path, clean_dir))
     if match is None:
         raise DenoiseError(f"no noisy image for {path.relative_to(clean_dir)} (pairs are matched by file name)")
-    return read_image(match, stacks=True)
+    return read_image(match, max_pixels, stacks=True)
 
 
 def _noisy_input(path: Path, clean: torch.Tensor, label: str, level: dict[str, float], protocol: str, noise: str,

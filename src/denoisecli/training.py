@@ -23,6 +23,7 @@ from denoisecli.data import PatchSampler, TrainingSet, batch_loader, load_traini
 from denoisecli.device import memory_format, place_model, provenance, resolve_device
 from denoisecli.distributed import setup_distributed, world_size
 from denoisecli.errors import DenoiseError
+from denoisecli.image_io import DEFAULT_MAX_PIXELS
 from denoisecli.int8 import calibration_entry
 from denoisecli.metrics import psnr, quantize8, ssim
 from denoisecli.models import build_model, default_config, full_config
@@ -54,6 +55,7 @@ class TrainOptions:
     mix: dict[str, float] | None = None
     downscale: float = 0.0
     max_megapixels: float | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # the decompression-bomb guard of every read, as `run`'s
     independent_channels: float = 0.0
     overset: float = 0.0
     noisy: str | None = None
@@ -647,7 +649,8 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def _resumed_options(state: dict[str, Any], given: TrainOptions, path: Path) -> TrainOptions:
-    """The run's own options, with the device free to change; model options given now must agree."""
+    """The run's own options, with the device and the read guard (--max-pixels) free to change; model
+    options given now must agree."""
     saved = dict(state["options"])
     if saved.get("levels") is not None:
         saved["levels"] = {k: tuple(v) for k, v in saved["levels"].items()}
@@ -656,7 +659,7 @@ def _resumed_options(state: dict[str, Any], given: TrainOptions, path: Path) -> 
             raise DenoiseError(f"{path}: the run has {key}={saved['model'][key]}, not {value}; refusing to resume with another architecture")
     if given.channels is not None and saved.get("channels") not in (None, given.channels):
         raise DenoiseError(f"{path}: the run has {saved['channels']} channels, not {given.channels}; refusing to resume")
-    return TrainOptions(**{**saved, "device": given.device})
+    return TrainOptions(**{**saved, "device": given.device, "max_pixels": given.max_pixels})
 
 
 def _load_state(path: Path) -> dict[str, Any]:
