@@ -368,6 +368,8 @@ def test_a_stack_streamed_reads_each_slab_alone(tmp_path, tiny_model_file, monke
     """No read covers the whole stack: two slabs at most are held, whatever its length."""
     import tifffile
 
+    import denoisecli.inference as inference
+
     from denoisecli.image_io import TiffStack
 
     (tmp_path / "in").mkdir()
@@ -377,6 +379,10 @@ def test_a_stack_streamed_reads_each_slab_alone(tmp_path, tiny_model_file, monke
     report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=3))
     assert report.results[0].status == "denoised" and report.results[0].info["planes"] == 7
     assert spans == [(0, 3), (3, 6), (6, 7)]
+    monkeypatch.setattr(inference, "SLAB_PIXELS", 2 * 20 * 24)  # large planes: fewer a slab than --batch
+    spans.clear()
+    denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=3, overwrite=True))
+    assert spans == [(0, 2), (2, 4), (4, 6), (6, 7)]
 
 
 def test_max_pixels_bounds_each_plane_of_a_stack_not_the_stack(tmp_path, tiny_model_file):

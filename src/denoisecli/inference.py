@@ -32,6 +32,7 @@ AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = 1024
 MIN_TILE = 128
 BATCH_MAX_MP = 1.0
+SLAB_PIXELS = 16_000_000  # at most this many of a streamed stack's pixels a slab (or one plane): 192 MB as float colour
 MIN_SPAN = 1 / 65535
 CONTEXT = 48
 BLEND = 32
@@ -542,13 +543,13 @@ def _estimated(denoiser: Denoiser, path: Path, image: LoadedImage) -> Estimated:
 
 def _stream(stack: TiffStack, out: Path | None, denoiser: Denoiser, opts: RunOptions, pool: ThreadPoolExecutor,
             on_share: Callable[[float], None] | None) -> FileResult:
-    """A TIFF stack, slab by slab: each slab of at most ``batch`` planes is read and its levels
-    estimated in the background while the one before goes through the network and into the output,
-    so a stack of any length takes two slabs of memory (until 2026-11-29 `run` held it whole, and
+    """A TIFF stack, slab by slab: each slab of at most ``batch`` planes (and ``SLAB_PIXELS``, where
+    planes are large) is read and its levels estimated in the background while the one before goes
+    through the network and into the output, so a stack of any length takes two slabs of memory (until 2026-11-29 `run` held it whole, and
     one larger than the memory free was refused). ``on_share`` hears the share done after each
     slab. With ``dry_run`` only the levels are read, and ``out`` is None."""
     path = stack.path
-    step = max(1, opts.batch // stack.samples)
+    step = max(1, min(opts.batch // stack.samples, SLAB_PIXELS // (math.prod(stack.size) * stack.samples)))
     spans = [(i, min(i + step, stack.pages)) for i in range(0, stack.pages, step)]
     levels: list[list[Level] | None] = []
     splits: list[bool] = []
