@@ -6,7 +6,7 @@ Each clean grey image is scaled to SPAN counts above an offset of 100, given Gau
 sigma (0-255 scale of its own span), rounded to integers as a 16-bit file holds them, and read
 as `run` reads a 16-bit file (counts / 65535). With ``--hot N``, N pixels of each image (seeded)
 are set to full scale, as a camera's hot pixels are. PSNR is measured on the image's own span,
-over the pixels that are not hot (which leave nothing to stretch: see inference.value_range).
+over the pixels that are not hot (which `run` writes back as read: see inference.value_range).
 
     python benchmarks/dim_images.py ../shared/data/test/BSD68 --count 10 --spans 2047,4095,16383 --hot 20
 """

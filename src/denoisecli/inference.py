@@ -34,6 +34,7 @@ MIN_TILE = 128
 BATCH_MAX_MP = 1.0
 SLAB_PIXELS = 16_000_000  # at most this many of a streamed stack's pixels a slab (or one plane): 192 MB as float colour
 MIN_SPAN = 1 / 65535
+HOT_SHARE = 1e-3  # at most this share of an image's pixels are taken for hot pixels, above its range (``value_range``)
 CONTEXT = 48
 BLEND = 32
 COUPLING_SPLIT = 0.35
@@ -58,11 +59,27 @@ def value_range(image: torch.Tensor) -> tuple[float, float]:
     so, with sigma-15 noise of its own range, came out 29.0 dB as read and 31.5 stretched (at a
     thirty-second, 24.6 from 24.6 noisy: no denoising at all; benchmarks/dim_images.py). Stretching
     by the extremes is exact to undo, clips nothing, and leaves an image that already fills the
-    range untouched; a single hot pixel at full scale leaves it unstretched, and so does a flat image.
+    range untouched; a flat image is left unstretched.
+
+    A few pixels far above the rest (a camera's hot pixels: at most ``HOT_SHARE`` of them in the
+    upper half of the span they would set, every other pixel in the lower) do not set the top: one hot
+    pixel at full scale left such an image unstretched, 28.9 dB where 31.4 without it (BSD68 in
+    12 bits, sigma 15). They go to the model at its top and come out as they were (``_hot``).
     """
-    lo, hi = torch.aminmax(image.detach().clamp(0, 1))
+    x = image.detach().clamp(0, 1).reshape(-1)
+    lo, hi = torch.aminmax(x)
     lo, hi = float(lo), float(hi)
+    mid = lo + (hi - lo) / 2
+    if hi - lo > MIN_SPAN and int((x > mid).sum()) <= x.numel() * HOT_SHARE:
+        hi = float(x[x <= mid].max())
     return (lo, hi - lo) if hi - lo > MIN_SPAN else (0.0, 1.0)
+
+
+def _hot(image: torch.Tensor, lo: float, span: float) -> torch.Tensor | None:
+    """The pixels above ``value_range``'s top where a few hot pixels did not set it, or None:
+    such a top lies under half the span to the image's highest value, an image's own top at it."""
+    hi = float(image.detach().clamp(0, 1).max())
+    return image > lo + span if span < 0.75 * (hi - lo) else None
 
 
 def _stretched(image: torch.Tensor, lo: float, span: float) -> torch.Tensor:
@@ -320,6 +337,7 @@ class Denoiser:
                 return None
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
+            x = x if _hot(im, lo, span) is None else x.clamp(max=1)  # hot pixels as the model gets them
             read = plain_level(x, self.unclamp())
             stab = self.stabiliser(x, read, (lo, span)) if given is None else None
             if stab is None:
@@ -383,7 +401,9 @@ class Denoiser:
             y = self._run(model, x, tile, name, sigma)
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
-        return [_unstretched(out if st is None else st.inverse(out), lo, span) for out, (lo, span), st in zip(y.cpu(), ranges, stabs)]
+        outs = [_unstretched(out if st is None else st.inverse(out), lo, span) for out, (lo, span), st in zip(y.cpu(), ranges, stabs)]
+        hots = [_hot(im, lo, span) for im, (lo, span) in zip(images, ranges)]
+        return [out if hot is None else torch.where(hot, im.cpu(), out) for out, im, hot in zip(outs, images, hots)]
 
     def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
