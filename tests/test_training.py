@@ -556,6 +556,11 @@ def test_sixteen_bit_training_data_is_stretched_as_run_stretches_it(tmp_path):
     assert np.abs(cells.numpy().astype(int) - expected).max() <= 1
     assert torch.equal(photo, torch.from_numpy(smooth_image(40, 44, channels=1, seed=3)))
     assert all(int(im.max()) == 255 for im in images[2:])  # each plane its own range
+    hot = counts.copy()
+    hot[5, 7] = 65535  # a camera's hot pixel: the rest stretched as without it (inference.value_range), it clipped at 255
+    Image.fromarray(hot).save(tmp_path / "d" / "cells.png")
+    hot_cells = load_training_set(opts(tmp_path / "d", tmp_path / "r"), hold_out=False).clean[0][0].numpy().astype(int)
+    assert hot_cells[5, 7] == 255 and np.abs(np.delete(hot_cells.ravel(), 5 * 44 + 7) - np.delete(expected.ravel(), 5 * 44 + 7)).max() <= 1
 
 
 def test_sixteen_bit_pairs_take_the_noisy_images_stretch(tmp_path):
@@ -650,7 +655,7 @@ def test_a_folder_that_would_not_fit_in_memory_is_refused_before_decoding_with_a
     for i in range(4):
         save(tmp_path / "d" / f"{i}.png", smooth_image(200, 300, seed=i))  # 0.06 MP, 180 kB each as uint8
     decoded = []
-    monkeypatch.setattr(data, "_read_u8", lambda p: decoded.append(p))
+    monkeypatch.setattr(data, "_read_u8", lambda p, *_: decoded.append(p))
     monkeypatch.setattr(data, "free_memory", lambda: 1_000_000)  # 1 MB free: 0.6 MB may be taken
     with pytest.raises(DenoiseError, match=r"d: its 4 images take 0.7 MB as training data, more than this machine can spare "
                                            r"\(1.0 MB free\); read each at most 0.04 megapixels with --max-megapixels 0.04 "
