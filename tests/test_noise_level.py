@@ -358,8 +358,8 @@ def test_a_dim_image_gets_the_level_of_its_stretched_self_and_reports_its_own(tm
     noisy[0, 0, :2] = torch.tensor([0.0, 1.0])
     dim = noisy / 8
     denoiser = Denoiser(_level_model(tmp_path, "sigma"), sigma=given)
-    (full_sigma, full_level, _), = denoiser.levels([noisy])
-    (dim_sigma, dim_level, _), = Denoiser(_level_model(tmp_path, "sigma"), sigma=None if given is None else given / 8).levels([dim])
+    (full_sigma, full_level, *_), = denoiser.levels([noisy])
+    (dim_sigma, dim_level, *_), = Denoiser(_level_model(tmp_path, "sigma"), sigma=None if given is None else given / 8).levels([dim])
     assert dim_level == pytest.approx(full_level, rel=1e-4)
     assert dim_sigma == pytest.approx(full_sigma / 8, rel=1e-4)
     if given is not None:

@@ -460,6 +460,26 @@ def test_a_stack_interrupted_midway_leaves_no_file_behind(tmp_path, tiny_model_f
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_hot_pixels_are_written_back_as_read_and_run_v_counts_them(tmp_path):
+    """A dim 16-bit image with two hot pixels: they come out as read, the rest is denoised on its
+    own range, and `-v` and --json say how many were kept (the shipped grey model)."""
+    import json
+
+    import tifffile
+
+    counts = (smooth_image(60, 50, channels=1).astype(np.float64) / 255 * 3000 + 100)
+    counts = np.clip(counts + np.random.default_rng(0).normal(0, 60, counts.shape), 0, 65535).round().astype(np.uint16)
+    counts[7, 9] = counts[40, 30] = 65535
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "cells.tif", counts)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-v", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "2 hot pixels kept as read" in " ".join(result.output.split())
+    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["hot_pixels"] == 2
+    out = tifffile.imread(tmp_path / "out" / "cells.tif")
+    assert out[7, 9] == out[40, 30] == 65535 and out.max() == 65535 and np.sort(out.ravel())[-3] < 4000
+
+
 def test_a_stacks_dry_run_reads_every_planes_level_and_writes_nothing(tmp_path):
     """With the shipped grey model, which takes the noise level: each plane's sigma-20 noise read."""
     import tifffile

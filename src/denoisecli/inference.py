@@ -44,11 +44,14 @@ DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 class Level(NamedTuple):
     """What one model input is given: the noise sigma `run` reports (0-1 scale of the file; for
     stabilised noise, at the image's mean brightness), the level the model is fed, and the
-    variance-stabilising transform around the model, if any (see ``Denoiser.stabiliser``)."""
+    variance-stabilising transform around the model, if any (see ``Denoiser.stabiliser``), and how
+    many of its pixels are hot, above the range it is stretched to and written back as read
+    (``value_range``)."""
 
     sigma: float
     fed: float | torch.Tensor
     stabiliser: Stabiliser | None = None
+    hot: int = 0
 
 
 def value_range(image: torch.Tensor) -> tuple[float, float]:
@@ -337,16 +340,18 @@ class Denoiser:
                 return None
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
-            x = x if _hot(im, lo, span) is None else x.clamp(max=1)  # hot pixels as the model gets them
+            hot = _hot(im, lo, span)
+            x = x if hot is None else x.clamp(max=1)  # hot pixels as the model gets them
+            hot_pixels = 0 if hot is None else int(hot.any(0).sum())
             read = plain_level(x, self.unclamp())
             stab = self.stabiliser(x, read, (lo, span)) if given is None else None
             if stab is None:
                 s, level = model_level(x, read() if given is None else given / span, model.level, self.strength)
-                out.append(Level(s * span, level))
+                out.append(Level(s * span, level, None, hot_pixels))
             else:
                 inside = x.clamp(0, 1)  # what the model is given (see ``_batch``)
                 level = model_level(stab.forward(inside), stab.sigma, model.level, self.strength)[1]
-                out.append(Level(stab.noise_std(float(inside.mean())) * span, level, stab))
+                out.append(Level(stab.noise_std(float(inside.mean())) * span, level, stab, hot_pixels))
         return out
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -626,7 +631,7 @@ def _described(notes: list[str], lvs: list[list[Level] | None], splits: list[boo
     used = [lv for plane in lvs if plane is not None for lv in plane]
     detail = _detail(used, opts, any(splits), grey_copy, len(splits), notes)
     info = {"planes": len(splits), "sigma": [round(lv.sigma * 255, 3) for lv in used], "estimated": opts.sigma is None,
-            "stabilised": sum(lv.stabiliser is not None for lv in used), "per_channel": any(splits),
+            "stabilised": sum(lv.stabiliser is not None for lv in used), "hot_pixels": sum(lv.hot for lv in used), "per_channel": any(splits),
             "grey_model_for_grey_in_rgb": grey_copy, "notes": notes}
     return detail, info
 
@@ -647,6 +652,8 @@ def _detail(levels: list[Level], opts: RunOptions, split: bool, grey_copy: bool,
     if stabilised:
         notes.append("stabilised: the noise grows with brightness" + (f" ({stabilised} of {len(levels)})" if planes > 1 else ""))
     notes += ["grey in RGB: grey model"] if grey_copy else []
+    hot = sum(lv.hot for lv in levels)
+    notes += [f"{hot} hot pixel{'s' if hot > 1 else ''} kept as read"] if hot else []
     return ", ".join(notes)
 
 
