@@ -57,7 +57,7 @@ def test_strength_scales_the_level_fed_to_the_model():
     model card: +0.9 to +3.3 dB at strength 2.)"""
     clean = torch.from_numpy(smooth_image(67, 45)).permute(2, 0, 1).float() / 255
     noisy = quantize8(SharedNormalNoise(std=25 / 255).train()(clean[None], generator=seeded_generator(5))[0])
-    [(sigma, _, _)] = Denoiser(device="cpu").levels([noisy])
+    [(sigma, *_)] = Denoiser(device="cpu").levels([noisy])
     outputs = {k: Denoiser(device="cpu", strength=k)(noisy) for k in (0.5, 1, 2)}
     assert torch.allclose(outputs[2], Denoiser(device="cpu", sigma=2 * sigma * 255)(noisy), atol=1e-5)
     removed = [float((outputs[k] - noisy).std()) for k in (0.5, 1, 2)]
