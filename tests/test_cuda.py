@@ -32,6 +32,16 @@ def test_run_on_cuda_matches_cpu(tiny_model_file):
     assert (cpu - gpu).abs().max() < 1 / 255
 
 
+def test_a_cuda_tensor_with_hot_pixels_comes_back_as_on_cpu(tiny_model_file):
+    """A Python caller's image already on the GPU: its hot pixels (see inference.value_range) are
+    put back from it, whatever device it is on."""
+    x = torch.rand(3, 67, 45) * 0.05
+    x[:, 10, 20] = 1.0
+    cpu = Denoiser(tiny_model_file, device="cpu")(x)
+    gpu = Denoiser(tiny_model_file, device="cuda")(x.cuda())
+    assert (cpu - gpu.cpu()).abs().max() < 1 / 255 and float(gpu[0, 10, 20]) == 1.0
+
+
 def test_metrics_on_cuda_tensors():
     from denoisecli.metrics import psnr, ssim
 

@@ -408,7 +408,7 @@ class Denoiser:
             y = y.mean(dim=1, keepdim=True)
         outs = [_unstretched(out if st is None else st.inverse(out), lo, span) for out, (lo, span), st in zip(y.cpu(), ranges, stabs)]
         hots = [_hot(im, lo, span) for im, (lo, span) in zip(images, ranges)]
-        return [out if hot is None else torch.where(hot, im.cpu(), out) for out, im, hot in zip(outs, images, hots)]
+        return [out if hot is None else torch.where(hot.cpu(), im.cpu(), out) for out, im, hot in zip(outs, images, hots)]
 
     def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
         while True:
