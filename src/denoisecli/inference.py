@@ -64,25 +64,37 @@ def value_range(image: torch.Tensor) -> tuple[float, float]:
     by the extremes is exact to undo, clips nothing, and leaves an image that already fills the
     range untouched; a flat image is left unstretched.
 
-    A few pixels far above the rest (a camera's hot pixels: at most ``HOT_SHARE`` of them in the
-    upper half of the span they would set, every other pixel in the lower) do not set the top: one hot
-    pixel at full scale left such an image unstretched, 28.9 dB where 31.4 without it (BSD68 in
-    12 bits, sigma 15). They go to the model at its top and come out as they were (``_hot``).
+    A camera's hot pixels do not set the top: single pixels (or pairs) far above the rest (each
+    with at most one such neighbour, at most ``HOT_SHARE`` of the image in the upper half of the
+    span they would set, all else in the lower). One at full scale left such an image unstretched, 28.9 dB where 31.4
+    without it (BSD68 in 12 bits, sigma 15). They go to the model at its top and come out as they
+    were (``_hot``). A bright patch (a lamp, a window, a bead) is no hot pixel: it sets the top,
+    as it did, and is denoised with the rest.
     """
-    x = image.detach().clamp(0, 1).reshape(-1)
+    x = image.detach().clamp(0, 1)
     lo, hi = torch.aminmax(x)
     lo, hi = float(lo), float(hi)
-    mid = lo + (hi - lo) / 2
-    if hi - lo > MIN_SPAN and int((x > mid).sum()) <= x.numel() * HOT_SHARE:
-        hi = float(x[x <= mid].max())
+    upper = x > lo + (hi - lo) / 2
+    if hi - lo > MIN_SPAN and int(upper.sum()) <= x.numel() * HOT_SHARE:
+        hot = upper & (_neighbours(upper) <= 1)
+        if bool(hot.any()):
+            hi = float(x[~hot].max())
     return (lo, hi - lo) if hi - lo > MIN_SPAN else (0.0, 1.0)
 
 
+def _neighbours(mask: torch.Tensor) -> torch.Tensor:
+    """How many of each element's 8 neighbours in its plane of a ...xHxW mask are set."""
+    planes = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    ring = torch.ones(1, 1, 3, 3, device=mask.device)
+    ring[0, 0, 1, 1] = 0
+    return torch.nn.functional.conv2d(planes, ring, padding=1).reshape(mask.shape)
+
+
 def _hot(image: torch.Tensor, lo: float, span: float) -> torch.Tensor | None:
-    """The pixels above ``value_range``'s top where a few hot pixels did not set it, or None:
-    such a top lies under half the span to the image's highest value, an image's own top at it."""
-    hi = float(image.detach().clamp(0, 1).max())
-    return image > lo + span if span < 0.75 * (hi - lo) else None
+    """The hot pixels ``value_range`` left above the top it found, or None: values within [0, 1]
+    above it (values above 1 are unclipped noise, not hot pixels, and an image's own top is at it)."""
+    hot = (image > lo + span + MIN_SPAN) & (image <= 1)
+    return hot if bool(hot.any()) else None
 
 
 def _stretched(image: torch.Tensor, lo: float, span: float) -> torch.Tensor:
@@ -341,7 +353,7 @@ class Denoiser:
             lo, span = value_range(im)
             x = _stretched(im, lo, span)
             hot = _hot(im, lo, span)
-            x = x if hot is None else x.clamp(max=1)  # hot pixels as the model gets them
+            x = x if hot is None else x.masked_fill(hot, 1.0)  # hot pixels as the model gets them
             hot_pixels = 0 if hot is None else int(hot.any(0).sum())
             read = plain_level(x, self.unclamp())
             stab = self.stabiliser(x, read, (lo, span)) if given is None else None
