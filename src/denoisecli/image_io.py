@@ -77,6 +77,11 @@ TIFF_WORKERS = max(1, min(4, os.cpu_count() or 1))
 AVIF_SPEED = 8
 # float samples read at a time for a streamed stack's range (``TiffStack``): 64 MB
 SCAN_SAMPLES = 16_000_000
+# TIFF tags that describe an image, not its layout, and go back into a TIFF output as they were: the
+# document's and page's names, camera make and model, date, artist, host computer, copyright (a
+# scanner's or a raw converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data
+# value (a satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
+KEPT_TIFF_TAGS = {269, 271, 272, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
@@ -624,6 +629,12 @@ class TiffStack:
                              "shape": (*lead, samples), "samples": samples, "separate": separate}
         if tf.is_ome and len(tf.series) == 1:
             info["ome"] = page.description
+        tags = [(t.code, int(t.dtype), t.count, t.value) for t in page.tags.values() if t.code in KEPT_TIFF_TAGS]
+        if tags:
+            info["tiff_tags"] = tags
+        text = page.description
+        if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
+            info["description"] = text  # a scanner's or a user's words, not a layout tifffile writes anew
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         if 700 in page.tags:
@@ -936,8 +947,9 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         extra.update(resolution=tuple(img.info["dpi"]), resolutionunit=2)
     if img.info.get("icc_profile"):
         extra["iccprofile"] = img.info["icc_profile"]
+    extra["extratags"] = [(code, dtype, 0 if dtype == 2 else count, value, True) for code, dtype, count, value in img.info.get("tiff_tags", [])]
     if img.info.get("xmp"):
-        extra["extratags"] = [(700, 1, len(img.info["xmp"]), img.info["xmp"], True)]
+        extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
     comp = img.info.get("compression")
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
@@ -949,7 +961,9 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         # OME-XML describes the pages' order, which a stack keeps (its planes go back in the order
         # read), so the input's XML stays true: physical sizes, channels, the instrument
         extra["description"] = img.info["ome"].encode("utf-8")  # OME-XML is UTF-8 (units such as µm)
-    elif stack is not None:
+    elif img.info.get("description") and not (stack is not None and stack["imagej"] is not None):
+        extra["description"] = img.info["description"]  # ImageJ's description is its own
+    if stack is not None and not img.info.get("ome"):
         axes = stack["axes"] + ("SYX" if stack.get("separate") else "YXS" if img.channels == 3 or stack.get("samples") else "YX")
         if stack["imagej"] is not None:
             extra["imagej"] = True
