@@ -37,7 +37,7 @@ def add_noise(
     by (seed, path relative to the input), so a file gets the same noise whatever order
     or subset it is processed in. ``levels`` default to the layer's own defaults. ``on_plan``
     hears the number of files once they are found, for a progress bar. ``max_pixels`` refuses
-    larger images (a stack: all its planes, which are held at once), as `run` does.
+    larger images (a stack: all its planes, which are held at once; `run` bounds a stack's planes each).
     """
     if noise not in NOISE_MODELS:
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")

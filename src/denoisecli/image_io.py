@@ -200,9 +200,9 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     """Decode fully (so a broken file fails here, with its name and the reason, not later).
 
     A multi-page TIFF stack (a microscope's z-stack or time series, an ImageJ hyperstack) is
-    read whole where ``stacks`` is set (every command does: `run` denoises each plane, the others
-    take each as an image), else refused; ``max_pixels`` then bounds the whole stack, as its
-    planes are all held at once.
+    read whole where ``stacks`` is set (`add-noise`, `train` and `eval` take each plane as an
+    image; `run` streams a stack instead, see ``open_stack``), else refused; ``max_pixels`` then
+    bounds the whole stack, as its planes are all held at once.
 
     A file whose content is another format than its name says (a JPEG saved as ``.png``, a HEIC
     renamed ``.jpg`` by a transfer tool) is read by its content and written back as its name says,
