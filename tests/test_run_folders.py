@@ -2,6 +2,7 @@
 
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -478,6 +479,48 @@ def test_hot_pixels_are_written_back_as_read_and_run_v_counts_them(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["files"][0]["hot_pixels"] == 2
     out = tifffile.imread(tmp_path / "out" / "cells.tif")
     assert out[7, 9] == out[40, 30] == 65535 and out.max() == 65535 and np.sort(out.ravel())[-3] < 4000
+
+
+def _multifile_ome(folder: Path, planes: np.ndarray) -> None:
+    """A dataset over two OME-TIFF files, as Micro-Manager splits an acquisition: each holds half the
+    z planes, and each one's OME-XML maps every plane to its file and page."""
+    import uuid
+
+    import tifffile
+
+    ids = [f"urn:uuid:{uuid.uuid4()}" for _ in range(2)]
+    h, w = planes.shape[1:]
+    for k, name in enumerate(("a.ome.tif", "b.ome.tif")):
+        xml = (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+               f'UUID="{ids[k]}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="{w}" '
+               f'SizeY="{h}" SizeZ="4" SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+               f'<TiffData FirstZ="0" IFD="0" PlaneCount="2"><UUID FileName="a.ome.tif">{ids[0]}</UUID></TiffData>'
+               f'<TiffData FirstZ="2" IFD="0" PlaneCount="2"><UUID FileName="b.ome.tif">{ids[1]}</UUID></TiffData>'
+               "</Pixels></Image></OME>")
+        with tifffile.TiffWriter(folder / name) as tw:
+            for i, plane in enumerate(planes[2 * k : 2 * k + 2]):
+                tw.write(plane, photometric="minisblack", description=xml if i == 0 else None, metadata=None)
+
+
+def test_a_multi_file_ome_tiff_dataset_is_denoised_file_by_file_and_stays_one_dataset(tmp_path, tiny_model_file):
+    """tifffile read the whole dataset through each of its files: each output held all four planes,
+    and the dataset written back read planes 0, 1, 0, 1. Each file now holds its own pages, under
+    its own OME-XML, so the outputs make the same dataset."""
+    import tifffile
+
+    planes = _noisy_stack((4, 30, 40))
+    (tmp_path / "in").mkdir()
+    _multifile_ome(tmp_path / "in", planes)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file)])
+    assert result.exit_code == 0, result.output
+    for name in ("a.ome.tif", "b.ome.tif"):
+        with tifffile.TiffFile(tmp_path / "out" / name) as tf:
+            assert len(tf.pages) == 2 and tf.is_ome
+    with tifffile.TiffFile(tmp_path / "out" / "a.ome.tif") as tf:
+        back = tf.series[0].asarray().astype(int)
+    assert back.shape == planes.shape
+    errors = [[np.abs(b - p.astype(int)).mean() for p in planes] for b in back]
+    assert [int(np.argmin(e)) for e in errors] == [0, 1, 2, 3]
 
 
 def test_a_stacks_dry_run_reads_every_planes_level_and_writes_nothing(tmp_path):

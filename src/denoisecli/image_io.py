@@ -222,9 +222,7 @@ def header_size(path: Path) -> tuple[int, int, int] | None:
         with open(path, "rb") as f:
             head = f.read(4)
         if head in TIFF_SIGNATURES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tf:
+            with _open_tiff(path) as tf:
                 page, series = tf.pages[0], tf.series[0]
                 colour = page.photometric.name == "RGB"
                 return page.imagewidth * page.imagelength, math.prod(series.shape[: series.ndim - page.ndim]), 3 if colour else 1
@@ -584,13 +582,11 @@ class TiffStack:
     """
 
     def __init__(self, path: Path, stacks: bool = True) -> None:
-        import tifffile
-
         self.path = Path(path)
         self._repairs: list[str] = []
         self._span: tuple[float, float] | None = None
         with _Repairs() as repairs:
-            self._tf = tifffile.TiffFile(self.path)
+            self._tf = _open_tiff(self.path)
             try:
                 self._layout(stacks)
             except BaseException:
@@ -749,6 +745,16 @@ class TiffStack:
         first = next(slabs)  # the file's layout and metadata, as every slab's
         with _writing(path, "TIFF"):
             atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def _open_tiff(path: Path) -> Any:
+    """A TIFF file by itself: one file of a multi-file OME-TIFF dataset (Micro-Manager splits an
+    acquisition over files of 4 GB) holds its own pages alone. tifffile reads the whole dataset
+    through any of its files by default, so each output held every file's planes, and the
+    dataset written back read planes 0, 1, 0, 1 where it had 0, 1, 2, 3 (until 2026-11-29)."""
+    import tifffile
+
+    return tifffile.TiffFile(path, _multifile=False)
 
 
 def _previews(path: Path, series: list[Any]) -> list[str]:
