@@ -523,6 +523,28 @@ def test_a_multi_file_ome_tiff_dataset_is_denoised_file_by_file_and_stays_one_da
     assert [int(np.argmin(e)) for e in errors] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_an_ome_tiff_whose_planes_lie_out_of_page_order_keeps_them_in_place(tmp_path, tiny_model_file, batch):
+    """The OME-XML, written back as it was, maps each plane to a page: the pages go back in the
+    file's order (streamed or whole), where they were written in the planes' order and so permuted."""
+    import tifffile
+
+    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="40" SizeY="30" SizeZ="3" '
+           'SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData FirstZ="0" IFD="2" PlaneCount="1"/>'
+           '<TiffData FirstZ="1" IFD="0" PlaneCount="1"/><TiffData FirstZ="2" IFD="1" PlaneCount="1"/></Pixels></Image></OME>')
+    planes = _noisy_stack((3, 30, 40))
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "r.ome.tif") as tw:
+        for i, z in enumerate((1, 2, 0)):  # page 0 holds z 1, page 1 z 2, page 2 z 0
+            tw.write(planes[z], photometric="minisblack", description=xml if i == 0 else None, metadata=None)
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=batch))
+    assert report.results[0].status == "denoised"
+    with tifffile.TiffFile(tmp_path / "out" / "r.ome.tif") as tf:
+        back = tf.series[0].asarray().astype(int)
+    assert [int(np.argmin([np.abs(b - p.astype(int)).mean() for p in planes])) for b in back] == [0, 1, 2]
+
+
 def test_a_stacks_dry_run_reads_every_planes_level_and_writes_nothing(tmp_path):
     """With the shipped grey model, which takes the noise level: each plane's sigma-20 noise read."""
     import tifffile

@@ -585,6 +585,7 @@ class TiffStack:
         self.path = Path(path)
         self._repairs: list[str] = []
         self._span: tuple[float, float] | None = None
+        self._file_order: list[int] | None = None
         with _Repairs() as repairs:
             self._tf = _open_tiff(self.path)
             try:
@@ -625,6 +626,12 @@ class TiffStack:
                              "shape": (*lead, samples), "samples": samples, "separate": separate}
         if tf.is_ome and len(tf.series) == 1:
             info["ome"] = page.description
+            # the XML maps each plane to a page of the file and is written back as it was, so the
+            # pages go back in the file's order: where the XML stores planes out of that order,
+            # writing them in the planes' order permuted them (until 2026-11-29)
+            at = [p.index if p is not None else None for p in series.pages]
+            if None not in at and at != sorted(at):
+                self._file_order = sorted(at)
         tags = [(t.code, int(t.dtype), t.count, t.value) for t in page.tags.values() if t.code in KEPT_TIFF_TAGS]
         if tags:
             info["tiff_tags"] = tags
@@ -679,7 +686,9 @@ class TiffStack:
         """The pages' samples in the file's layout, one leading axis of pages: a run of them read
         by themselves."""
         series = self._tf.series[0]
-        if start == 0 and stop == self.pages:
+        if self._file_order is not None:
+            arr = self._tf.asarray(key=self._file_order[start:stop])
+        elif start == 0 and stop == self.pages:
             arr = series.asarray() if self.lead else self._tf.pages[0].asarray()
         elif series.dataoffset is not None:  # contiguous: read straight from the file (ImageJ's over 4 GB has one page header)
             per = math.prod(self._unit)
