@@ -545,6 +545,31 @@ def test_an_ome_tiff_whose_planes_lie_out_of_page_order_keeps_them_in_place(tmp_
     assert [int(np.argmin([np.abs(b - p.astype(int)).mean() for p in planes])) for b in back] == [0, 1, 2]
 
 
+def test_an_ome_tiffs_xml_that_maps_planes_past_a_thumbnail_is_left_out_not_broken(tmp_path, tiny_model_file):
+    """A page the XML does not describe (a thumbnail) before the planes: the output's planes could
+    not be where the XML says, and kept, it read them shifted by one (and one missing). The XML is
+    left out, as -v says, and the planes keep their order and axes."""
+    import tifffile
+
+    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="40" SizeY="30" SizeZ="3" '
+           'SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData FirstZ="0" IFD="1" PlaneCount="3"/>'
+           '</Pixels></Image></OME>')
+    planes = _noisy_stack((3, 30, 40))
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "t.ome.tif") as tw:
+        tw.write(np.zeros((6, 8), np.uint8), photometric="minisblack", description=xml, metadata=None)
+        for plane in planes:
+            tw.write(plane, photometric="minisblack", metadata=None)
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file), "-v"])
+    assert result.exit_code == 0, result.output
+    assert "left out: its OME-XML, whose map of planes to pages the output could not keep" in " ".join(result.output.split())
+    with tifffile.TiffFile(tmp_path / "out" / "t.ome.tif") as tf:
+        assert not tf.is_ome and tf.series[0].axes == "ZYX"
+        back = tf.series[0].asarray().astype(int)
+    assert [int(np.argmin([np.abs(b - p.astype(int)).mean() for p in planes])) for b in back] == [0, 1, 2]
+
+
 def test_a_stacks_dry_run_reads_every_planes_level_and_writes_nothing(tmp_path):
     """With the shipped grey model, which takes the noise level: each plane's sigma-20 noise read."""
     import tifffile

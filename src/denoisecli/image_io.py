@@ -624,14 +624,18 @@ class TiffStack:
         if samples > 1:
             info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)], "imagej": None}),
                              "shape": (*lead, samples), "samples": samples, "separate": separate}
-        if tf.is_ome and len(tf.series) == 1:
+        at = [p.index if p is not None else None for p in series.pages] if tf.is_ome else []
+        if tf.is_ome and len(tf.series) == 1 and None not in at and sorted(at) == list(range(len(tf.pages))):
             info["ome"] = page.description
             # the XML maps each plane to a page of the file and is written back as it was, so the
             # pages go back in the file's order: where the XML stores planes out of that order,
             # writing them in the planes' order permuted them (until 2026-11-29)
-            at = [p.index if p is not None else None for p in series.pages]
-            if None not in at and at != sorted(at):
+            if at != sorted(at):
                 self._file_order = sorted(at)
+        elif tf.is_ome and len(tf.series) == 1:
+            # pages the XML does not describe (a thumbnail before the planes) or planes it maps to
+            # missing pages: the output's pages would not be where the XML says; the axes stay
+            previews = [*previews, "left out: its OME-XML, whose map of planes to pages the output could not keep"]
         tags = [(t.code, int(t.dtype), t.count, t.value) for t in page.tags.values() if t.code in KEPT_TIFF_TAGS]
         if tags:
             info["tiff_tags"] = tags
