@@ -599,6 +599,24 @@ def test_a_tiffs_descriptive_tags_and_georeferencing_go_back_into_it(tmp_path):
         assert tf.is_imagej and tf.pages[0].tags[271].value == "Nikon" and tf.series[0].shape == (3, 20, 24)
 
 
+def test_a_stack_over_4_gb_is_written_as_bigtiff_or_as_imagej_writes_it(tmp_path, monkeypatch, recwarn):
+    """Past 4 GB a classic TIFF's offsets overflow: a plain stack goes out as BigTIFF, an ImageJ
+    hyperstack in ImageJ's own layout (one page header before all the planes), without tifffile's
+    "truncating ImageJ file" warning in the terminal. The bound is lowered here to a few kB."""
+    import denoisecli.image_io as iio
+
+    monkeypatch.setattr(iio, "CLASSIC_TIFF_BYTES", 3000)
+    planes = (np.arange(4 * 30 * 40) % 251).astype(np.uint8).reshape(4, 30, 40)
+    tifffile.imwrite(tmp_path / "plain.tif", planes, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "ij.tif", planes, imagej=True, metadata={"axes": "ZYX"})
+    for name in ("plain.tif", "ij.tif"):
+        write_image(read_image(tmp_path / name, stacks=True), tmp_path / f"out-{name}")
+        with tifffile.TiffFile(tmp_path / f"out-{name}") as tf:
+            assert np.array_equal(tf.series[0].asarray(), planes)
+            assert (tf.is_bigtiff, tf.is_imagej, len(tf.pages)) == ((True, False, 4) if name == "plain.tif" else (False, True, 1))
+    assert not [w for w in recwarn if "truncating" in str(w.message)]
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

@@ -75,6 +75,8 @@ TIFF_WORKERS = max(1, min(4, os.cpu_count() or 1))
 # (benchmarks/write_speed.py) 265 ms/MP at 8 against 608 at Pillow's default 6, files 0.6% larger,
 # 0.16 dB lower; 10 took 82 ms/MP but made files 6% larger and lost 0.4 dB.
 AVIF_SPEED = 8
+# the most pixel data a classic TIFF is written with (tifffile's own bound): its offsets are 32 bits
+CLASSIC_TIFF_BYTES = 2**32 - 2**25
 # float samples read at a time for a streamed stack's range (``TiffStack``): 64 MB
 SCAN_SAMPLES = 16_000_000
 # TIFF tags that describe an image, not its layout, and go back into a TIFF output as they were: the
@@ -989,11 +991,13 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
             metadata = {k: v for k, v in stack["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
         else:
             metadata = {"axes": axes}
-    # past 4 GB a classic TIFF's offsets overflow (ImageJ's own layout goes on past them); tifffile
+    # past 4 GB a classic TIFF's offsets overflow: BigTIFF, or ImageJ's own layout, one page header
+    # before all the planes (tifffile falls back to it with a warning in the terminal); tifffile
     # cannot size a stream itself
-    big = math.prod(shape) * first.dtype.itemsize > 2**32 - 2**25 and not extra.get("imagej")
+    big = math.prod(shape) * first.dtype.itemsize > CLASSIC_TIFF_BYTES
     tifffile.imwrite(
-        f, itertools.chain([first], pages), shape=shape, dtype=first.dtype, bigtiff=big, **layout, compression=comp,
+        f, itertools.chain([first], pages), shape=shape, dtype=first.dtype, bigtiff=big and not extra.get("imagej"),
+        truncate=big and bool(extra.get("imagej")) and comp is None, **layout, compression=comp,
         predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra,
     )
 
