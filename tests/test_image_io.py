@@ -578,18 +578,19 @@ def test_a_tiff_stack_reads_slab_by_slab_as_it_reads_whole_and_writes_back_the_s
 
 
 def test_a_tiffs_descriptive_tags_and_georeferencing_go_back_into_it(tmp_path):
-    """A scanner's or camera's TIFF keeps its make, model, date, artist, copyright and description,
-    and a GeoTIFF its georeferencing and no-data value: all were dropped until 2026-11-29. The
+    """A scanner's or camera's TIFF keeps its make, model, orientation (a portrait shot came out
+    sideways), date, artist, copyright and description, and a GeoTIFF its georeferencing and no-data
+    value: all were dropped until 2026-11-29. The
     layout's own description (tifffile's shape, ImageJ's) is written anew, not copied."""
     arr = smooth_image(37, 31)
-    tags = [(271, "s", 0, "Nikon", True), (272, "s", 0, "D850", True), (306, "s", 0, "2026:11:29 10:00:00", True),
+    tags = [(271, "s", 0, "Nikon", True), (272, "s", 0, "D850", True), (274, "H", 1, 6, True), (306, "s", 0, "2026:11:29 10:00:00", True),
             (315, "s", 0, "A. Photographer", True), (33432, "s", 0, "(c) 2026 A. Photographer", True),
             (33550, "d", 3, (0.5, 0.5, 0.0), True), (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4100000.0, 0.0), True),
             (34735, "H", 8, (1, 1, 0, 1, 1024, 0, 1, 1), True), (42113, "s", 0, "0", True)]
     tifffile.imwrite(tmp_path / "scan.tif", arr, photometric="rgb", extratags=tags, description="slide 12, 4000 dpi")
     write_image(read_image(tmp_path / "scan.tif"), tmp_path / "out.tif")
     with tifffile.TiffFile(tmp_path / "scan.tif") as a, tifffile.TiffFile(tmp_path / "out.tif") as b:
-        for code in (271, 272, 306, 315, 33432, 33550, 33922, 34735, 42113):
+        for code in (271, 272, 274, 306, 315, 33432, 33550, 33922, 34735, 42113):
             assert b.pages[0].tags[code].value == a.pages[0].tags[code].value, code
         assert b.pages[0].description == "slide 12, 4000 dpi"
     planes = np.zeros((3, 20, 24), np.uint8)

@@ -80,10 +80,11 @@ CLASSIC_TIFF_BYTES = 2**32 - 2**25
 # float samples read at a time for a streamed stack's range (``TiffStack``): 64 MB
 SCAN_SAMPLES = 16_000_000
 # TIFF tags that describe an image, not its layout, and go back into a TIFF output as they were: the
-# document's and page's names, camera make and model, date, artist, host computer, copyright (a
-# scanner's or a raw converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data
-# value (a satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
-KEPT_TIFF_TAGS = {269, 271, 272, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# document's and page's names, camera make and model, the orientation a viewer turns the pixels to
+# (as JPEG's EXIF one is kept), date, artist, host computer, copyright (a scanner's or a raw
+# converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
+# satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
+KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
