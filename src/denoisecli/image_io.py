@@ -453,6 +453,14 @@ def _meta(info: dict[str, Any]) -> dict[str, Any]:
     return {k: info[k] for k in ("icc_profile", "exif", "dpi", "xmp") if info.get(k)}
 
 
+def _png_text(text: dict[str, Any]) -> dict[str, Any]:
+    """A PNG's text chunks (title, author, copyright, description, an image generator's
+    parameters: dropped until 2026-11-29) as ``info["png_text"]``, written back as they were read;
+    XMP goes its own way (``info["xmp"]``)."""
+    kept = {k: str(v) for k, v in text.items() if isinstance(v, str) and k != XMP_KEY}
+    return {"png_text": kept} if kept else {}
+
+
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
@@ -483,6 +491,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
     if fmt == "HEIF":
         info.update(_heif_info(im.info))
+    if fmt == "PNG":
+        info.update(_png_text(im.text))
     mode = im.mode
     if mode in ("CMYK", "LAB", "HSV"):
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
@@ -541,7 +551,7 @@ def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
         arr, alpha = arr[:, :, :-1], arr[:, :, -1].copy()
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, _meta(pil_info))
+    return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, {**_meta(pil_info), **_png_text(pil_info)})
 
 
 class _Repairs(logging.Handler):
@@ -918,13 +928,15 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
         kwargs["compress_type"] = PNG_STRATEGY
-        cicp = _cicp(img.info)
-        if "xmp" in kwargs or cicp:
+        cicp, text = _cicp(img.info), img.info.get("png_text", {})
+        if "xmp" in kwargs or cicp or text:
             from PIL import PngImagePlugin
 
             kwargs["pnginfo"] = PngImagePlugin.PngInfo()
             if "xmp" in kwargs:
                 kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
+            for key, value in text.items():
+                kwargs["pnginfo"].add_itxt(key, value)
             if cicp:
                 kwargs["pnginfo"].add(b"cICP", cicp)
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
@@ -1043,6 +1055,8 @@ def _png16_bytes(img: LoadedImage) -> bytes:
         chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     if img.info.get("xmp"):
         chunks += _chunk(b"iTXt", XMP_KEY.encode() + b"\x00\x00\x00\x00\x00" + img.info["xmp"])
+    for key, value in img.info.get("png_text", {}).items():
+        chunks += _chunk(b"iTXt", key.encode("latin-1", "replace") + b"\x00\x00\x00\x00\x00" + value.encode("utf-8"))
     cicp = _cicp(img.info)
     if cicp:
         chunks += _chunk(b"cICP", cicp)
