@@ -643,6 +643,13 @@ def test_a_pngs_text_chunks_go_back_into_it(tmp_path, bits):
         assert imagecodecs.png_decode((tmp_path / "out.png").read_bytes()).dtype == np.uint16
 
 
+def test_a_jpegs_comment_goes_back_into_it(tmp_path):
+    """A scanner's or an editor's COM note was dropped until 2026-11-29."""
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "a.jpg", quality=95, comment=b"scanned at 2400 dpi")
+    write_image(read_image(tmp_path / "a.jpg"), tmp_path / "out.jpg")
+    assert Image.open(tmp_path / "out.jpg").info["comment"] == b"scanned at 2400 dpi"
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

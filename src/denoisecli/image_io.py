@@ -481,6 +481,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         sampling = JpegImagePlugin.get_sampling(im)
         if sampling >= 0:
             info["subsampling"] = sampling
+        if im.info.get("comment"):
+            info["comment"] = im.info["comment"]  # a scanner's or an editor's COM note (dropped until 2026-11-29)
         if GCONTAINER in info.get("xmp", b""):
             # Google's container XMP (Ultra HDR, Motion Photo) maps a gain map or a video stored
             # after the photo, which the output does not hold: kept, it would send readers into the JPEG
@@ -906,6 +908,8 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if im.mode in ("RGBA", "LA"):
             im = _on_white(im)
         kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0 if jpeg_quality >= 90 else 2))
+        if img.info.get("comment"):
+            kwargs["comment"] = img.info["comment"]
     elif fmt == "WEBP":
         lossless = img.info.get("lossless", img.format != "WEBP")
         kwargs.update(lossless=lossless, quality=WEBP_LOSSLESS_EFFORT if lossless else jpeg_quality, exact=True)
