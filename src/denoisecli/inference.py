@@ -66,10 +66,10 @@ def value_range(image: torch.Tensor) -> tuple[float, float]:
 
     A camera's hot pixels do not set the top: single pixels (or pairs) far above the rest (each
     with at most one such neighbour, at most ``HOT_SHARE`` of the image in the upper half of the
-    span they would set, all else in the lower). One at full scale left such an image unstretched, 28.9 dB where 31.4
-    without it (BSD68 in 12 bits, sigma 15). They go to the model at its top and come out as they
-    were (``_hot``). A bright patch (a lamp, a window, a bead) is no hot pixel: it sets the top,
-    as it did, and is denoised with the rest.
+    span they would set, all else in the lower). One at full scale left such an image
+    unstretched, 28.9 dB where 31.4 without it (BSD68 in 12 bits, sigma 15). They go to the model
+    at its top and come out as they were (``_hot``). A bright patch (a lamp, a window, a bead) is
+    no hot pixel: it sets the top, as it did, and is denoised with the rest.
     """
     x = image.detach().clamp(0, 1)
     lo, hi = torch.aminmax(x)
