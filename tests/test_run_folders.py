@@ -632,6 +632,20 @@ def test_progress_moves_through_a_stack_pass_by_pass(tmp_path, tiny_model_file):
     assert shares == pytest.approx([1 / 3, 2 / 3, 1.0])
 
 
+def test_files_are_reported_in_their_order_around_a_stack(tmp_path, tiny_model_file):
+    """`run -v` prints each file as it is recorded: the images before a stack, written in the
+    background, came after it."""
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png", "y.png"):
+        save(tmp_path / "in" / name, smooth_image(20, 24))
+    tifffile.imwrite(tmp_path / "in" / "t.tif", _noisy_stack((5, 20, 24)), photometric="minisblack")
+    heard = []
+    denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=2), on_file=lambda r: heard.append(r.src.name))
+    assert heard == ["a.png", "b.png", "t.tif", "y.png"]
+
+
 def test_a_stack_with_its_last_page_headers_cut_reads_without_stray_log_lines(tmp_path, tiny_model_file):
     """tifffile repairs such a file as it reads it (the planes are intact) and logs each repair;
     `denoise run` keeps its own one line per file and no such noise, and `-v` names the repair."""

@@ -547,6 +547,7 @@ def denoise_files(
                 record(FileResult(path, out, "failed", str(loaded)))
             elif isinstance(loaded, TiffStack):
                 flush()
+                _drain(writes, record, block=True)  # the files before it are reported before it
                 with loaded:
                     record(_stream(loaded, out, denoiser, opts, pool, on_share))
             elif opts.dry_run:
