@@ -650,6 +650,22 @@ def test_a_jpegs_comment_goes_back_into_it(tmp_path):
     assert Image.open(tmp_path / "out.jpg").info["comment"] == b"scanned at 2400 dpi"
 
 
+def test_make_model_orientation_and_date_cross_between_exif_and_tiff_tags(tmp_path):
+    """A phone's portrait JPEG written as TIFF (`run --format tiff`) came out sideways: its EXIF
+    orientation was dropped, with its make, model and date. They now become the TIFF's tags of the
+    same numbers, and a TIFF's go into a JPEG's EXIF."""
+    exif = Image.Exif()
+    exif.update({274: 6, 271: "Apple", 272: "iPhone 15", 306: "2026:11:29 10:00:00"})
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "IMG_1.jpg", quality=92, exif=exif.tobytes())
+    write_image(read_image(tmp_path / "IMG_1.jpg"), tmp_path / "IMG_1.tif", "TIFF")
+    with tifffile.TiffFile(tmp_path / "IMG_1.tif") as tf:
+        tags = tf.pages[0].tags
+        assert (tags[274].value, tags[271].value, tags[272].value, tags[306].value) == (6, "Apple", "iPhone 15", "2026:11:29 10:00:00")
+    write_image(read_image(tmp_path / "IMG_1.tif"), tmp_path / "back.jpg", "JPEG")
+    assert {k: v for k, v in Image.open(tmp_path / "back.jpg").getexif().items()} == {274: 6, 271: "Apple", 272: "iPhone 15",
+                                                                                      306: "2026:11:29 10:00:00"}
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

@@ -85,6 +85,9 @@ SCAN_SAMPLES = 16_000_000
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
 # satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
 KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# the TIFF tags that EXIF's first directory holds under the same numbers (make, model, orientation,
+# date, artist, copyright): a JPEG written as TIFF, or a TIFF as JPEG, keeps them across (``_across``)
+EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
 # ImageJ metadata that describes the layout of a hyperstack: tifffile writes it anew from the axes
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
@@ -211,6 +214,7 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     renamed ``.jpg`` by a transfer tool) is read by its content and written back as its name says,
     so the output's name and content agree (``format``)."""
     image = _read(Path(path), max_pixels, stacks)
+    image.info = _across(image.info)
     named = format_of(path)
     if named is not None and named != image.format and (image.pixels.ndim == 3 or named == "TIFF"):
         image.format = named
@@ -265,6 +269,28 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
                     return _read_heif_deep(path, im.info)
                 im.load()
                 return _from_pil(im, path)
+
+
+def _across(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with its EXIF's make, model, orientation, date, artist and copyright as TIFF tags
+    (``tiff_tags``), or a TIFF's as EXIF, so an output of the other kind keeps them: a portrait
+    photo's JPEG written as TIFF (`--format tiff`) came out sideways, its EXIF orientation dropped."""
+    if info.get("exif") and "tiff_tags" not in info:
+        exif = Image.Exif()
+        try:
+            exif.load(info["exif"])
+        except Exception:  # a damaged EXIF block goes back into a JPEG as it was, and no further
+            return info
+        tags = [(code, kind, 1, exif[code]) for code, kind in EXIF_TIFF_TAGS.items()
+                if isinstance(exif.get(code), (str, int)) and exif.get(code) != ""]
+        return {**info, "tiff_tags": tags} if tags else info
+    if info.get("tiff_tags") and not info.get("exif"):
+        exif = Image.Exif()
+        for code, _, _, value in info["tiff_tags"]:
+            if code in EXIF_TIFF_TAGS and isinstance(value, (str, int)):
+                exif[code] = value
+        return {**info, "exif": exif.tobytes()} if len(exif) else info
+    return info
 
 
 def open_stack(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> TiffStack | None:
