@@ -481,6 +481,19 @@ def test_hot_pixels_are_written_back_as_read_and_run_v_counts_them(tmp_path):
     assert out[7, 9] == out[40, 30] == 65535 and out.max() == 65535 and np.sort(out.ravel())[-3] < 4000
 
 
+def _ome_xml(tiffdata: str, size_z: int, h: int = 30, w: int = 40, uuid: str = "") -> str:
+    """An OME-XML for one z stack of 8-bit planes, its planes mapped to pages by ``tiffdata``."""
+    own = f' UUID="{uuid}"' if uuid else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"{own}>'
+            f'<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="{w}" SizeY="{h}" '
+            f'SizeZ="{size_z}" SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>{tiffdata}</Pixels></Image></OME>')
+
+
+def _nearest(back: np.ndarray, planes: np.ndarray) -> list[int]:
+    """For each plane read back, the input plane it lies nearest (the tiny model barely changes them)."""
+    return [int(np.argmin([np.abs(b.astype(int) - p.astype(int)).mean() for p in planes])) for b in back]
+
+
 def _multifile_ome(folder: Path, planes: np.ndarray) -> None:
     """A dataset over two OME-TIFF files, as Micro-Manager splits an acquisition: each holds half the
     z planes, and each one's OME-XML maps every plane to its file and page."""
@@ -489,14 +502,10 @@ def _multifile_ome(folder: Path, planes: np.ndarray) -> None:
     import tifffile
 
     ids = [f"urn:uuid:{uuid.uuid4()}" for _ in range(2)]
-    h, w = planes.shape[1:]
+    tiffdata = "".join(f'<TiffData FirstZ="{2 * k}" IFD="0" PlaneCount="2"><UUID FileName="{name}">{ids[k]}</UUID></TiffData>'
+                       for k, name in enumerate(("a.ome.tif", "b.ome.tif")))
     for k, name in enumerate(("a.ome.tif", "b.ome.tif")):
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
-               f'UUID="{ids[k]}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="{w}" '
-               f'SizeY="{h}" SizeZ="4" SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
-               f'<TiffData FirstZ="0" IFD="0" PlaneCount="2"><UUID FileName="a.ome.tif">{ids[0]}</UUID></TiffData>'
-               f'<TiffData FirstZ="2" IFD="0" PlaneCount="2"><UUID FileName="b.ome.tif">{ids[1]}</UUID></TiffData>'
-               "</Pixels></Image></OME>")
+        xml = _ome_xml(tiffdata, 4, *planes.shape[1:], uuid=ids[k])
         with tifffile.TiffWriter(folder / name) as tw:
             for i, plane in enumerate(planes[2 * k : 2 * k + 2]):
                 tw.write(plane, photometric="minisblack", description=xml if i == 0 else None, metadata=None)
@@ -517,10 +526,8 @@ def test_a_multi_file_ome_tiff_dataset_is_denoised_file_by_file_and_stays_one_da
         with tifffile.TiffFile(tmp_path / "out" / name) as tf:
             assert len(tf.pages) == 2 and tf.is_ome
     with tifffile.TiffFile(tmp_path / "out" / "a.ome.tif") as tf:
-        back = tf.series[0].asarray().astype(int)
-    assert back.shape == planes.shape
-    errors = [[np.abs(b - p.astype(int)).mean() for p in planes] for b in back]
-    assert [int(np.argmin(e)) for e in errors] == [0, 1, 2, 3]
+        back = tf.series[0].asarray()
+    assert back.shape == planes.shape and _nearest(back, planes) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -529,10 +536,8 @@ def test_an_ome_tiff_whose_planes_lie_out_of_page_order_keeps_them_in_place(tmp_
     file's order (streamed or whole), where they were written in the planes' order and so permuted."""
     import tifffile
 
-    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
-           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="40" SizeY="30" SizeZ="3" '
-           'SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData FirstZ="0" IFD="2" PlaneCount="1"/>'
-           '<TiffData FirstZ="1" IFD="0" PlaneCount="1"/><TiffData FirstZ="2" IFD="1" PlaneCount="1"/></Pixels></Image></OME>')
+    xml = _ome_xml('<TiffData FirstZ="0" IFD="2" PlaneCount="1"/><TiffData FirstZ="1" IFD="0" PlaneCount="1"/>'
+                   '<TiffData FirstZ="2" IFD="1" PlaneCount="1"/>', 3)
     planes = _noisy_stack((3, 30, 40))
     (tmp_path / "in").mkdir()
     with tifffile.TiffWriter(tmp_path / "in" / "r.ome.tif") as tw:
@@ -541,8 +546,7 @@ def test_an_ome_tiff_whose_planes_lie_out_of_page_order_keeps_them_in_place(tmp_
     report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=batch))
     assert report.results[0].status == "denoised"
     with tifffile.TiffFile(tmp_path / "out" / "r.ome.tif") as tf:
-        back = tf.series[0].asarray().astype(int)
-    assert [int(np.argmin([np.abs(b - p.astype(int)).mean() for p in planes])) for b in back] == [0, 1, 2]
+        assert _nearest(tf.series[0].asarray(), planes) == [0, 1, 2]
 
 
 def test_an_ome_tiffs_xml_that_maps_planes_past_a_thumbnail_is_left_out_not_broken(tmp_path, tiny_model_file):
@@ -551,10 +555,7 @@ def test_an_ome_tiffs_xml_that_maps_planes_past_a_thumbnail_is_left_out_not_brok
     left out, as -v says, and the planes keep their order and axes."""
     import tifffile
 
-    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
-           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="40" SizeY="30" SizeZ="3" '
-           'SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData FirstZ="0" IFD="1" PlaneCount="3"/>'
-           '</Pixels></Image></OME>')
+    xml = _ome_xml('<TiffData FirstZ="0" IFD="1" PlaneCount="3"/>', 3)
     planes = _noisy_stack((3, 30, 40))
     (tmp_path / "in").mkdir()
     with tifffile.TiffWriter(tmp_path / "in" / "t.ome.tif") as tw:
@@ -566,8 +567,7 @@ def test_an_ome_tiffs_xml_that_maps_planes_past_a_thumbnail_is_left_out_not_brok
     assert "left out: its OME-XML, whose map of planes to pages the output could not keep" in " ".join(result.output.split())
     with tifffile.TiffFile(tmp_path / "out" / "t.ome.tif") as tf:
         assert not tf.is_ome and tf.series[0].axes == "ZYX"
-        back = tf.series[0].asarray().astype(int)
-    assert [int(np.argmin([np.abs(b - p.astype(int)).mean() for p in planes])) for b in back] == [0, 1, 2]
+        assert _nearest(tf.series[0].asarray(), planes) == [0, 1, 2]
 
 
 def test_a_stacks_dry_run_reads_every_planes_level_and_writes_nothing(tmp_path):
