@@ -666,6 +666,17 @@ def test_make_model_orientation_and_date_cross_between_exif_and_tiff_tags(tmp_pa
                                                                                       306: "2026:11:29 10:00:00"}
 
 
+@pytest.mark.parametrize("kind", ["assocalpha", "unassalpha"])
+def test_a_tiffs_alpha_keeps_its_kind(tmp_path, kind):
+    """Premultiplied (associated) alpha was written back as straight, which darkens a viewer's
+    semi-transparent edges; each kind now goes back as it was."""
+    arr = np.concatenate([smooth_image(37, 31), np.full((37, 31, 1), 128, np.uint8)], axis=2)
+    tifffile.imwrite(tmp_path / "a.tif", arr, photometric="rgb", extrasamples=[kind])
+    write_image(read_image(tmp_path / "a.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].extrasamples[0].name == kind.upper()
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

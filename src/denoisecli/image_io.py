@@ -659,6 +659,8 @@ class TiffStack:
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
+        if any(int(e) == 1 for e in page.extrasamples):
+            info["premultiplied"] = True  # associated alpha stays so: written as straight, edges would darken
         if lead:
             info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)],
                              "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
@@ -1018,7 +1020,8 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
     layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "minisblack",
-                              "extrasamples": ("unassalpha",) if img.alpha is not None else None}
+                              "extrasamples": (("assocalpha" if img.info.get("premultiplied") else "unassalpha"),)
+                              if img.alpha is not None else None}
     if stack is not None and stack.get("samples"):  # grey channels back into each pixel, as they were
         layout.update(planarconfig="separate" if stack["separate"] else "contig", extrasamples=("unspecified",) * (stack["samples"] - 1))
     if img.info.get("ome"):
