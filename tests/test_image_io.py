@@ -677,6 +677,23 @@ def test_a_tiffs_alpha_keeps_its_kind(tmp_path, kind):
         assert tf.pages[0].extrasamples[0].name == kind.upper()
 
 
+def test_a_jpeg_compressed_tiff_is_read_as_rgb_and_written_lossless(tmp_path):
+    """Photoshop's and scanners' JPEG-compressed TIFF stores YCbCr, which the JPEG decoder turns
+    into RGB: it was refused ("YCBCR colour is not supported"). It is written back in deflate with
+    the predictor, not through JPEG a second time."""
+    arr = smooth_image(64, 80)
+    tifffile.imwrite(tmp_path / "scan.tif", arr, photometric="rgb", compression="jpeg")
+    with tifffile.TiffFile(tmp_path / "scan.tif") as tf:
+        assert tf.pages[0].photometric.name == "YCBCR"
+    img = read_image(tmp_path / "scan.tif")
+    assert img.pixels.shape == (3, 64, 80) and np.abs(np.moveaxis(img.pixels.numpy(), 0, -1) * 255 - arr).mean() < 3
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert (page.photometric.name, page.compression.name, int(page.predictor)) == ("RGB", "ADOBE_DEFLATE", 2)
+        assert np.array_equal(page.asarray(), np.round(np.moveaxis(img.pixels.numpy(), 0, -1) * 255).astype(np.uint8))
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

@@ -655,10 +655,16 @@ class TiffStack:
         separate = page.planarconfig == 2
         if samples > 1 and not stacks:
             raise DenoiseError(f"{path}: a TIFF of {samples} grey channels, where one image was expected")
-        if page.photometric.name not in ("MINISBLACK", "RGB"):
+        # JPEG in TIFF (Photoshop's and scanners' "JPEG" compression) is stored as YCbCr, which the
+        # JPEG decoder turns into RGB; it was refused until 2026-11-29, and goes out lossless, in
+        # deflate with the predictor, not through JPEG a second time
+        jpeg = page.photometric.name == "YCBCR" and page.compression.name in ("JPEG", "OJPEG")
+        if page.photometric.name not in ("MINISBLACK", "RGB") and not jpeg:
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
+        if jpeg:
+            info.update(compression="zlib", predictor=2)
         if any(int(e) == 1 for e in page.extrasamples):
             info["premultiplied"] = True  # associated alpha stays so: written as straight, edges would darken
         if lead:
