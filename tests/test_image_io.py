@@ -694,6 +694,20 @@ def test_a_jpeg_compressed_tiff_is_read_as_rgb_and_written_lossless(tmp_path):
         assert np.array_equal(page.asarray(), np.round(np.moveaxis(img.pixels.numpy(), 0, -1) * 255).astype(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_min_is_white_tiff_is_read_as_it_looks_and_stored_back_as_it_was(tmp_path, dtype):
+    """Grey stored white at 0 (a radiograph's MONOCHROME1, some scanners') was refused: it is read
+    as it looks, so the model sees the picture, and a TIFF output stores it as the input did."""
+    top = np.iinfo(dtype).max
+    looks = (smooth_image(40, 50, channels=1).astype(np.float64) / 255 * top).round().astype(dtype)
+    tifffile.imwrite(tmp_path / "xray.tif", top - looks, photometric="miniswhite")
+    img = read_image(tmp_path / "xray.tif")
+    assert np.abs(img.pixels[0].numpy() * top - looks).max() < 0.01 * top
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].photometric.name == "MINISWHITE" and np.array_equal(tf.pages[0].asarray(), top - looks)
+
+
 def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
     """An OME-TIFF's XML (physical pixel sizes, channel names, the instrument) is written back as it
     was: the planes go back in the order read, so the XML stays true of the file."""

@@ -659,12 +659,17 @@ class TiffStack:
         # JPEG decoder turns into RGB; it was refused until 2026-11-29, and goes out lossless, in
         # deflate with the predictor, not through JPEG a second time
         jpeg = page.photometric.name == "YCBCR" and page.compression.name in ("JPEG", "OJPEG")
-        if page.photometric.name not in ("MINISBLACK", "RGB") and not jpeg:
+        # grey stored white at 0 (a radiograph's MONOCHROME1, a scanner's): read as it looks, and
+        # written back as it was stored (refused until 2026-11-29)
+        white = page.photometric.name == "MINISWHITE" and page.samplesperpixel == 1
+        if page.photometric.name not in ("MINISBLACK", "RGB") and not (jpeg or white):
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
         if jpeg:
             info.update(compression="zlib", predictor=2)
+        if white:
+            info["miniswhite"] = True
         if any(int(e) == 1 for e in page.extrasamples):
             info["premultiplied"] = True  # associated alpha stays so: written as straight, edges would darken
         if lead:
@@ -770,6 +775,12 @@ class TiffStack:
         return self._span
 
     def _image(self, arr: np.ndarray, span: tuple[float, float] | None) -> LoadedImage:
+        image = self._pixels(arr, span)
+        if image.info.get("miniswhite"):
+            image.pixels.neg_().add_(1)
+        return image
+
+    def _pixels(self, arr: np.ndarray, span: tuple[float, float] | None) -> LoadedImage:
         path, lead = self.path, self.lead
         info = {**self.info, "notes": self.notes} if self.notes else dict(self.info)
         if self.samples > 1:
@@ -1007,7 +1018,9 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     import tifffile
 
     stack = img.info.get("stack")
-    pages = (np.ascontiguousarray(page) for slab in (slabs or [img]) for page in _as_pages(_pixels_as(slab, img.bits), stack))
+    white = bool(img.info.get("miniswhite")) and img.channels == 1
+    pages = (np.ascontiguousarray(page) for slab in (slabs or [img])
+             for page in _as_pages(_pixels_as(_negative(slab) if white else slab, img.bits), stack))
     first = next(pages)
     lead = () if stack is None else stack["shape"][:-1] if stack.get("samples") else stack["shape"]
     shape = (*lead, *first.shape)
@@ -1025,7 +1038,7 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     comp = img.info.get("compression")
     comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
     metadata: dict[str, Any] | None = None
-    layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "minisblack",
+    layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "miniswhite" if white else "minisblack",
                               "extrasamples": (("assocalpha" if img.info.get("premultiplied") else "unassalpha"),)
                               if img.alpha is not None else None}
     if stack is not None and stack.get("samples"):  # grey channels back into each pixel, as they were
@@ -1052,6 +1065,11 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         truncate=big and bool(extra.get("imagej")) and comp is None, **layout, compression=comp,
         predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra,
     )
+
+
+def _negative(img: LoadedImage) -> LoadedImage:
+    """The image as a MINISWHITE TIFF stores it: white at 0."""
+    return LoadedImage(1 - img.pixels, img.format, img.bits, img.alpha, img.info)
 
 
 def _as_pages(arr: np.ndarray, stack: dict[str, Any] | None) -> np.ndarray:
