@@ -231,7 +231,7 @@ def header_size(path: Path) -> tuple[int, int, int] | None:
         if head in TIFF_SIGNATURES:
             with _open_tiff(path) as tf:
                 page, series = tf.pages[0], tf.series[0]
-                colour = page.photometric.name == "RGB"
+                colour = page.photometric.name in ("RGB", "YCBCR")
                 return page.imagewidth * page.imagelength, math.prod(series.shape[: series.ndim - page.ndim]), 3 if colour else 1
         if Path(path).suffix.lower() in HEIF_SUFFIXES and "HEIF" not in Image.OPEN:
             _heif(Path(path))
