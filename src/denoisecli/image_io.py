@@ -229,10 +229,8 @@ def header_size(path: Path) -> tuple[int, int, int] | None:
         with open(path, "rb") as f:
             head = f.read(4)
         if head in TIFF_SIGNATURES:
-            with _open_tiff(path) as tf:
-                page, series = tf.pages[0], tf.series[0]
-                colour = page.photometric.name in ("RGB", "YCBCR")
-                return page.imagewidth * page.imagelength, math.prod(series.shape[: series.ndim - page.ndim]), 3 if colour else 1
+            with TiffStack(Path(path)) as tiff:  # its planes as `train` reads them: a page's grey channels each one
+                return math.prod(tiff.size), tiff.pages * tiff.samples, tiff.channels
         if Path(path).suffix.lower() in HEIF_SUFFIXES and "HEIF" not in Image.OPEN:
             _heif(Path(path))
         with warnings.catch_warnings(), _unlimited_pillow(), Image.open(path) as im:
@@ -619,7 +617,8 @@ class TiffStack:
     read whole, and one larger than the memory free was refused. ``read_image`` reads every TIFF
     through here, whole. ``pages``: the file's images (a single image's: 1), each a plane, or
     ``samples`` grey planes where a microscope's channels lie side by side in each pixel;
-    ``size``: (width, height) of a plane. Readable from one thread at a time.
+    ``size``: (width, height) of a plane, ``channels`` its own (1 or 3). Readable from one thread
+    at a time.
     """
 
     def __init__(self, path: Path, stacks: bool = True) -> None:
@@ -707,6 +706,7 @@ class TiffStack:
         self.lead, self.samples, self.separate, self.info, self._previews = lead, samples, separate, info, previews
         self.pages = math.prod(lead)
         self.size = (int(page.imagewidth), int(page.imagelength))
+        self.channels = 3 if page.photometric.name == "RGB" or jpeg else 1
         self.shape = tuple(series.shape)
         self._unit = tuple(series.shape[len(lead):]) if lead else tuple(page.shape)
 
