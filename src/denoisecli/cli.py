@@ -110,9 +110,8 @@ def _summary(report: BatchReport, done_word: str) -> None:
     if report.unread:
         from denoisecli.image_io import READABLE, conversion_hints, describe_counts
 
-        hints = conversion_hints(report.unread)
         console.print(f"[yellow]left alone:[/] {escape(describe_counts(report.unread))} "
-                      "(files this tool does not read; it reads " + READABLE + ")" + escape(f". {hints}" if hints else ""),
+                      "(files this tool does not read; it reads " + READABLE + ")" + escape(conversion_hints(report.unread)),
                       highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)

@@ -73,8 +73,7 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
         raise DenoiseError(f"{src}: no such file or folder")
     if src.is_file():
         if not is_image_path(src):
-            hints = conversion_hints([src.suffix])
-            raise DenoiseError(f"{src}: not an image file name (it reads {READABLE})" + (f". {hints}" if hints else ""))
+            raise DenoiseError(f"{src}: not an image file name (it reads {READABLE}){conversion_hints([src.suffix])}")
         target = dst if is_image_path(dst) and not dst.is_dir() else dst / src.name
         pairs = [(src, target.with_suffix(suffix_of(src)) if suffix_of else target)]
     else:

@@ -162,8 +162,7 @@ def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
     if not found:
         others = unread_files(root, exclude)
         held = f"; it holds {describe_counts(others)}" if others else ""
-        hints = conversion_hints(others)
-        raise DenoiseError(f"{root}: no images found (it reads {READABLE}){held}" + (f". {hints}" if hints else ""))
+        raise DenoiseError(f"{root}: no images found (it reads {READABLE}){held}{conversion_hints(others)}")
     return found
 
 
@@ -188,11 +187,11 @@ def describe_counts(counts: dict[str, int]) -> str:
 
 
 def conversion_hints(suffixes: Iterable[str]) -> str:
-    """How to get files of these kinds into one this tool reads ("" where it knows none): a
-    photographer's RAW files or a microscopist's CZI were left alone with no word of what to do."""
+    """How to get files of these kinds into one this tool reads, as sentences to end a message
+    with (". Camera RAW: ..."; "" where it knows none): a photographer's RAW files or a
+    microscopist's CZI were left alone with no word of what to do."""
     present = {x.lower() for x in suffixes}
-    hints = [hint for kinds, hint in CONVERSIONS if kinds & present]
-    return " ".join(f"{hint[0].upper()}{hint[1:]}." for hint in hints)
+    return "".join(f". {hint[0].upper()}{hint[1:]}" for kinds, hint in CONVERSIONS if kinds & present)
 
 
 def _files(root: Path, exclude: Path | None) -> list[Path]:
