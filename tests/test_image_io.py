@@ -978,3 +978,84 @@ def test_an_hdr_heif_written_as_png_keeps_its_colour_description_in_cicp(tmp_pat
     Image.fromarray(levels.astype(np.uint8) if depth == 8 else levels[..., 0]).save(tmp_path / "sdr.png")
     write_image(read_image(tmp_path / "sdr.png"), tmp_path / "sdr-out.png")
     assert b"cICP" not in (tmp_path / "sdr-out.png").read_bytes()
+
+
+def _lut(kind):
+    """(3, 256) TIFF colour maps: a LUT that brightens (Fiji's Green), one that does not (Fire-like,
+    blue rising and falling), and a picture's palette."""
+    i = np.arange(256)
+    cmap = np.zeros((3, 256), np.uint16)
+    if kind == "green":
+        cmap[1] = i * 257
+    elif kind == "fire":
+        cmap[0], cmap[1], cmap[2] = np.clip(i * 3, 0, 255) * 257, np.clip(i * 2 - 256, 0, 255) * 257, (np.sin(i / 40) ** 2 * 255).astype(int) * 257
+    else:
+        cmap[0], cmap[1], cmap[2] = i * 257, (255 - i) * 257, 128 * 257
+    return cmap
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_single_imagej_image_keeps_its_calibration(tmp_path, dtype):
+    """Fiji's 2D image lost its ImageJ description (unit, display range, notes): Fiji then showed its
+    pixels in no unit. A stack kept it; a single image keeps it too."""
+    arr = (smooth_image(31, 37, channels=1) * (10 if dtype == np.uint16 else 1)).astype(dtype)
+    tifffile.imwrite(tmp_path / "cell.tif", arr, imagej=True, resolution=(1 / 0.13, 1 / 0.13),
+                     metadata={"unit": "um", "min": 0, "max": 2000, "Info": "Objective: 63x"})
+    write_image(read_image(tmp_path / "cell.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        meta = tf.imagej_metadata
+        assert tf.is_imagej and (meta["unit"], meta["max"], meta["Info"]) == ("um", 2000, "Objective: 63x")
+        assert tf.pages[0].dtype == dtype and np.allclose(tf.asarray(), arr, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["green", "fire"])
+def test_fijis_8_bit_image_with_a_lut_is_denoised_as_grey_and_keeps_its_lut(tmp_path, kind):
+    """Fiji saves an 8-bit image shown through a LUT as a palette TIFF, which was refused: its
+    values are the data, so they are read as grey, and the TIFF keeps its LUT. Fire's does not
+    brighten in every colour, but ImageJ's palette is always a LUT."""
+    arr = smooth_image(31, 37, channels=1)
+    tifffile.imwrite(tmp_path / "cell.tif", arr, imagej=True, colormap=_lut(kind))
+    img = read_image(tmp_path / "cell.tif")
+    assert img.channels == 1 and np.array_equal((img.pixels[0].numpy() * 255).round(), arr)
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert tf.is_imagej and page.photometric.name == "PALETTE" and np.array_equal(page.colormap, _lut(kind))
+        assert np.array_equal(page.asarray(), arr)
+
+
+def test_a_16_bit_imagej_image_keeps_the_lut_of_its_colormap_tag(tmp_path):
+    """ImageJ keeps a 16-bit image's LUT in a ColorMap tag of a grey page, which was dropped."""
+    arr = smooth_image(31, 37, channels=1).astype(np.uint16) * 12
+    tifffile.imwrite(tmp_path / "cell.tif", arr, imagej=True, colormap=_lut("green"))
+    write_image(read_image(tmp_path / "cell.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert page.photometric.name == "MINISBLACK" and np.array_equal(page.colormap, _lut("green"))
+        assert np.array_equal(page.asarray(), arr)
+
+
+@pytest.mark.parametrize("scale", [257, 256])
+def test_a_palette_pictures_colours_are_read_as_rgb(tmp_path, scale):
+    """A palette that is no LUT holds a picture's colours: its pixels are read through it as RGB
+    (TIFF stores the colours at 16 bits, as v * 257 or v << 8), and written as RGB, which a
+    denoised image's colours need."""
+    idx = smooth_image(31, 37, channels=1)
+    cmap = (_lut("picture").astype(np.int64) // 257 * scale).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "map.tif", idx, photometric="palette", colormap=cmap)
+    img = read_image(tmp_path / "map.tif")
+    expected = np.stack([idx, 255 - idx, np.full_like(idx, 128)], -1)
+    assert img.channels == 3 and np.array_equal((img.pixels.permute(1, 2, 0).numpy() * 255).round(), expected)
+    assert img.info["notes"] == ["read as RGB: its palette cannot hold the denoised colours"]
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].photometric.name == "RGB" and np.array_equal(tf.asarray(), expected)
+
+
+def test_a_grey_palette_outside_imagej_is_read_as_grey(tmp_path):
+    """A palette that brightens with its index (grey here: software that saves grey as a palette)
+    shows intensities, denoised as grey."""
+    idx = smooth_image(31, 37, channels=1)
+    Image.fromarray(idx).convert("P").save(tmp_path / "grey.tif")
+    img = read_image(tmp_path / "grey.tif")
+    assert img.channels == 1 and np.array_equal((img.pixels[0].numpy() * 255).round(), idx)

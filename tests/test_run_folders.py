@@ -807,3 +807,21 @@ def test_a_dry_run_estimates_each_files_level_and_writes_nothing(tmp_path):
     files = json.loads((tmp_path / "r.json").read_text())["files"]
     assert [f["status"] for f in files] == ["estimated", "estimated"] and all(f["output"] is None for f in files)
     assert abs(files[0]["sigma"][0] - 10) < 3 and abs(files[1]["sigma"][0] - 30) < 5
+
+
+def test_a_streamed_imagej_stack_keeps_its_lut(tmp_path, tiny_model_file):
+    """Fiji's 8-bit stack shown through a LUT is a palette TIFF, which was refused: streamed slab by
+    slab, each page keeps the LUT, and the calibration stays."""
+    import tifffile
+
+    arr = _noisy_stack((5, 31, 37))
+    lut = np.zeros((3, 256), np.uint16)
+    lut[1] = np.arange(256) * 257
+    tifffile.imwrite(tmp_path / "z.tif", arr, imagej=True, colormap=lut, metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um"})
+    result = runner.invoke(app, ["run", str(tmp_path / "z.tif"), "-o", str(tmp_path / "out.tif"), "--weights", str(tiny_model_file),
+                                 "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.is_imagej and tf.series[0].axes == "ZYX" and tf.imagej_metadata["unit"] == "um"
+        assert all(p.photometric.name == "PALETTE" and np.array_equal(p.colormap, lut) for p in tf.pages)
+        assert tf.series[0].shape == arr.shape and not np.array_equal(tf.series[0].asarray(), arr)

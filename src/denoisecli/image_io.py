@@ -625,6 +625,7 @@ class TiffStack:
         self._repairs: list[str] = []
         self._span: tuple[float, float] | None = None
         self._file_order: list[int] | None = None
+        self._colours: np.ndarray | None = None  # an indexed-colour palette's table, which its pages are read through
         with _Repairs() as repairs:
             self._tf = _open_tiff(self.path)
             try:
@@ -660,7 +661,8 @@ class TiffStack:
         # grey stored white at 0 (a radiograph's MONOCHROME1, a scanner's): read as it looks, and
         # written back as it was stored (refused until 2026-11-29)
         white = page.photometric.name == "MINISWHITE" and page.samplesperpixel == 1
-        if page.photometric.name not in ("MINISBLACK", "RGB") and not (jpeg or white):
+        palette = page.photometric.name == "PALETTE" and page.samplesperpixel == 1 and page.colormap is not None
+        if page.photometric.name not in ("MINISBLACK", "RGB") and not (jpeg or white or palette):
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
@@ -668,13 +670,25 @@ class TiffStack:
             info.update(compression="zlib", predictor=2)
         if white:
             info["miniswhite"] = True
+        if palette and not (tf.is_imagej or _ramp(page.colormap)):
+            # indexed colour (a GIF-like palette): its colours are the picture, read as RGB, and
+            # written so, since a palette cannot hold a denoised image's colours (refused until 2026-11-29)
+            self._colours = _colours(page.colormap, page.dtype)
+            previews = [*previews, "read as RGB: its palette cannot hold the denoised colours"]
+        elif page.colormap is not None and (palette or tf.is_imagej):
+            # a LUT: Fiji saves an 8-bit image shown in its "Green" or "Fire" as a palette TIFF (and a
+            # 16-bit one's in a ColorMap tag); the values are the data and keep their LUT
+            info["colormap"] = page.colormap
+        if tf.is_imagej:
+            # Fiji's calibration (unit, spacing), display range and notes; a single image's were
+            # dropped until 2026-11-29, so Fiji showed a 2D image's pixels in no unit
+            info["imagej"] = dict(tf.imagej_metadata or {})
         if any(int(e) == 1 for e in page.extrasamples):
             info["premultiplied"] = True  # associated alpha stays so: written as straight, edges would darken
         if lead:
-            info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)],
-                             "imagej": dict(tf.imagej_metadata or {}) if tf.is_imagej else None}
+            info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)]}
         if samples > 1:
-            info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)], "imagej": None}),
+            info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)]}),
                              "shape": (*lead, samples), "samples": samples, "separate": separate}
         at = [p.index if p is not None else None for p in series.pages] if tf.is_ome else []
         if tf.is_ome and len(tf.series) == 1 and None not in at and sorted(at) == list(range(len(tf.pages))):
@@ -705,7 +719,7 @@ class TiffStack:
         self.lead, self.samples, self.separate, self.info, self._previews = lead, samples, separate, info, previews
         self.pages = math.prod(lead)
         self.size = (int(page.imagewidth), int(page.imagelength))
-        self.channels = 3 if page.photometric.name == "RGB" or jpeg else 1
+        self.channels = 3 if page.photometric.name == "RGB" or jpeg or self._colours is not None else 1
         self.shape = tuple(series.shape)
         self._unit = tuple(series.shape[len(lead):]) if lead else tuple(page.shape)
 
@@ -782,6 +796,8 @@ class TiffStack:
     def _pixels(self, arr: np.ndarray, span: tuple[float, float] | None) -> LoadedImage:
         path, lead = self.path, self.lead
         info = {**self.info, "notes": self.notes} if self.notes else dict(self.info)
+        if self._colours is not None:
+            arr = self._colours[arr]
         if self.samples > 1:
             planes = arr if self.separate else np.moveaxis(arr, -1, 1)
             arr = planes.reshape(-1, *planes.shape[2:])
@@ -817,6 +833,21 @@ class TiffStack:
         first = next(slabs)  # the file's layout and metadata, as every slab's
         with _writing(path, "TIFF"):
             atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def _ramp(colormap: np.ndarray) -> bool:
+    """A palette that only brightens with the index (grey, or a LUT such as green) shows
+    intensities, which are denoised as grey; any other is a picture's colours."""
+    return bool((np.diff(colormap.astype(np.int64), axis=1) >= 0).all())
+
+
+def _colours(colormap: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The palette's colours as an (entries, 3) table in the index's type: TIFF stores them at 16
+    bits, most writers as v * 257, some as v << 8."""
+    table = colormap.T
+    if np.dtype(dtype) != np.uint8:
+        return np.ascontiguousarray(table.astype(np.uint16))
+    return np.ascontiguousarray(table >> 8 if not (table & 255).any() else np.round(table / 257)).astype(np.uint8)
 
 
 def _open_tiff(path: Path) -> Any:
@@ -1046,15 +1077,24 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         # OME-XML describes the pages' order, which a stack keeps (its planes go back in the order
         # read), so the input's XML stays true: physical sizes, channels, the instrument
         extra["description"] = img.info["ome"].encode("utf-8")  # OME-XML is UTF-8 (units such as µm)
-    elif img.info.get("description") and not (stack is not None and stack["imagej"] is not None):
+    elif img.info.get("description") and img.info.get("imagej") is None:
         extra["description"] = img.info["description"]  # ImageJ's description is its own
-    if stack is not None and not img.info.get("ome"):
-        axes = stack["axes"] + ("SYX" if stack.get("separate") else "YXS" if img.channels == 3 or stack.get("samples") else "YX")
-        if stack["imagej"] is not None:
+    imagej = img.info.get("imagej") is not None and img.alpha is None and first.dtype in (np.uint8, np.uint16, np.float32)
+    if (stack is not None or imagej) and not img.info.get("ome"):
+        lead_axes = stack["axes"] if stack is not None else ""
+        axes = lead_axes + ("SYX" if stack and stack.get("separate") else "YXS" if img.channels == 3 or stack and stack.get("samples") else "YX")
+        if imagej:
             extra["imagej"] = True
-            metadata = {k: v for k, v in stack["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
+            metadata = {k: v for k, v in img.info["imagej"].items() if k not in IMAGEJ_LAYOUT} | {"axes": axes}
         else:
             metadata = {"axes": axes}
+    colormap = img.info.get("colormap")
+    if colormap is not None and img.channels == 1 and img.alpha is None and not white:
+        if first.dtype.kind == "u" and colormap.shape[1] == 2 ** (8 * first.dtype.itemsize):
+            layout["photometric"] = "palette"  # the LUT a palette TIFF showed its values through
+            extra["colormap"] = colormap
+        elif extra.get("imagej"):
+            extra["colormap"] = colormap  # ImageJ's 16-bit or float image keeps its LUT in a ColorMap tag
     # past 4 GB a classic TIFF's offsets overflow: BigTIFF, or ImageJ's own layout, one page header
     # before all the planes (tifffile falls back to it with a warning in the terminal); tifffile
     # cannot size a stream itself
