@@ -1,6 +1,8 @@
 import functools
 import importlib.util
 import io
+import struct
+import zlib
 
 import imagecodecs
 import tifffile
@@ -1059,3 +1061,20 @@ def test_a_grey_palette_outside_imagej_is_read_as_grey(tmp_path):
     Image.fromarray(idx).convert("P").save(tmp_path / "grey.tif")
     img = read_image(tmp_path / "grey.tif")
     assert img.channels == 1 and np.array_equal((img.pixels[0].numpy() * 255).round(), idx)
+
+
+@pytest.mark.parametrize("kind", ["8-bit RGB", "16-bit RGB", "16-bit grey"])
+def test_a_pngs_gamma_and_colour_chunks_are_kept(tmp_path, kind):
+    """A PNG stored linear (gAMA 1.0, with cHRM primaries) lost both chunks, and a browser then
+    showed it far darker: gAMA, cHRM and sRGB go back as they were, at any depth."""
+    arr = smooth_image(31, 37, channels=1 if "grey" in kind else 3)
+    arr = arr.astype(np.uint16) * 257 if "16" in kind else arr
+    png = imagecodecs.png_encode(arr)
+    chrm = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    chunks = b"".join(struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body))
+                      for name, body in ((b"gAMA", struct.pack(">I", 100000)), (b"cHRM", struct.pack(">8I", *chrm)), (b"sRGB", b"\x01")))
+    (tmp_path / "linear.png").write_bytes(png[:33] + chunks + png[33:])
+    write_image(read_image(tmp_path / "linear.png"), tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as im:
+        assert (im.info["gamma"], im.info["chromaticity"], im.info["srgb"]) == (1.0, tuple(v / 100000 for v in chrm), 1)
+        assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), arr)

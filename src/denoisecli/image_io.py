@@ -484,6 +484,20 @@ def _png_text(text: dict[str, Any]) -> dict[str, Any]:
     return {"png_text": kept} if kept else {}
 
 
+def _png_colour(info: dict[str, Any]) -> dict[str, Any]:
+    """A PNG's gAMA, cHRM and sRGB chunks as ``info["png_colour"]``, (type, body) pairs written
+    back before the pixels: a PNG stored linear (gAMA 1.0, as renderers and some scientific software
+    write it) came out without them, and a browser showed it far darker (until 2026-11-29)."""
+    chunks = []
+    if isinstance(info.get("gamma"), float):
+        chunks.append((b"gAMA", struct.pack(">I", round(info["gamma"] * 100000))))
+    if isinstance(info.get("chromaticity"), tuple) and len(info["chromaticity"]) == 8:
+        chunks.append((b"cHRM", struct.pack(">8I", *(round(v * 100000) for v in info["chromaticity"]))))
+    if isinstance(info.get("srgb"), int):
+        chunks.append((b"sRGB", bytes([info["srgb"]])))
+    return {"png_colour": chunks} if chunks else {}
+
+
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
@@ -517,7 +531,7 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     if fmt == "HEIF":
         info.update(_heif_info(im.info))
     if fmt == "PNG":
-        info.update(_png_text(im.text))
+        info.update(_png_text(im.text), **_png_colour(im.info))
     mode = im.mode
     if mode in ("CMYK", "LAB", "HSV"):
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
@@ -576,7 +590,7 @@ def _read_png16(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
         arr, alpha = arr[:, :, :-1], arr[:, :, -1].copy()
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, {**_meta(pil_info), **_png_text(pil_info)})
+    return LoadedImage(_to_tensor(arr, 65535.0), "PNG", 16, alpha, {**_meta(pil_info), **_png_text(pil_info), **_png_colour(pil_info)})
 
 
 class _Repairs(logging.Handler):
@@ -1007,11 +1021,13 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
         kwargs["compress_type"] = PNG_STRATEGY
-        cicp, text = _cicp(img.info), img.info.get("png_text", {})
-        if "xmp" in kwargs or cicp or text:
+        cicp, text, colour = _cicp(img.info), img.info.get("png_text", {}), img.info.get("png_colour", [])
+        if "xmp" in kwargs or cicp or text or colour:
             from PIL import PngImagePlugin
 
             kwargs["pnginfo"] = PngImagePlugin.PngInfo()
+            for kind, body in colour:
+                kwargs["pnginfo"].add(kind, body)
             if "xmp" in kwargs:
                 kwargs["pnginfo"].add_itxt(XMP_KEY, kwargs.pop("xmp").decode("utf-8", "replace"))
             for key, value in text.items():
@@ -1140,7 +1156,7 @@ def _png16_bytes(img: LoadedImage) -> bytes:
     import imagecodecs
 
     data = imagecodecs.png_encode(_pixels_as(img, 16), strategy=PNG_STRATEGY)
-    chunks = b""
+    chunks = b"".join(_chunk(kind, body) for kind, body in img.info.get("png_colour", []))
     if img.info.get("icc_profile"):
         chunks += _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(img.info["icc_profile"]))
     if img.info.get("dpi"):
