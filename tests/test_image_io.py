@@ -1078,3 +1078,19 @@ def test_a_pngs_gamma_and_colour_chunks_are_kept(tmp_path, kind):
     with Image.open(tmp_path / "out.png") as im:
         assert (im.info["gamma"], im.info["chromaticity"], im.info["srgb"]) == (1.0, tuple(v / 100000 for v in chrm), 1)
         assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), arr)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_pngs_transparent_colour_becomes_alpha(tmp_path, mode):
+    """A PNG whose white is its transparent colour (tRNS) came out with an opaque background: no
+    denoised pixel is exactly that colour any more. The colour is read as alpha, which is kept."""
+    arr = np.full((31, 37, 3) if mode == "RGB" else (31, 37), 255, np.uint8)
+    arr[8:20, 8:30] = (200, 40, 40) if mode == "RGB" else 90
+    Image.fromarray(arr).save(tmp_path / "logo.png", transparency=(255, 255, 255) if mode == "RGB" else 255)
+    img = read_image(tmp_path / "logo.png")
+    assert img.alpha is not None and (img.alpha == 255).sum() == 12 * 22 and img.alpha[0, 0] == 0
+    img.pixels = img.pixels * 0.99  # as a denoiser leaves it: not exactly the transparent colour
+    write_image(img, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == {"RGB": "RGBA", "L": "LA"}[mode]
+        assert np.array_equal(np.asarray(im)[..., -1], img.alpha)

@@ -537,6 +537,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
     if mode == "P" or mode == "PA":
         im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+    elif mode in ("L", "RGB") and "transparency" in im.info:
+        # a PNG's transparent colour (tRNS: a logo's white, say): after denoising no pixel is that
+        # colour, so the background came out opaque (until 2026-11-29); it becomes alpha
+        im = im.convert("LA" if mode == "L" else "RGBA")
     elif mode in ("1", "YCbCr"):
         im = im.convert("L" if mode == "1" else "RGB")
     alpha = None
