@@ -1094,3 +1094,10 @@ def test_a_pngs_transparent_colour_becomes_alpha(tmp_path, mode):
     with Image.open(tmp_path / "out.png") as im:
         assert im.mode == {"RGB": "RGBA", "L": "LA"}[mode]
         assert np.array_equal(np.asarray(im)[..., -1], img.alpha)
+
+
+def test_a_1_bit_tiff_is_refused_in_words_a_user_knows(tmp_path):
+    """A fax's or a document scanner's 1-bit TIFF was refused as "samples of type bool"."""
+    tifffile.imwrite(tmp_path / "scan.tif", smooth_image(31, 37, channels=1) > 128, photometric="miniswhite")
+    with pytest.raises(DenoiseError, match=r"scan.tif: a 1-bit \(black and white\) TIFF has no grey levels to denoise"):
+        read_image(tmp_path / "scan.tif")

@@ -680,6 +680,8 @@ class TiffStack:
         # written back as it was stored (refused until 2026-11-29)
         white = page.photometric.name == "MINISWHITE" and page.samplesperpixel == 1
         palette = page.photometric.name == "PALETTE" and page.samplesperpixel == 1 and page.colormap is not None
+        if page.bitspersample == 1 and page.photometric.name in ("MINISBLACK", "MINISWHITE"):
+            raise DenoiseError(f"{path}: a 1-bit (black and white) TIFF has no grey levels to denoise; save it as 8-bit grey first")
         if page.photometric.name not in ("MINISBLACK", "RGB") and not (jpeg or white or palette):
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
