@@ -1101,3 +1101,18 @@ def test_a_1_bit_tiff_is_refused_in_words_a_user_knows(tmp_path):
     tifffile.imwrite(tmp_path / "scan.tif", smooth_image(31, 37, channels=1) > 128, photometric="miniswhite")
     with pytest.raises(DenoiseError, match=r"scan.tif: a 1-bit \(black and white\) TIFF has no grey levels to denoise"):
         read_image(tmp_path / "scan.tif")
+
+
+def test_hidden_files_and_system_folders_are_not_taken_as_images(tmp_path):
+    """macOS's AppleDouble ``._a.jpg`` beside each photo copied to an SD card failed as "not an
+    image file", and thumbnail folders (``.thumbnails``, a Synology NAS's ``@eaDir``) were denoised
+    with the photos. A hidden folder named as the input itself is read."""
+    save(tmp_path / "a.jpg", smooth_image(31, 37))
+    (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+    for folder in (".thumbnails", "@eaDir/a.jpg", "$RECYCLE.BIN"):
+        (tmp_path / folder).mkdir(parents=True)
+        save(tmp_path / folder / "t.jpg", smooth_image(31, 37))
+        (tmp_path / folder / "t.cr2").write_bytes(b"raw")
+    assert list_images(tmp_path) == [tmp_path / "a.jpg"]
+    assert unread_files(tmp_path) == {}
+    assert list_images(tmp_path / ".thumbnails") == [tmp_path / ".thumbnails" / "t.jpg"]

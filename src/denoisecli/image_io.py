@@ -57,6 +57,9 @@ CONVERSIONS = (
     ({".gif", ".jxl", ".jp2", ".j2k", ".psd", ".tga", ".ico", ".dds"}, "other images: save them as PNG or TIFF (16-bit where they are deeper)"),
     ({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}, "video: extract its frames first (ffmpeg -i clip.mp4 frames/%05d.png)"),
 )
+# folders a batch does not look in, besides hidden ones: a Synology NAS's thumbnails (@eaDir, beside
+# every photo folder of a share) and recycle bins, which hold copies of the photos
+SKIPPED_FOLDERS = {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN"}
 # Lossless encoders at fast settings: on our own denoised outputs (benchmarks/write_speed.py) zlib's
 # run-length strategy wrote PNG 3-4x as fast as the default level 6, files within 1% of its size,
 # as OpenCV writes PNG by default; WebP's lossless effort 0 (its "quality") wrote 3.8x as fast as
@@ -169,13 +172,13 @@ def require_images(root: Path, exclude: Path | None = None) -> list[Path]:
 def unread_files(root: Path, exclude: Path | None = None) -> dict[str, int]:
     """Files under a folder that a batch leaves alone, counted by extension (``""``: none), so a
     user whose folder holds RAW, HEIC or GIF files learns they were not denoised. Hidden files
-    and folders (``.DS_Store``, ``.git``) are not counted; a single file has none."""
+    and folders (``.DS_Store``, ``.git``) are not counted (see ``_files``); a single file has none."""
     root = Path(root)
     if root.is_file():
         return {}
     counts: dict[str, int] = {}
     for p in _files(root, exclude):
-        if is_image_path(p) or any(part.startswith(".") for part in p.relative_to(root).parts):
+        if is_image_path(p):
             continue
         counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -195,10 +198,22 @@ def conversion_hints(suffixes: Iterable[str]) -> str:
 
 
 def _files(root: Path, exclude: Path | None) -> list[Path]:
+    """The files under a folder, not hidden ones nor those in hidden or system folders
+    (``SKIPPED_FOLDERS``): macOS leaves an AppleDouble ``._IMG_0001.JPG`` beside each photo it
+    copies to an SD card or a USB drive, which failed as "not an image file" and made the batch
+    exit 1, and a ``.thumbnails`` folder was denoised with the photos (until 2026-11-29). A
+    hidden file or folder named as the input itself is read."""
     if not root.is_dir():
         raise DenoiseError(f"{root}: no such file or folder")
     skip = exclude.resolve() if exclude is not None else None
-    return [p for p in root.rglob("*") if p.is_file() and (skip is None or not p.resolve().is_relative_to(skip))]
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in SKIPPED_FOLDERS]
+        for name in files:
+            p = Path(folder) / name
+            if not name.startswith(".") and p.is_file() and (skip is None or not p.resolve().is_relative_to(skip)):
+                found.append(p)
+    return found
 
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: bool = False) -> LoadedImage:
