@@ -54,6 +54,8 @@ CONVERSIONS = (
      "microscope files: save them as OME-TIFF (Fiji: File > Save As > OME-TIFF, or Bio-Formats' bfconvert), which keeps "
      "stacks and calibration"),
     ({".exr", ".hdr", ".pfm"}, "HDR images: save them as 32-bit float TIFF"),
+    ({".fits", ".fit", ".fts", ".xisf"}, "astronomy images: save them as 32-bit float or 16-bit TIFF (Siril, PixInsight)"),
+    ({".dcm", ".dicom"}, "DICOM images: save them as 16-bit TIFF (Fiji opens DICOM: File > Save As > Tiff)"),
     ({".gif", ".jxl", ".jp2", ".j2k", ".psd", ".tga", ".ico", ".dds"}, "other images: save them as PNG or TIFF (16-bit where they are deeper)"),
     ({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}, "video: extract its frames first (ffmpeg -i clip.mp4 frames/%05d.png)"),
 )
