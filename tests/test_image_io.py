@@ -390,6 +390,50 @@ def test_avif_round_trips_with_its_metadata(tmp_path, mode):
     assert 10 * np.log10(255**2 / ((back - arr) ** 2).mean()) > 35
 
 
+def _avif_nclx(data: bytes) -> tuple:
+    at = data.find(b"colrnclx") + 8
+    return struct.unpack(">HHH", data[at : at + 6])
+
+
+@requires_avif
+@pytest.mark.parametrize("depth, alpha", [(10, False), (12, True)])
+def test_an_hdr_avif_keeps_its_depth_and_colour_description(tmp_path, depth, alpha):
+    """Lightroom's HDR AVIF (10 bits, BT.2020 primaries, PQ) came out as 8-bit sRGB: its colours
+    shown wrong. It is read at its depth and written back at it, with its nclx; a PNG of it carries
+    the nclx in cICP, at 16 bits."""
+    top = 2**depth - 1
+    levels = (smooth_image(31, 37).astype(np.float64) / 255 * top).round().astype(np.uint16)
+    if alpha:
+        levels = np.concatenate([levels, np.tile(np.linspace(0, top, 37), (31, 1)).round().astype(np.uint16)[..., None]], -1)
+    (tmp_path / "hdr.avif").write_bytes(imagecodecs.avif_encode(levels, 100, bitspersample=depth, primaries=9, transfer=16, matrix=9))
+    img = read_image(tmp_path / "hdr.avif")
+    assert (img.bits, img.info["depth"], img.channels, img.alpha is not None) == (16, depth, 3, alpha)
+    assert _nclx(img.info) == HDR_NCLX
+    assert np.abs(img.pixels.permute(1, 2, 0).numpy() * top - levels[..., :3]).max() <= 0.02 * top
+    write_image(img, tmp_path / "out.avif", jpeg_quality=95)
+    data = (tmp_path / "out.avif").read_bytes()
+    back = imagecodecs.avif_decode(data)
+    assert _avif_nclx(data) == (9, 16, 9) and back.dtype == np.uint16 and back.shape == levels.shape
+    assert 20 * np.log10(top / np.sqrt(((back.astype(np.float64) - levels) ** 2).mean())) > 38
+    write_image(img, tmp_path / "out.png", fmt="png")
+    png = (tmp_path / "out.png").read_bytes()
+    assert png[png.find(b"cICP") + 4 : png.find(b"cICP") + 8] == bytes([9, 16, 0, 1])
+    assert imagecodecs.png_decode(png).dtype == np.uint16
+
+
+@requires_avif
+def test_a_10_bit_sdr_avif_is_read_at_its_depth(tmp_path):
+    """A 10-bit AVIF in sRGB is read at its depth (Pillow hands out 8 bits), and written as AVIF
+    by Pillow's plugin, which keeps EXIF and XMP, at 8 bits: sRGB needs no more."""
+    levels = (smooth_image(31, 37).astype(np.float64) / 255 * 1023).round().astype(np.uint16)
+    (tmp_path / "sdr.avif").write_bytes(imagecodecs.avif_encode(levels, 100, bitspersample=10, primaries=1, transfer=13, matrix=6))
+    img = read_image(tmp_path / "sdr.avif")
+    assert (img.bits, img.info["depth"]) == (16, 10)
+    assert np.abs(img.pixels.permute(1, 2, 0).numpy() * 1023 - levels).max() <= 0.02 * 1023
+    write_image(img, tmp_path / "out.avif")
+    assert imagecodecs.avif_decode((tmp_path / "out.avif").read_bytes()).dtype == np.uint8
+
+
 def test_avif_without_pillow_support_is_one_clear_line(tmp_path, monkeypatch):
     (tmp_path / "x.avif").write_bytes(b"\x00\x00\x00\x1cftypavif")
     Image.init()

@@ -281,6 +281,8 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
                     return _read_png16(path, im.info)
                 if im.format == "HEIF" and im.info.get("bit_depth", 8) > 8:
                     return _read_heif_deep(path, im.info)
+                if im.format == "AVIF":
+                    return _read_avif(path, im)
                 im.load()
                 return _from_pil(im, path)
 
@@ -376,6 +378,68 @@ def _avif(path: Path) -> None:
     Image.init()
     if "AVIF" not in Image.OPEN:
         raise DenoiseError(f"{path}: this Pillow cannot read or write AVIF (recent releases can: pip install -U pillow)")
+
+
+def _read_avif(path: Path, im: Image.Image) -> LoadedImage:
+    """An AVIF at its own depth, with its nclx colour description. Pillow's plugin hands out 8
+    bits and drops the nclx, so a 10-bit HDR AVIF (Lightroom's HDR export: BT.2020 primaries, PQ)
+    came out as 8-bit sRGB, its colours shown wrong (until 2026-11-29). A deep one is decoded by
+    imagecodecs' libavif, its pixels the file's levels over its top level, as a deep HEIF's."""
+    data = path.read_bytes()
+    depth, nclx = _avif_header(data)
+    if depth > 8:
+        import imagecodecs
+
+        arr = imagecodecs.avif_decode(data)
+        top = float(2**depth - 1)
+        alpha = None
+        if arr.ndim == 3 and arr.shape[2] in (2, 4):
+            arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
+        img = LoadedImage(_to_tensor(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr, top), "AVIF", 16, alpha,
+                          {**_meta(im.info), "depth": depth})
+    else:
+        im.load()
+        img = _from_pil(im, path)
+    if nclx is not None:
+        img.info["nclx_profile"] = nclx
+    return img
+
+
+def _avif_header(data: bytes) -> tuple[int, dict[str, int] | None]:
+    """An AVIF's bit depth (its AV1 configuration's, the deepest of its images') and nclx colour
+    description (primaries, transfer, matrix, range; the first), read from its item properties."""
+    depth, nclx = 8, None
+    meta = _box(data, 0, len(data), b"meta")
+    iprp = _box(data, meta[0] + 4, meta[1], b"iprp") if meta else None
+    ipco = _box(data, *iprp, b"ipco") if iprp else None
+    for kind, body, end in _boxes(data, *ipco) if ipco else ():
+        if kind == b"av1C" and end - body >= 3:
+            depth = max(depth, 12 if data[body + 2] & 0x20 else 10 if data[body + 2] & 0x40 else 8)
+        elif kind == b"colr" and data[body : body + 4] == b"nclx" and end - body >= 11 and nclx is None:
+            p, t, m = struct.unpack(">HHH", data[body + 4 : body + 10])
+            nclx = {"color_primaries": p, "transfer_characteristics": t, "matrix_coefficients": m, "full_range_flag": data[body + 10] >> 7}
+    return depth, nclx
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The ISOBMFF boxes (HEIF, AVIF) in ``data[start:end]``: (type, body start, box end)."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        body = at + 8
+        if size == 1 and at + 16 <= end:
+            size, body = struct.unpack(">Q", data[at + 8 : at + 16])[0], at + 16
+        elif size == 0:
+            size = end - at
+        if size < body - at:
+            return
+        yield kind, body, min(at + size, end)
+        at += size
+
+
+def _box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """The body of the first box of this type in ``data[start:end]``: (start, end), or None."""
+    return next(((body, stop) for k, body, stop in _boxes(data, start, end) if k == kind), None)
 
 
 def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
@@ -1029,6 +1093,10 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         kwargs = _heif_options(img, path, jpeg_quality)
     elif fmt == "AVIF":
         _avif(path)
+        if _wide(img.info):
+            data = _avif_wide_bytes(img, jpeg_quality)
+            atomic_write(Path(path), lambda f: f.write(data))
+            return
         kwargs.pop("dpi", None)
         chroma = "4:0:0" if im.mode in ("L", "LA") else "4:4:4" if jpeg_quality >= 90 else "4:2:0"  # 4:0:0 stays grey
         kwargs.update(quality=jpeg_quality, subsampling=chroma, speed=AVIF_SPEED)
@@ -1058,6 +1126,34 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
             if cicp:
                 kwargs["pnginfo"].add(b"cICP", cicp)
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
+
+
+def _wide(info: dict[str, Any]) -> bool:
+    """Whether an image's nclx describes colour that sRGB cannot: HDR (PQ, HLG) or wide primaries
+    (BT.2020, Display P3), which Pillow's AVIF writer would label sRGB."""
+    nclx = info.get("nclx_profile") or {}
+    return nclx.get("transfer_characteristics") in (16, 18) or nclx.get("color_primaries", 1) not in (1, 2)
+
+
+def _avif_wide_bytes(img: LoadedImage, quality: int) -> bytes:
+    """An AVIF at 10 bits (12 where the input had 12 or more) with the input's nclx, through
+    imagecodecs' libavif: HDR or wide-gamut colour needs both. That encoder writes no EXIF, XMP or
+    ICC profile, so those are left out of such an output."""
+    import imagecodecs
+
+    depth = 12 if img.info.get("depth", 10) >= 12 else 10
+    top = float(2**depth - 1)
+    arr = np.round(np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1) * top).astype(np.uint16)
+    if img.alpha is not None:
+        alpha = np.round(_alpha_as(img.alpha, np.dtype(np.uint16)) * (top / 65535.0)).astype(np.uint16)
+        arr = np.concatenate([arr, alpha[:, :, None]], axis=2)
+    nclx = img.info["nclx_profile"]
+    formats = imagecodecs.AVIF.PIXEL_FORMAT
+    chroma = formats.YUV400 if img.channels == 1 else formats.YUV444 if quality >= 90 or nclx.get("matrix_coefficients") == 0 \
+        else formats.YUV420
+    return imagecodecs.avif_encode(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr), quality, speed=AVIF_SPEED,
+                                   bitspersample=depth, pixelformat=chroma, primaries=nclx.get("color_primaries"),
+                                   transfer=nclx.get("transfer_characteristics"), matrix=nclx.get("matrix_coefficients"))
 
 
 def _on_white(im: Image.Image) -> Image.Image:
