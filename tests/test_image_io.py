@@ -1,6 +1,7 @@
 import functools
 import importlib.util
 import io
+import json
 import struct
 import zlib
 
@@ -1162,3 +1163,14 @@ def test_hidden_files_and_system_folders_are_not_taken_as_images(tmp_path):
     assert list_images(tmp_path) == [tmp_path / "a.jpg"]
     assert unread_files(tmp_path) == {}
     assert list_images(tmp_path / ".thumbnails") == [tmp_path / ".thumbnails" / "t.jpg"]
+
+
+def test_a_micro_manager_frame_keeps_its_frame_metadata(tmp_path):
+    """Micro-Manager writes each frame of an image sequence as a TIFF with its exposure, stage
+    position and time as JSON in tag 51123, which was dropped (tifffile parses it into a dict)."""
+    frame = {"Exposure-ms": 50.0, "XPositionUm": 12.5, "ElapsedTime-ms": 1234}
+    arr = smooth_image(31, 37, channels=1).astype(np.uint16) * 16
+    tifffile.imwrite(tmp_path / "img_000000000_DAPI_000.tif", arr, imagej=True, extratags=[(51123, "s", 0, json.dumps(frame), True)])
+    write_image(read_image(tmp_path / "img_000000000_DAPI_000.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].tags[51123].value == frame and np.array_equal(tf.asarray(), arr)

@@ -13,6 +13,7 @@ XMP, DPI; a stack's axes and ImageJ calibration) goes back into every output tha
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -90,6 +91,10 @@ SCAN_SAMPLES = 16_000_000
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
 # satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
 KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
+# exposure, stage position and time of each file of its image sequences); a stack's pages each hold their own,
+# which one set of tags for a stream of pages cannot carry
+PLANE_TIFF_TAGS = {51123}
 # the TIFF tags that EXIF's first directory holds under the same numbers (make, model, orientation,
 # date, artist, copyright): a JPEG written as TIFF, or a TIFF as JPEG, keeps them across (``_across``)
 EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
@@ -803,7 +808,9 @@ class TiffStack:
             # pages the XML does not describe (a thumbnail before the planes) or planes it maps to
             # missing pages: the output's pages would not be where the XML says; the axes stay
             previews = [*previews, "left out: its OME-XML, whose map of planes to pages the output could not keep"]
-        tags = [(t.code, int(t.dtype), t.count, t.value) for t in page.tags.values() if t.code in KEPT_TIFF_TAGS]
+        kept = KEPT_TIFF_TAGS | (PLANE_TIFF_TAGS if not lead and samples == 1 else set())
+        tags = [(t.code, int(t.dtype), t.count, json.dumps(t.value) if isinstance(t.value, dict) else t.value)  # tifffile parses 51123's JSON
+                for t in page.tags.values() if t.code in kept]
         if tags:
             info["tiff_tags"] = tags
         text = page.description
