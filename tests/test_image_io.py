@@ -1174,3 +1174,13 @@ def test_a_micro_manager_frame_keeps_its_frame_metadata(tmp_path):
     write_image(read_image(tmp_path / "img_000000000_DAPI_000.tif"), tmp_path / "out.tif")
     with tifffile.TiffFile(tmp_path / "out.tif") as tf:
         assert tf.pages[0].tags[51123].value == frame and np.array_equal(tf.asarray(), arr)
+
+
+def test_a_grey_jpeg_compressed_tiff_is_written_lossless_and_compressed(tmp_path):
+    """A grey JPEG-compressed TIFF came out uncompressed: it goes out in deflate with the
+    predictor, as a colour one does."""
+    tifffile.imwrite(tmp_path / "scan.tif", smooth_image(64, 80, channels=1), compression="jpeg")
+    write_image(read_image(tmp_path / "scan.tif"), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        page = tf.pages[0]
+        assert (page.photometric.name, page.compression.name, int(page.predictor)) == ("MINISBLACK", "ADOBE_DEFLATE", 2)

@@ -772,7 +772,7 @@ class TiffStack:
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
-        if jpeg:
+        if page.compression.name in ("JPEG", "OJPEG"):  # grey and RGB JPEG in TIFF too: lossless, not JPEG again (was uncompressed)
             info.update(compression="zlib", predictor=2)
         if white:
             info["miniswhite"] = True
