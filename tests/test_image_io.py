@@ -1184,3 +1184,39 @@ def test_a_grey_jpeg_compressed_tiff_is_written_lossless_and_compressed(tmp_path
     with tifffile.TiffFile(tmp_path / "out.tif") as tf:
         page = tf.pages[0]
         assert (page.photometric.name, page.compression.name, int(page.predictor)) == ("MINISBLACK", "ADOBE_DEFLATE", 2)
+
+
+@pytest.mark.parametrize("dtype, nodata", [(np.float32, -9999.0), (np.int16, -32768), (np.uint16, 0), (np.uint16, 65535), (np.uint8, 0)])
+def test_a_geotiffs_no_data_pixels_are_set_aside_and_written_back(tmp_path, dtype, nodata):
+    """GDAL's no-data value (a terrain model's -9999 border, a satellite scene's 0) set the range a
+    file was denoised on, and its pixels came out as data: they are read as stand-ins drawn from
+    the image, so the range is the data's, and written back exactly."""
+    top = 250 if dtype == np.uint8 else 3000
+    arr = (smooth_image(31, 37, channels=1).astype(np.float64) / 255 * top + 5).astype(dtype)
+    arr[:6, :9] = nodata
+    tifffile.imwrite(tmp_path / "dem.tif", arr, extratags=[(42113, "s", 0, f"{nodata}\x00", True)])
+    img = read_image(tmp_path / "dem.tif")
+    valid = arr != nodata
+    scale = {np.uint8: 255, np.uint16: 65535}.get(dtype)
+    lo, hi = img.info.get("float_range", (0, scale))
+    values = img.pixels[0].numpy() * (hi - lo) + lo
+    assert values.min() >= arr[valid].min() - 1e-3 and values.max() <= arr[valid].max() + 1e-3  # no -9999 in the range
+    img.pixels = img.pixels * 0.98 + 0.01  # as a denoiser leaves it: no pixel exactly as read
+    write_image(img, tmp_path / "out.tif")
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == dtype and np.array_equal(back == nodata, ~valid)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].tags[42113].value.strip("\x00") == f"{nodata}"
+
+
+def test_a_streamed_float_stacks_range_leaves_out_no_data(tmp_path):
+    """A float stack streamed slab by slab is read on the whole file's range, which must leave out
+    its no-data value as each slab's does."""
+    from denoisecli.image_io import open_stack
+
+    arr = (np.random.default_rng(0).random((4, 23, 19)) * 40 + 100).astype(np.float32)
+    arr[2, :5, :5] = -9999
+    tifffile.imwrite(tmp_path / "dem.tif", arr, photometric="minisblack", extratags=[(42113, "s", 0, "-9999", True)])
+    with open_stack(tmp_path / "dem.tif") as stack:
+        slab = stack.read(2, 4)
+    assert slab.info["float_range"] == (float(arr[arr > 0].min()), float(arr.max()))

@@ -644,26 +644,33 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
 
 
 def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
-                 stack: bool = False, span: tuple[float, float] | None = None) -> LoadedImage:
+                 stack: bool = False, span: tuple[float, float] | None = None, nodata: np.ndarray | None = None) -> LoadedImage:
     """Float data of any range is denoised on [0, 1] and mapped back on writing (a stack on its
     whole range, so its planes keep their relative brightness; a slab of one on ``span``, the
     whole stack's).
 
     NaN and infinite values (masked pixels of a microscope's processed data) ended `run` with a
-    traceback. They are written back as they were (``info["nonfinite"]``), and meanwhile hold
-    values drawn from the image's own, which read as texture, so the noise estimate, which reads
-    the flattest patches, does not take them for noise-free."""
-    finite = np.isfinite(arr)
-    if not finite.all():
-        if not finite.any() and span is None:
-            raise DenoiseError(f"{path}: no finite value (all NaN or infinite)")
-        info = {**info, "nonfinite": (np.flatnonzero(~finite), arr[~finite])}
-        arr = arr.copy()
-        fill = arr[finite] if finite.any() else np.array([span[0]], np.float32)  # type: ignore[index]
-        arr[~finite] = np.random.default_rng(0).choice(fill, size=int((~finite).sum()))
+    traceback. They, and ``nodata``'s pixels, are set aside (``_set_aside``)."""
+    valid = np.isfinite(arr) & ~nodata if nodata is not None else np.isfinite(arr)
+    if not valid.all():
+        if not valid.any() and span is None:
+            raise DenoiseError(f"{path}: no finite value (all NaN, infinite or no-data)")
+        arr, info = _set_aside(arr, valid, info, np.array([span[0]], np.float32) if span else None)
     lo, hi = span or _span_of(float(arr.min()), float(arr.max()))
     info = {**info, "float_range": (lo, hi)}
     return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0, stack), fmt, 32, alpha, info)
+
+
+def _set_aside(arr: np.ndarray, valid: np.ndarray, info: dict[str, Any], fill: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels that hold no value (NaN, a GeoTIFF's no-data value) are written back exactly as
+    read (``info["masked"]``), and meanwhile hold values drawn from the image's own (``fill`` where
+    it has none), which read as texture: the noise estimate, which reads the flattest patches,
+    does not take them for noise-free, and they do not set the range the image is denoised on."""
+    kept = (np.flatnonzero(~valid), arr[~valid])
+    arr = arr.copy()
+    pool = arr[valid] if valid.any() else fill
+    arr[~valid] = np.random.default_rng(0).choice(pool, size=int((~valid).sum())) if pool is not None else 0
+    return arr, {**info, "masked": kept}
 
 
 def _span_of(lo: float, hi: float) -> tuple[float, float]:
@@ -730,6 +737,7 @@ class TiffStack:
         self._span: tuple[float, float] | None = None
         self._file_order: list[int] | None = None
         self._colours: np.ndarray | None = None  # an indexed-colour palette's table, which its pages are read through
+        self._nodata: float | None = None
         with _Repairs() as repairs:
             self._tf = _open_tiff(self.path)
             try:
@@ -816,6 +824,7 @@ class TiffStack:
         text = page.description
         if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
             info["description"] = text  # a scanner's or a user's words, not a layout tifffile writes anew
+        self._nodata = _nodata(page)
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         if 700 in page.tags:
@@ -888,10 +897,11 @@ class TiffStack:
             for i in range(0, self.pages, step):
                 arr = self._raw(i, min(i + step, self.pages))
                 arr = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+                arr = arr[arr != self._nodata] if self._nodata is not None else arr
                 if arr.size:
                     lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
             if lo > hi:
-                raise DenoiseError(f"{self.path}: no finite value (all NaN or infinite)")
+                raise DenoiseError(f"{self.path}: no finite value (all NaN, infinite or no-data)")
             self._span = _span_of(lo, hi)
         return self._span
 
@@ -922,16 +932,19 @@ class TiffStack:
         if arr.ndim == 4 and arr.shape[3] == 1:
             arr = arr[..., 0]
         arr = arr if lead else arr[0]
-        if arr.dtype == np.uint8:
-            return LoadedImage(_to_tensor(arr, 255.0, bool(lead)), "TIFF", 8, alpha, info)
-        if arr.dtype == np.uint16:
-            return LoadedImage(_to_tensor(arr, 65535.0, bool(lead)), "TIFF", 16, alpha, info)
+        nodata = arr == self._nodata if self._nodata is not None and arr.dtype.kind in "fiu" else None
+        nodata = nodata if nodata is not None and nodata.any() else None
+        if arr.dtype in (np.uint8, np.uint16):
+            if nodata is not None:
+                arr, info = _set_aside(arr, ~nodata, info)
+            return LoadedImage(_to_tensor(arr, 255.0 if arr.dtype == np.uint8 else 65535.0, bool(lead)), "TIFF",
+                               8 if arr.dtype == np.uint8 else 16, alpha, info)
         if arr.dtype.kind == "f":
-            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead), span)
+            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead), span, nodata)
         if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4:
             # signed or 32-bit integers (background-subtracted or summed counts from an analysis
             # pipeline): denoised on their range as float data is, and written back in their own type
-            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead), span)
+            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead), span, nodata)
         raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
 
     def write(self, path: Path, slabs: Iterable[LoadedImage]) -> None:
@@ -941,6 +954,20 @@ class TiffStack:
         first = next(slabs)  # the file's layout and metadata, as every slab's
         with _writing(path, "TIFF"):
             atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def _nodata(page: Any) -> float | None:
+    """A GeoTIFF's no-data value (GDAL's tag 42113: -9999 around a terrain model, 0 around a
+    satellite scene), or None. Those pixels are set aside and written back as they were
+    (``_set_aside``): a -9999 border set the range a terrain model was denoised on, which left
+    it noisier than read (3.0 m RMS error in, 12.4 out) and dragged its edge hundreds of metres
+    down, and no-data pixels came out as data (until 2026-11-29). NaN is set aside as it is."""
+    tag = page.tags.get(42113)
+    try:
+        value = float(str(tag.value).strip("\x00 ")) if tag is not None else math.nan
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
 
 
 def _ramp(colormap: np.ndarray) -> bool:
@@ -998,8 +1025,8 @@ def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
     for plane, dst in zip(pixels.reshape(-1, *pixels.shape[-3:]), out.reshape(-1, *out.shape[-3:])):
         arr = np.moveaxis(plane.float().clamp(0, 1).numpy(), 0, -1) * (hi - lo) + lo
         dst[...] = arr if dtype.kind == "f" else np.clip(np.round(arr), np.iinfo(dtype).min, np.iinfo(dtype).max)
-    if "nonfinite" in img.info and bits == 32:  # NaN and inf back where the input held them
-        where, values = img.info["nonfinite"]
+    if "masked" in img.info and bits == img.bits:  # NaN, inf and no-data back where the input held them, at its depth
+        where, values = img.info["masked"]
         out.reshape(-1)[where] = values
     if img.alpha is not None:
         out = np.concatenate([out, _alpha_as(img.alpha, out.dtype)[:, :, None]], axis=2)
