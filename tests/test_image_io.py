@@ -1220,3 +1220,15 @@ def test_a_streamed_float_stacks_range_leaves_out_no_data(tmp_path):
     with open_stack(tmp_path / "dem.tif") as stack:
         slab = stack.read(2, 4)
     assert slab.info["float_range"] == (float(arr[arr > 0].min()), float(arr.max()))
+
+
+def test_a_tiff_with_its_thumbnail_first_is_read_as_its_image(tmp_path):
+    """A scanner's or a camera's TIFF may hold a reduced-resolution thumbnail before the image: it
+    was refused as "a TIFF holding 2 images". The largest is the image; the thumbnail is left out."""
+    arr = smooth_image(64, 80)
+    with tifffile.TiffWriter(tmp_path / "scan.tif") as tw:
+        tw.write(arr[::8, ::8].copy(), photometric="rgb", subfiletype=1)
+        tw.write(arr, photometric="rgb", compression="zlib")
+    img = read_image(tmp_path / "scan.tif")
+    assert img.pixels.shape == (3, 64, 80) and np.array_equal((img.pixels.permute(1, 2, 0).numpy() * 255).round(), arr)
+    assert img.info["notes"] == ["left out: 1 preview (8x10x3)"] and img.info["compression"] == "adobe_deflate"

@@ -738,6 +738,7 @@ class TiffStack:
         self._file_order: list[int] | None = None
         self._colours: np.ndarray | None = None  # an indexed-colour palette's table, which its pages are read through
         self._nodata: float | None = None
+        self._main = 0  # the series that is the image (``_main_series``)
         with _Repairs() as repairs:
             self._tf = _open_tiff(self.path)
             try:
@@ -749,8 +750,9 @@ class TiffStack:
 
     def _layout(self, stacks: bool) -> None:
         tf, path = self._tf, self.path
-        page, series = tf.pages[0], tf.series[0]
-        previews = _previews(path, tf.series)
+        self._main, previews = _main_series(path, tf.series)
+        series = tf.series[self._main]
+        page = series.keyframe  # the page its layout and tags are read from (an OME file's first, with the XML)
         # a stack: a series with more dimensions than a page (ImageJ writes one page for a stack
         # over 4 GB, so the pages are not counted)
         lead = tuple(series.shape[: series.ndim - page.ndim])
@@ -873,11 +875,11 @@ class TiffStack:
     def _raw(self, start: int, stop: int) -> np.ndarray:
         """The pages' samples in the file's layout, one leading axis of pages: a run of them read
         by themselves."""
-        series = self._tf.series[0]
+        series = self._tf.series[self._main]
         if self._file_order is not None:
             arr = self._tf.asarray(key=self._file_order[start:stop])
         elif start == 0 and stop == self.pages:
-            arr = series.asarray() if self.lead else self._tf.pages[0].asarray()
+            arr = series.asarray() if self.lead else series.keyframe.asarray()
         elif series.dataoffset is not None:  # contiguous: read straight from the file (ImageJ's over 4 GB has one page header)
             per = math.prod(self._unit)
             dtype = np.dtype(series.dtype).newbyteorder(self._tf.byteorder)
@@ -885,7 +887,7 @@ class TiffStack:
             arr = self._tf.filehandle.read_array(dtype, count=(stop - start) * per)
             arr = arr.astype(dtype.newbyteorder("="), copy=False)
         else:  # page by page (an incomplete OME file's missing pages read as zeros, as whole)
-            arr = self._tf.asarray(key=range(start, stop), series=0)
+            arr = self._tf.asarray(key=range(start, stop), series=self._main)
         return arr.reshape(-1, *self._unit)
 
     def _float_span(self) -> tuple[float, float]:
@@ -995,17 +997,21 @@ def _open_tiff(path: Path) -> Any:
     return tifffile.TiffFile(path, _multifile=False)
 
 
-def _previews(path: Path, series: list[Any]) -> list[str]:
-    """A TIFF holds one image (a series, maybe a stack), or one with small previews beside it,
-    which are left out of the output (they would show the noise) and named for ``run -v``. A
-    file with several full images (an OME-TIFF of several stage positions) is refused: only the
-    first used to be denoised, and the output silently held only that."""
-    main = math.prod(series[0].shape)
-    if any(math.prod(s.shape) * 4 > main for s in series[1:]):
+def _main_series(path: Path, series: list[Any]) -> tuple[int, list[str]]:
+    """The image a TIFF holds (a series, maybe a stack), the largest, with the notes for ``run -v``
+    that name the small previews beside it, which are left out of the output (they would show
+    the noise). A scanner's or a camera's TIFF may hold its thumbnail first: that file was
+    refused as one of several images (until 2026-11-29). A file with several full images (an
+    OME-TIFF of several stage positions) is refused: only the first used to be denoised, and the
+    output silently held only that."""
+    sizes = [math.prod(s.shape) for s in series]
+    main = sizes.index(max(sizes))
+    others = [s for i, s in enumerate(series) if i != main]
+    if any(math.prod(s.shape) * 4 > sizes[main] for s in others):
         raise DenoiseError(f"{path}: a TIFF holding {len(series)} images (series; e.g. several positions), where "
                            "one image or stack was expected; save each in a file of its own first")
-    return [f"left out: {len(series) - 1} preview{'s' if len(series) > 2 else ''} "
-            f"({', '.join('x'.join(map(str, s.shape)) for s in series[1:])})"] if len(series) > 1 else []
+    return main, [f"left out: {len(others)} preview{'s' if len(others) > 1 else ''} "
+                  f"({', '.join('x'.join(map(str, s.shape)) for s in others)})"] if others else []
 
 
 def _ratio(v: Any) -> float:
