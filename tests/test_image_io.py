@@ -1232,3 +1232,37 @@ def test_a_tiff_with_its_thumbnail_first_is_read_as_its_image(tmp_path):
     img = read_image(tmp_path / "scan.tif")
     assert img.pixels.shape == (3, 64, 80) and np.array_equal((img.pixels.permute(1, 2, 0).numpy() * 255).round(), arr)
     assert img.info["notes"] == ["left out: 1 preview (8x10x3)"] and img.info["compression"] == "adobe_deflate"
+
+
+def _xmp_of(body: bytes) -> bytes:
+    return (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/">'
+            + body + b"</rdf:Description></rdf:RDF></x:xmpmeta>")
+
+
+def test_xmp_too_long_for_a_jpeg_no_longer_fails_the_file(tmp_path):
+    """A Photoshop TIFF's XMP can run to megabytes of DocumentAncestors, past the 64 kB a JPEG
+    segment holds: written as JPEG it failed the file. That list is dropped and the rest kept;
+    XMP still too long is left out, and ``left_out`` says so for `run -v`."""
+    from denoisecli.image_io import left_out
+
+    ancestors = b"<photoshop:DocumentAncestors><rdf:Bag>" + b"".join(b"<rdf:li>xmp.did:%032d</rdf:li>" % i for i in range(4000)) \
+        + b"</rdf:Bag></photoshop:DocumentAncestors>"
+    for name, xmp in (("bloated", _xmp_of(b"<dc:rights>Jo</dc:rights>" + ancestors)), ("huge", _xmp_of(b"<dc:rights>" + b"y" * 90000 + b"</dc:rights>"))):
+        tifffile.imwrite(tmp_path / f"{name}.tif", smooth_image(31, 37), photometric="rgb", extratags=[(700, 1, len(xmp), xmp, True)])
+        img = read_image(tmp_path / f"{name}.tif")
+        write_image(img, tmp_path / f"{name}.jpg", fmt="jpeg")
+        kept = Image.open(tmp_path / f"{name}.jpg").info.get("xmp")
+        if name == "bloated":
+            assert kept == _xmp_of(b"<dc:rights>Jo</dc:rights>") and left_out(img, "jpeg") == []
+        else:
+            assert kept is None and left_out(img, "jpeg") == ["left out: its XMP (90 kB), too long for a JPEG"]
+        assert left_out(img) == [] and left_out(img, "png") == []
+
+
+def test_an_hdr_avif_output_says_what_its_writer_leaves_out():
+    from denoisecli.image_io import left_out
+
+    img = LoadedImage(torch.rand(3, 8, 8), "HEIF", 16, None, {"exif": b"Exif\x00\x00II*\x00", "nclx_profile": HDR_NCLX, "depth": 10})
+    assert left_out(img, "avif") == ["left out: its EXIF, which the AVIF writer for HDR and wide colour cannot hold"]
+    assert left_out(img) == [] and left_out(LoadedImage(img.pixels, "GIF"), None) == []

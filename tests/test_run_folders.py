@@ -825,3 +825,16 @@ def test_a_streamed_imagej_stack_keeps_its_lut(tmp_path, tiny_model_file):
         assert tf.is_imagej and tf.series[0].axes == "ZYX" and tf.imagej_metadata["unit"] == "um"
         assert all(p.photometric.name == "PALETTE" and np.array_equal(p.colormap, lut) for p in tf.pages)
         assert tf.series[0].shape == arr.shape and not np.array_equal(tf.series[0].asarray(), arr)
+
+
+def test_run_v_says_what_the_output_format_leaves_out(tmp_path, tiny_model_file):
+    """XMP too long for a JPEG is left out of one, and `run -v` says so, where it failed the file."""
+    import tifffile
+
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/>' + b" " * 70000 + b"</x:xmpmeta>"
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image(31, 37), photometric="rgb", extratags=[(700, 1, len(xmp), xmp, True)])
+    result = runner.invoke(app, ["run", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file),
+                                 "--format", "jpeg", "-v"])
+    assert result.exit_code == 0, result.output
+    assert "left out: its XMP (70 kB), too long for a JPEG" in " ".join(result.output.split())
+    assert (tmp_path / "out" / "a.jpg").exists()

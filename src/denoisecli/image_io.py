@@ -102,6 +102,10 @@ EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
+# the most XMP one JPEG segment holds after its namespace (Pillow refuses more); and Photoshop's list of
+# every document ever pasted in, which can run XMP to megabytes (``_slim_xmp``)
+JPEG_XMP_BYTES = 65504
+ANCESTORS = re.compile(rb"<photoshop:DocumentAncestors\s*/>|<photoshop:DocumentAncestors>.*?</photoshop:DocumentAncestors>", re.S)
 # PNG's iTXt keyword for XMP (the XMP specification, part 3)
 XMP_KEY = "XML:com.adobe.xmp"
 _PNM_GAP = rb"(?:\s|#[^\r\n]*[\r\n])+"  # netpbm's header fields are parted by whitespace and comments
@@ -1088,6 +1092,22 @@ def write_image(img: LoadedImage, path: Path, fmt: str | None = None, jpeg_quali
         _write(img, Path(path), fmt, jpeg_quality)
 
 
+def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
+    """What writing ``img`` as ``fmt`` (default: its own format) leaves out of its metadata, which
+    that format's writer here cannot hold, as notes for ``run -v``; a format it does not write says
+    so when it is written."""
+    try:
+        fmt = normalize_format(fmt or img.format)
+    except DenoiseError:
+        return []
+    if fmt == "JPEG" and img.info.get("xmp") and len(img.info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(img.info["xmp"]) is None:
+        return [f"left out: its XMP ({len(img.info['xmp']) // 1000} kB), too long for a JPEG"]
+    if fmt == "AVIF" and _wide(img.info):
+        held = [name for key, name in (("exif", "EXIF"), ("xmp", "XMP"), ("icc_profile", "ICC profile")) if img.info.get(key)]
+        return [f"left out: its {' and '.join(held)}, which the AVIF writer for HDR and wide colour cannot hold"] if held else []
+    return []
+
+
 @contextmanager
 def _writing(path: Path, fmt: str) -> Iterator[None]:
     """An encoder's failure as one line naming the file: encoders raise many types."""
@@ -1124,6 +1144,8 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if im.mode in ("RGBA", "LA"):
             im = _on_white(im)
         kwargs.update(quality=jpeg_quality, subsampling=img.info.get("subsampling", 0 if jpeg_quality >= 90 else 2))
+        if len(kwargs.get("xmp", b"")) > JPEG_XMP_BYTES:
+            kwargs["xmp"] = _slim_xmp(kwargs["xmp"])
         if img.info.get("comment"):
             kwargs["comment"] = img.info["comment"]
     elif fmt == "WEBP":
@@ -1194,6 +1216,15 @@ def _avif_wide_bytes(img: LoadedImage, quality: int) -> bytes:
     return imagecodecs.avif_encode(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr), quality, speed=AVIF_SPEED,
                                    bitspersample=depth, pixelformat=chroma, primaries=nclx.get("color_primaries"),
                                    transfer=nclx.get("transfer_characteristics"), matrix=nclx.get("matrix_coefficients"))
+
+
+def _slim_xmp(xmp: bytes) -> bytes | None:
+    """XMP that fits JPEG's one segment, or None to leave it out: a Photoshop TIFF's XMP can run to
+    megabytes of ``photoshop:DocumentAncestors`` (the ids of every file ever pasted into it, a
+    list Adobe itself tells users to clear), and written as JPEG it failed the file (until
+    2026-11-29). That list is dropped; XMP still too long is left out (``left_out`` says so)."""
+    xmp = ANCESTORS.sub(b"", xmp)
+    return xmp if len(xmp) <= JPEG_XMP_BYTES else None
 
 
 def _on_white(im: Image.Image) -> Image.Image:

@@ -19,8 +19,8 @@ from denoisecli.atomic import remove_stale_partials
 from denoisecli.device import place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
-from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, TiffStack, format_of, normalize_format, open_stack,
-                                 read_image, write_image)
+from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, TiffStack, format_of, left_out, normalize_format,
+                                 open_stack, read_image, write_image)
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -540,7 +540,7 @@ def denoise_files(
                 pending.clear()
                 return
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
-                detail, info = _described(img.info.get("notes", []), lvs, splits, grey_copy, opts)
+                detail, info = _described([*img.info.get("notes", []), *left_out(img, fmt)], lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
