@@ -1176,14 +1176,21 @@ def test_a_micro_manager_frame_keeps_its_frame_metadata(tmp_path):
         assert tf.pages[0].tags[51123].value == frame and np.array_equal(tf.asarray(), arr)
 
 
-def test_a_grey_jpeg_compressed_tiff_is_written_lossless_and_compressed(tmp_path):
-    """A grey JPEG-compressed TIFF came out uncompressed: it goes out in deflate with the
-    predictor, as a colour one does."""
-    tifffile.imwrite(tmp_path / "scan.tif", smooth_image(64, 80, channels=1), compression="jpeg")
-    write_image(read_image(tmp_path / "scan.tif"), tmp_path / "out.tif")
+@pytest.mark.parametrize("codec, arr, out", [
+    ("jpeg", smooth_image(64, 80, channels=1), ("ADOBE_DEFLATE", 2)),
+    ("webp", smooth_image(64, 80), ("ADOBE_DEFLATE", 2)),
+    ("jpeg2000", smooth_image(64, 80), ("ADOBE_DEFLATE", 2)),
+    ("lerc", smooth_image(64, 80, channels=1).astype(np.float32) / 7, ("ADOBE_DEFLATE", 3)),
+    ("lzma", smooth_image(64, 80).astype(np.uint16) * 200, ("LZMA", 1)),
+])
+def test_a_tiff_in_a_codec_tifffile_does_not_write_back_goes_out_lossless_and_compressed(tmp_path, codec, arr, out):
+    """A grey JPEG-compressed TIFF, and WebP, JPEG 2000 or LERC in TIFF, came out uncompressed:
+    they go out in deflate with the predictor (the floating-point one for float data), not
+    through a lossy codec again, as a colour JPEG one did. LZMA, lossless, stays LZMA."""
+    tifffile.imwrite(tmp_path / "in.tif", arr, photometric="rgb" if arr.ndim == 3 else "minisblack", compression=codec)
+    write_image(read_image(tmp_path / "in.tif"), tmp_path / "out.tif")
     with tifffile.TiffFile(tmp_path / "out.tif") as tf:
-        page = tf.pages[0]
-        assert (page.photometric.name, page.compression.name, int(page.predictor)) == ("MINISBLACK", "ADOBE_DEFLATE", 2)
+        assert (tf.pages[0].compression.name, int(tf.pages[0].predictor)) == out and tf.pages[0].dtype == arr.dtype
 
 
 @pytest.mark.parametrize("dtype, nodata", [(np.float32, -9999.0), (np.int16, -32768), (np.uint16, 0), (np.uint16, 65535), (np.uint8, 0)])

@@ -81,6 +81,9 @@ TIFF_WORKERS = max(1, min(4, os.cpu_count() or 1))
 # (benchmarks/write_speed.py) 265 ms/MP at 8 against 608 at Pillow's default 6, files 0.6% larger,
 # 0.16 dB lower; 10 took 82 ms/MP but made files 6% larger and lost 0.4 dB.
 AVIF_SPEED = 8
+# the TIFF compressions written back as read: lossless ones (LZMA since 2026-11-29); the lossy, and LERC,
+# go out in deflate with the predictor
+TIFF_COMPRESSIONS = {"zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits", "lzma"}
 # the most pixel data a classic TIFF is written with (tifffile's own bound): its offsets are 32 bits
 CLASSIC_TIFF_BYTES = 2**32 - 2**25
 # float samples read at a time for a streamed stack's range (``TiffStack``): 64 MB
@@ -786,8 +789,10 @@ class TiffStack:
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
-        if page.compression.name in ("JPEG", "OJPEG"):  # grey and RGB JPEG in TIFF too: lossless, not JPEG again (was uncompressed)
-            info.update(compression="zlib", predictor=2)
+        if info["compression"] not in TIFF_COMPRESSIONS | {None}:
+            # JPEG (Photoshop's, a scanner's), WebP, JPEG 2000, JPEG XL or LERC in TIFF: written lossless,
+            # in deflate with the predictor, not through a lossy codec again (they came out uncompressed)
+            info.update(compression="zlib", predictor=3 if page.dtype is not None and page.dtype.kind == "f" else 2)
         if white:
             info["miniswhite"] = True
         if palette and not (tf.is_imagej or _ramp(page.colormap)):
@@ -1272,7 +1277,7 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     if img.info.get("xmp"):
         extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
     comp = img.info.get("compression")
-    comp = comp if comp in ("zlib", "lzw", "adobe_deflate", "deflate", "zstd", "packbits") else None
+    comp = comp if comp in TIFF_COMPRESSIONS else None
     metadata: dict[str, Any] | None = None
     layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "miniswhite" if white else "minisblack",
                               "extrasamples": (("assocalpha" if img.info.get("premultiplied") else "unassalpha"),)
