@@ -1273,3 +1273,17 @@ def test_an_hdr_avif_output_says_what_its_writer_leaves_out():
     img = LoadedImage(torch.rand(3, 8, 8), "HEIF", 16, None, {"exif": b"Exif\x00\x00II*\x00", "nclx_profile": HDR_NCLX, "depth": 10})
     assert left_out(img, "avif") == ["left out: its EXIF, which the AVIF writer for HDR and wide colour cannot hold"]
     assert left_out(img) == [] and left_out(LoadedImage(img.pixels, "GIF"), None) == []
+
+
+def test_a_live_photos_clip_is_not_taken_for_a_video_to_extract(tmp_path):
+    """An iPhone export holds IMG_0001.HEIC with IMG_0001.MOV, its Live Photo: the left-alone line
+    told the user to extract the clip's frames with ffmpeg. Such clips are named for what they are."""
+    save(tmp_path / "IMG_0001.jpg", smooth_image(31, 37))
+    (tmp_path / "IMG_0001.MOV").write_bytes(b"clip")
+    (tmp_path / "holiday.mov").write_bytes(b"film")
+    counts = unread_files(tmp_path)
+    assert counts == {".mov": 1, ".mov of Live Photos": 1}
+    from denoisecli.image_io import conversion_hints, describe_counts
+
+    assert describe_counts(counts) == "1 .mov, 1 .mov of Live Photos"
+    assert conversion_hints(counts).startswith(". Video: extract its frames") and conversion_hints({".mov of Live Photos": 1}) == ""

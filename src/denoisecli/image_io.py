@@ -60,6 +60,8 @@ CONVERSIONS = (
     ({".gif", ".jxl", ".jp2", ".j2k", ".psd", ".tga", ".ico", ".dds"}, "other images: save them as PNG or TIFF (16-bit where they are deeper)"),
     ({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}, "video: extract its frames first (ffmpeg -i clip.mp4 frames/%05d.png)"),
 )
+# an iPhone export's Live Photos: the clip beside each photo, of the same name (``unread_files``)
+LIVE_PHOTO_SUFFIXES = {".mov", ".mp4"}
 # folders a batch does not look in, besides hidden ones: a Synology NAS's thumbnails (@eaDir, beside
 # every photo folder of a share) and recycle bins, which hold copies of the photos
 SKIPPED_FOLDERS = {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN"}
@@ -191,10 +193,15 @@ def unread_files(root: Path, exclude: Path | None = None) -> dict[str, int]:
     if root.is_file():
         return {}
     counts: dict[str, int] = {}
-    for p in _files(root, exclude):
+    files = _files(root, exclude)
+    stills = {(p.parent, p.stem.lower()) for p in files if is_image_path(p)}
+    for p in files:
         if is_image_path(p):
             continue
-        counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
+        kind = p.suffix.lower()
+        if kind in LIVE_PHOTO_SUFFIXES and (p.parent, p.stem.lower()) in stills:
+            kind += " of Live Photos"  # an iPhone's IMG_0001.MOV beside IMG_0001.HEIC: no video to extract frames from
+        counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
