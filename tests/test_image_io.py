@@ -1287,3 +1287,14 @@ def test_a_live_photos_clip_is_not_taken_for_a_video_to_extract(tmp_path):
 
     assert describe_counts(counts) == "1 .mov, 1 .mov of Live Photos"
     assert conversion_hints(counts).startswith(". Video: extract its frames") and conversion_hints({".mov of Live Photos": 1}) == ""
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_tiffs_resolution_goes_into_other_formats_as_dpi(tmp_path, fmt):
+    """A 300 dpi scan written as JPEG or PNG came out with no resolution, to print at a viewer's
+    default size: its resolution (per inch or per centimetre) goes along as DPI."""
+    for name, res, unit in (("inch.tif", 300, "INCH"), ("cm.tif", 300 / 2.54, "CENTIMETER")):
+        tifffile.imwrite(tmp_path / name, smooth_image(31, 37), photometric="rgb", resolution=(res, res), resolutionunit=unit)
+        write_image(read_image(tmp_path / name), tmp_path / f"{name}.{fmt}", fmt=fmt)
+        dpi = Image.open(tmp_path / f"{name}.{fmt}").info["dpi"]
+        assert abs(dpi[0] - 300) < 0.01 and abs(dpi[1] - 300) < 0.01

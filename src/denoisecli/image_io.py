@@ -309,7 +309,13 @@ def _read(path: Path, max_pixels: int | None, stacks: bool) -> LoadedImage:
 def _across(info: dict[str, Any]) -> dict[str, Any]:
     """``info`` with its EXIF's make, model, orientation, date, artist and copyright as TIFF tags
     (``tiff_tags``), or a TIFF's as EXIF, so an output of the other kind keeps them: a portrait
-    photo's JPEG written as TIFF (`--format tiff`) came out sideways, its EXIF orientation dropped."""
+    photo's JPEG written as TIFF (`--format tiff`) came out sideways, its EXIF orientation dropped.
+    A TIFF's resolution goes along as DPI: a 300 dpi scan written as JPEG or PNG came out with
+    none, to print at a viewer's default size (until 2026-11-29)."""
+    if "resolution" in info and "dpi" not in info:
+        x, y, unit = info["resolution"]
+        per_inch = {2: 1.0, 3: 2.54}.get(unit)
+        info = {**info, "dpi": (x * per_inch, y * per_inch)} if per_inch and x > 0 and y > 0 else info
     if info.get("exif") and "tiff_tags" not in info:
         exif = Image.Exif()
         try:
