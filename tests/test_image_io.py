@@ -1298,3 +1298,16 @@ def test_a_tiffs_resolution_goes_into_other_formats_as_dpi(tmp_path, fmt):
         write_image(read_image(tmp_path / name), tmp_path / f"{name}.{fmt}", fmt=fmt)
         dpi = Image.open(tmp_path / f"{name}.{fmt}").info["dpi"]
         assert abs(dpi[0] - 300) < 0.01 and abs(dpi[1] - 300) < 0.01
+
+
+def test_what_only_a_tiff_or_a_png_holds_is_said_when_another_format_is_asked_for():
+    """`--format jpeg` of a drone's GeoTIFF, a Fiji image or a PNG with text dropped their
+    georeferencing, calibration, LUT or text without a word: `run -v` names them."""
+    from denoisecli.image_io import left_out
+
+    tiff = LoadedImage(torch.rand(1, 8, 8), "TIFF", 8, None, {"tiff_tags": [(33550, 12, 3, (0.1, 0.1, 0.0)), (271, 2, 4, "DJI")],
+                                                            "imagej": {"unit": "um"}, "colormap": np.zeros((3, 256), np.uint16)})
+    assert left_out(tiff) == [] and left_out(tiff, "tiff") == []
+    assert left_out(tiff, "jpeg") == ["left out: its GeoTIFF georeferencing; its ImageJ calibration; its LUT"]
+    png = LoadedImage(torch.rand(3, 8, 8), "PNG", 8, None, {"png_text": {"Title": "Dunes", "Author": "Jo"}})
+    assert left_out(png) == [] and left_out(png, "jpeg") == ["left out: its PNG text (Title, Author)"]

@@ -96,6 +96,8 @@ SCAN_SAMPLES = 16_000_000
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
 # satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
 KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
+GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
 # exposure, stage position and time of each file of its image sequences); a stack's pages each hold their own,
 # which one set of tags for a stream of pages cannot carry
@@ -1118,12 +1120,21 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         fmt = normalize_format(fmt or img.format)
     except DenoiseError:
         return []
-    if fmt == "JPEG" and img.info.get("xmp") and len(img.info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(img.info["xmp"]) is None:
-        return [f"left out: its XMP ({len(img.info['xmp']) // 1000} kB), too long for a JPEG"]
-    if fmt == "AVIF" and _wide(img.info):
-        held = [name for key, name in (("exif", "EXIF"), ("xmp", "XMP"), ("icc_profile", "ICC profile")) if img.info.get(key)]
-        return [f"left out: its {' and '.join(held)}, which the AVIF writer for HDR and wide colour cannot hold"] if held else []
-    return []
+    info, lost = img.info, []
+    if fmt != "TIFF":  # what only a TIFF output holds (`--format` to another)
+        codes = {code for code, *_ in info.get("tiff_tags", [])}
+        lost += ["its GeoTIFF georeferencing"] if codes & GEOTIFF_TAGS else []
+        lost += ["its ImageJ calibration"] if info.get("imagej") else []
+        lost += ["its OME-XML"] if info.get("ome") else []
+        lost += ["its LUT"] if info.get("colormap") is not None else []
+    if fmt != "PNG" and info.get("png_text"):
+        lost.append(f"its PNG text ({', '.join(info['png_text'])})")
+    if fmt == "JPEG" and info.get("xmp") and len(info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(info["xmp"]) is None:
+        lost.append(f"its XMP ({len(info['xmp']) // 1000} kB), too long for a JPEG")
+    if fmt == "AVIF" and _wide(info):
+        held = [name for key, name in (("exif", "EXIF"), ("xmp", "XMP"), ("icc_profile", "ICC profile")) if info.get(key)]
+        lost += [f"its {' and '.join(held)}, which the AVIF writer for HDR and wide colour cannot hold"] if held else []
+    return [f"left out: {'; '.join(lost)}"] if lost else []
 
 
 @contextmanager
