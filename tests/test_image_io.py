@@ -1311,3 +1311,60 @@ def test_what_only_a_tiff_or_a_png_holds_is_said_when_another_format_is_asked_fo
     assert left_out(tiff, "jpeg") == ["left out: its GeoTIFF georeferencing; its ImageJ calibration; its LUT"]
     png = LoadedImage(torch.rand(3, 8, 8), "PNG", 8, None, {"png_text": {"Title": "Dunes", "Author": "Jo"}})
     assert left_out(png) == [] and left_out(png, "jpeg") == ["left out: its PNG text (Title, Author)"]
+
+
+def _ultra_hdr(path, photo, gain_map):
+    """An Ultra HDR JPEG laid out as Android writes it: the photo with the container XMP that names
+    its gain map, an ISO 21496-1 segment and an MPF index (little-endian here), then the gain map."""
+    gain = io.BytesIO()
+    Image.fromarray(gain_map).save(gain, format="JPEG", quality=90, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/" hdrgm:Version="1.0"/>')
+    gain = gain.getvalue()
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:Container="http://ns.google.com/photos/1.0/container/" '
+           b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
+           b'hdrgm:Version="1.0"><Container:Directory><rdf:Seq>'
+           b'<rdf:li rdf:parseType="Resource"><Container:Item Item:Semantic="Primary" Item:Mime="image/jpeg"/></rdf:li>'
+           b'<rdf:li rdf:parseType="Resource"><Container:Item Item:Semantic="GainMap" Item:Mime="image/jpeg" Item:Length="%d"/></rdf:li>'
+           b'</rdf:Seq></Container:Directory></rdf:Description></rdf:RDF></x:xmpmeta>' % len(gain))
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=95, xmp=xmp)
+    primary = buf.getvalue()
+    at = 2
+    while primary[at + 1] in range(0xE0, 0xF0):
+        at += 2 + struct.unpack(">H", primary[at + 2 : at + 4])[0]
+    iso = b"urn:iso:std:iso:ts:21496:-1\x00\x00\x00\x00\x00"
+    iso = b"\xff\xe2" + struct.pack(">H", len(iso) + 2) + iso
+    size = len(primary) + len(iso) + 4 + 86
+    header = at + len(iso) + 8
+    mpf = (b"MPF\x00II\x2a\x00" + struct.pack("<IH", 8, 3) + struct.pack("<HHI", 0xB000, 7, 4) + b"0100"
+           + struct.pack("<HHII", 0xB001, 4, 1, 2) + struct.pack("<HHII", 0xB002, 7, 32, 50) + struct.pack("<I", 0)
+           + struct.pack("<IIIHH", 0x030000, size, 0, 0, 0) + struct.pack("<IIIHH", 0, len(gain), size - header, 0, 0))
+    path.write_bytes(primary[:at] + iso + b"\xff\xe2" + struct.pack(">H", len(mpf) + 2) + mpf + primary[at:] + gain)
+    return gain
+
+
+def test_an_ultra_hdr_jpeg_keeps_its_gain_map(tmp_path):
+    """Android's photos are Ultra HDR: a gain map after the photo says how much brighter each part
+    shows on an HDR screen. It was left out, so the output showed no HDR: it goes back after the
+    denoised photo, as read, with the XMP and ISO 21496-1 segment that describe it; written as
+    another format it is left out, as `run -v` says."""
+    from denoisecli.image_io import left_out
+
+    gain = _ultra_hdr(tmp_path / "PXL_1.jpg", smooth_image(40, 48), smooth_image(10, 12, channels=1))
+    assert Image.open(tmp_path / "PXL_1.jpg")._getmp()[0xB002][1]["Size"] == len(gain)  # the fixture, as Pillow reads MPF
+    img = read_image(tmp_path / "PXL_1.jpg")
+    assert img.format == "JPEG" and img.info["gain_map"]["jpeg"] == gain and not img.info.get("notes")
+    img.pixels = img.pixels * 0.98
+    write_image(img, tmp_path / "out.jpg")
+    data = (tmp_path / "out.jpg").read_bytes()
+    with Image.open(tmp_path / "out.jpg") as out:  # Pillow opens Ultra HDR as a plain JPEG, and reads its MPF index
+        assert b'Item:Semantic="GainMap"' in out.info["xmp"] and out.info["xmp"] == img.info["gain_map"]["xmp"]
+        assert any(seg.startswith(b"urn:iso:std:iso:ts:21496:-1") for marker, seg in out.applist if marker == "APP2")
+        photo, mp = np.asarray(out.convert("RGB"), np.float64), out._getmp()
+        first, second = mp[0xB002]
+        assert (mp[0xB001], first["Size"], first["DataOffset"], second["Size"]) == (2, len(data) - len(gain), 0, len(gain))
+        assert data[out.info["mpoffset"] + second["DataOffset"]:] == gain
+    assert abs(photo.mean() - smooth_image(40, 48).mean() * 0.98) < 2
+    assert left_out(img) == [] and left_out(img, "png") == ["left out: its HDR gain map (Ultra HDR), which a JPEG output keeps"]
+    write_image(img, tmp_path / "out.png", fmt="png")
+    assert "xmp" not in Image.open(tmp_path / "out.png").info

@@ -12,6 +12,7 @@ XMP, DPI; a stack's axes and ImageJ calibration) goes back into every output tha
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -109,6 +110,8 @@ EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
+# the APP2 segments of ISO 21496-1, the standard gain map metadata an Ultra HDR JPEG may carry
+ISO_GAIN_MAP = b"urn:iso:std:iso:ts:21496:-1\x00"
 # the most XMP one JPEG segment holds after its namespace (Pillow refuses more); and Photoshop's list of
 # every document ever pasted in, which can run XMP to megabytes (``_slim_xmp``)
 JPEG_XMP_BYTES = 65504
@@ -606,6 +609,62 @@ def _png_colour(info: dict[str, Any]) -> dict[str, Any]:
     return {"png_colour": chunks} if chunks else {}
 
 
+def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
+    """An Ultra HDR JPEG's gain map (Android 14's photos: the photo, then a small JPEG of how much
+    brighter each part is on an HDR screen), as its bytes, with the ISO 21496-1 segments of the
+    photo that describe it; or None for any other picture after the photo. The gain map was left
+    out, so the output showed no HDR (until 2026-11-29); it goes back after the denoised photo
+    (``_with_gain_map``), as read: it holds ratios, not the noise."""
+    xmp = im.info.get("xmp") or b""
+    if GCONTAINER not in xmp or set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
+        return None
+    entries = _mp_entries(im.info.get("mp") or b"")
+    if len(entries) != 2 or "mpoffset" not in im.info:
+        return None
+    size, offset = entries[1]
+    with open(path, "rb") as f:
+        f.seek(im.info["mpoffset"] + offset)
+        jpeg = f.read(size)
+    iso = [seg for marker, seg in getattr(im, "applist", []) if marker == "APP2" and seg.startswith(ISO_GAIN_MAP)]
+    return {"jpeg": jpeg, "iso": iso} if jpeg[:2] == b"\xff\xd8" and len(jpeg) == size else None
+
+
+def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
+    """The (size, offset) of each picture an MPF index lists (CIPA DC-007; ``mp``: the segment
+    after "MPF\\0", a TIFF header and IFD), offsets from that header; [] where it is damaged."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[mp[:2]]
+        at = struct.unpack(order + "I", mp[4:8])[0]
+        for i in range(struct.unpack(order + "H", mp[at : at + 2])[0]):
+            tag, _, count, value = struct.unpack(order + "HHII", mp[at + 2 + 12 * i : at + 14 + 12 * i])
+            if tag == 0xB002:
+                return [struct.unpack(order + "4xII4x", mp[value + 16 * k : value + 16 * k + 16]) for k in range(count // 16)]
+    except (KeyError, struct.error):
+        pass
+    return []
+
+
+def _with_gain_map(primary: bytes, gain: dict[str, Any]) -> bytes:
+    """A JPEG as Ultra HDR lays it out: the photo with its ISO 21496-1 segments and an MPF index
+    (CIPA DC-007: two pictures, the photo first), placed after its APP segments, then the gain map."""
+    at = 2
+    while primary[at] == 0xFF and (0xE0 <= primary[at + 1] <= 0xEF or primary[at + 1] == 0xFE):
+        at += 2 + struct.unpack(">H", primary[at + 2 : at + 4])[0]
+    iso = b"".join(_segment(0xE2, seg) for seg in gain["iso"])
+    mpf_length = 4 + 8 + 2 + 3 * 12 + 4 + 2 * 16
+    size = len(primary) + len(iso) + 4 + mpf_length
+    header = at + len(iso) + 4 + 4  # where the MPF's offsets count from: its TIFF header
+    mpf = (b"MPF\x00MM\x00\x2a" + struct.pack(">IH", 8, 3)
+           + struct.pack(">HHI4s", 0xB000, 7, 4, b"0100") + struct.pack(">HHII", 0xB001, 4, 1, 2)
+           + struct.pack(">HHII", 0xB002, 7, 32, 8 + 2 + 36 + 4) + struct.pack(">I", 0)
+           + struct.pack(">IIIHH", 0x030000, size, 0, 0, 0) + struct.pack(">IIIHH", 0, len(gain["jpeg"]), size - header, 0, 0))
+    return primary[:at] + iso + _segment(0xE2, mpf) + primary[at:] + gain["jpeg"]
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
@@ -628,9 +687,12 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             info["subsampling"] = sampling
         if im.info.get("comment"):
             info["comment"] = im.info["comment"]  # a scanner's or an editor's COM note (dropped until 2026-11-29)
-        if GCONTAINER in info.get("xmp", b""):
-            # Google's container XMP (Ultra HDR, Motion Photo) maps a gain map or a video stored
-            # after the photo, which the output does not hold: kept, it would send readers into the JPEG
+        gain = _gain_map(im, path)  # Pillow opens an Ultra HDR photo as a plain JPEG
+        if gain is not None:
+            info["gain_map"] = {**gain, "xmp": info.pop("xmp")}  # the XMP maps the gain map, which only a JPEG output holds after it
+        elif GCONTAINER in info.get("xmp", b""):
+            # Google's container XMP (Motion Photo) maps a video stored after the photo, which the
+            # output does not hold: kept, it would send readers into the JPEG
             del info["xmp"]
             info["notes"] = [*info.get("notes", []), "left out: its XMP, which maps a gain map or a video after the photo"]
     if fmt == "WEBP":
@@ -1127,6 +1189,8 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its ImageJ calibration"] if info.get("imagej") else []
         lost += ["its OME-XML"] if info.get("ome") else []
         lost += ["its LUT"] if info.get("colormap") is not None else []
+    if fmt != "JPEG" and info.get("gain_map"):
+        lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
         lost.append(f"its PNG text ({', '.join(info['png_text'])})")
     if fmt == "JPEG" and info.get("xmp") and len(info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(info["xmp"]) is None:
@@ -1177,6 +1241,15 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
             kwargs["xmp"] = _slim_xmp(kwargs["xmp"])
         if img.info.get("comment"):
             kwargs["comment"] = img.info["comment"]
+        gain = img.info.get("gain_map")
+        if gain:
+            if gain.get("xmp"):
+                kwargs["xmp"] = gain["xmp"]
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", **kwargs)
+            data = _with_gain_map(buf.getvalue(), gain)
+            atomic_write(Path(path), lambda f: f.write(data))
+            return
     elif fmt == "WEBP":
         lossless = img.info.get("lossless", img.format != "WEBP")
         kwargs.update(lossless=lossless, quality=WEBP_LOSSLESS_EFFORT if lossless else jpeg_quality, exact=True)
