@@ -838,3 +838,6 @@ def test_run_v_says_what_the_output_format_leaves_out(tmp_path, tiny_model_file)
     assert result.exit_code == 0, result.output
     assert "left out: its XMP (70 kB), too long for a JPEG" in " ".join(result.output.split())
     assert (tmp_path / "out" / "a.jpg").exists()
+    result = runner.invoke(app, ["run", str(tmp_path / "a.tif"), "-o", str(tmp_path / "dry"), "--weights", str(tiny_model_file),
+                                 "--format", "jpeg", "-v", "--dry-run"])
+    assert result.exit_code == 0 and "left out: its XMP (70 kB), too long for a JPEG" in " ".join(result.output.split())

@@ -540,7 +540,7 @@ def denoise_files(
                 pending.clear()
                 return
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
-                detail, info = _described([*img.info.get("notes", []), *left_out(img, fmt)], lvs, splits, grey_copy, opts)
+                detail, info = _described(_notes(img, fmt), lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
             _drain(writes, record, block=False)
@@ -556,7 +556,7 @@ def denoise_files(
                     record(_stream(loaded, out, denoiser, opts, pool, on_share))
             elif opts.dry_run:
                 img, lvs, splits = loaded
-                detail, info = _described(img.info.get("notes", []), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
+                detail, info = _described(_notes(img, fmt), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
                 record(FileResult(path, None, "estimated", megapixels=img.megapixels, detail=detail, info=info))
             else:
                 if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
@@ -639,6 +639,11 @@ def _pass_failure(exc: Exception, first: str, path: Path) -> str:
     if isinstance(exc, DenoiseError):
         return str(exc).replace(first, str(path), 1)
     return f"{path}: the network failed on it ({first_line(exc)})"
+
+
+def _notes(img: LoadedImage, fmt: str | None) -> list[str]:
+    """What reading ``img`` left out or worked around, and what writing it as ``fmt`` leaves out."""
+    return [*img.info.get("notes", []), *left_out(img, fmt)]
 
 
 def _described(notes: list[str], lvs: list[list[Level] | None], splits: list[bool], grey_copy: bool,
