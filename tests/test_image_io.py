@@ -1368,3 +1368,14 @@ def test_an_ultra_hdr_jpeg_keeps_its_gain_map(tmp_path):
     assert left_out(img) == [] and left_out(img, "png") == ["left out: its HDR gain map (Ultra HDR), which a JPEG output keeps"]
     write_image(img, tmp_path / "out.png", fmt="png")
     assert "xmp" not in Image.open(tmp_path / "out.png").info
+
+
+def test_a_cloud_optimised_geotiffs_overviews_are_left_out_and_said(tmp_path):
+    """A COG holds reduced-resolution overviews after its image, which were dropped without a word:
+    the image is read, and the read names the levels left out (GIS viewers rebuild them)."""
+    arr = smooth_image(64, 64, channels=1).astype(np.uint16) * 40
+    with tifffile.TiffWriter(tmp_path / "cog.tif") as tw:
+        tw.write(arr, tile=(32, 32), compression="zlib")
+        tw.write(arr[::2, ::2].copy(), tile=(32, 32), compression="zlib", subfiletype=1)
+    img = read_image(tmp_path / "cog.tif")
+    assert img.pixels.shape == (1, 64, 64) and img.info["notes"] == ["left out: 1 reduced-resolution level (viewers rebuild them)"]

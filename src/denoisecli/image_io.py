@@ -837,6 +837,9 @@ class TiffStack:
         self._main, previews = _main_series(path, tf.series)
         series = tf.series[self._main]
         page = series.keyframe  # the page its layout and tags are read from (an OME file's first, with the XML)
+        if len(series.levels) > 1:  # a cloud-optimised GeoTIFF's or a slide's overviews: they would show the noise
+            levels = len(series.levels) - 1
+            previews = [*previews, f"left out: {levels} reduced-resolution level{'s' if levels > 1 else ''} (viewers rebuild them)"]
         # a stack: a series with more dimensions than a page (ImageJ writes one page for a stack
         # over 4 GB, so the pages are not counted)
         lead = tuple(series.shape[: series.ndim - page.ndim])
