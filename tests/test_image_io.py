@@ -1379,3 +1379,20 @@ def test_a_cloud_optimised_geotiffs_overviews_are_left_out_and_said(tmp_path):
         tw.write(arr[::2, ::2].copy(), tile=(32, 32), compression="zlib", subfiletype=1)
     img = read_image(tmp_path / "cog.tif")
     assert img.pixels.shape == (1, 64, 64) and img.info["notes"] == ["left out: 1 reduced-resolution level (viewers rebuild them)"]
+
+
+def test_a_film_scanners_infrared_channel_is_not_made_alpha(tmp_path):
+    """A film scanner stores RGBI: an infrared channel for dust removal, declared as no alpha. It
+    went out declared as alpha, and viewers showed the photo see-through. It is kept as read and
+    declared as it was; another format leaves it out, as `run -v` says, rather than make it alpha."""
+    from denoisecli.image_io import left_out
+
+    rgbi = np.concatenate([smooth_image(31, 37), smooth_image(31, 37, channels=1, seed=3)[..., None]], -1).astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "scan.tif", rgbi, photometric="rgb", extrasamples=["unspecified"])
+    img = read_image(tmp_path / "scan.tif")
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.pages[0].extrasamples[0].name == "UNSPECIFIED" and np.array_equal(tf.asarray()[..., 3], rgbi[..., 3])
+    write_image(img, tmp_path / "out.png", fmt="png")
+    assert imagecodecs.png_decode((tmp_path / "out.png").read_bytes()).shape == (31, 37, 3)
+    assert left_out(img, "png") == ["left out: its fourth channel, which is no alpha (a film scanner's infrared)"]

@@ -890,6 +890,10 @@ class TiffStack:
             info["imagej"] = dict(tf.imagej_metadata or {})
         if any(int(e) == 1 for e in page.extrasamples):
             info["premultiplied"] = True  # associated alpha stays so: written as straight, edges would darken
+        if page.photometric.name == "RGB" and page.extrasamples and int(page.extrasamples[0]) == 0:
+            # a fourth channel that is no alpha (a film scanner's infrared, for dust removal): kept as
+            # read, and written back as it was declared; as alpha, viewers showed the photo see-through
+            info["extra_channel"] = True
         if lead:
             info["stack"] = {"shape": lead, "axes": series.axes[: len(lead)]}
         if samples > 1:
@@ -1192,6 +1196,7 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its ImageJ calibration"] if info.get("imagej") else []
         lost += ["its OME-XML"] if info.get("ome") else []
         lost += ["its LUT"] if info.get("colormap") is not None else []
+        lost += ["its fourth channel, which is no alpha (a film scanner's infrared)"] if info.get("extra_channel") else []
     if fmt != "JPEG" and info.get("gain_map"):
         lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
@@ -1219,6 +1224,8 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
     if fmt == "TIFF":
         atomic_write(Path(path), lambda f: _write_tiff(img, f))
         return
+    if img.info.get("extra_channel"):  # another format would take it for alpha (``left_out`` says so)
+        img = LoadedImage(img.pixels, img.format, img.bits, None, img.info)
     if fmt == "PNG" and img.bits == 16 and (img.channels == 3 or img.alpha is not None):
         data = _png16_bytes(img)
         atomic_write(Path(path), lambda f: f.write(data))
@@ -1380,7 +1387,8 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     comp = comp if comp in TIFF_COMPRESSIONS else None
     metadata: dict[str, Any] | None = None
     layout: dict[str, Any] = {"photometric": "rgb" if img.channels == 3 else "miniswhite" if white else "minisblack",
-                              "extrasamples": (("assocalpha" if img.info.get("premultiplied") else "unassalpha"),)
+                              "extrasamples": (("unspecified" if img.info.get("extra_channel") else "assocalpha" if img.info.get("premultiplied")
+                                                else "unassalpha"),)
                               if img.alpha is not None else None}
     if stack is not None and stack.get("samples"):  # grey channels back into each pixel, as they were
         layout.update(planarconfig="separate" if stack["separate"] else "contig", extrasamples=("unspecified",) * (stack["samples"] - 1))
