@@ -1396,3 +1396,22 @@ def test_a_film_scanners_infrared_channel_is_not_made_alpha(tmp_path):
     write_image(img, tmp_path / "out.png", fmt="png")
     assert imagecodecs.png_decode((tmp_path / "out.png").read_bytes()).shape == (31, 37, 3)
     assert left_out(img, "png") == ["left out: its fourth channel, which is no alpha (a film scanner's infrared)"]
+
+
+def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
+    """A thermal camera's readings (FLIR's APP1, DJI's APP3), a portrait's depth map in extended XMP
+    and an IPTC block went without a word: Pillow writes EXIF, XMP, ICC and comments alone."""
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(31, 37)).save(buf, format="JPEG", quality=90)
+    plain = buf.getvalue()
+
+    def seg(marker, body):
+        return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+    extra = seg(0xE1, b"FLIR\x00\x01\x01\x02" + bytes(40)) + seg(0xE3, bytes(40)) + seg(0xED, b"Photoshop 3.0\x008BIM") + seg(0xEC, b"Ducky" + bytes(10))
+    (tmp_path / "IR_0001.jpg").write_bytes(plain[:20] + extra + plain[20:])  # after SOI and JFIF's APP0
+    notes = read_image(tmp_path / "IR_0001.jpg").info["notes"]
+    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data); "
+                     "its IPTC block (Photoshop's APP13)"]
+    (tmp_path / "plain.jpg").write_bytes(plain)
+    assert "notes" not in read_image(tmp_path / "plain.jpg").info

@@ -609,6 +609,24 @@ def _png_colour(info: dict[str, Any]) -> dict[str, Any]:
     return {"png_colour": chunks} if chunks else {}
 
 
+def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
+    """The JPEG segments an output leaves out, named for ``run -v``: Pillow writes EXIF, XMP, ICC
+    and comments, and a thermal camera's readings (FLIR's APP1, DJI's APP3), a portrait's depth
+    map in extended XMP or an IPTC block went without a word (until 2026-11-29)."""
+    names = []
+    for marker, body in applist:
+        if marker == "APP1" and body.startswith(b"FLIR\x00"):
+            names.append("its FLIR thermal data")
+        elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
+            names.append("its extended XMP (a depth map or a panorama's data)")
+        elif marker == "APP13" and body.startswith(b"Photoshop 3.0"):
+            names.append("its IPTC block (Photoshop's APP13)")
+        elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15"):  # not APP12: "Ducky", a web export's quality
+            names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
+    names = list(dict.fromkeys(names))
+    return [f"left out: {'; '.join(names)}"] if names else []
+
+
 def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
     """An Ultra HDR JPEG's gain map (Android 14's photos: the photo, then a small JPEG of how much
     brighter each part is on an HDR screen), as its bytes, with the ISO 21496-1 segments of the
@@ -687,6 +705,9 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             info["subsampling"] = sampling
         if im.info.get("comment"):
             info["comment"] = im.info["comment"]  # a scanner's or an editor's COM note (dropped until 2026-11-29)
+        unwritten = _jpeg_left_out(getattr(im, "applist", []))
+        if unwritten:
+            info["notes"] = [*info.get("notes", []), *unwritten]
         gain = _gain_map(im, path)  # Pillow opens an Ultra HDR photo as a plain JPEG
         if gain is not None:
             info["gain_map"] = {**gain, "xmp": info.pop("xmp")}  # the XMP maps the gain map, which only a JPEG output holds after it
