@@ -1415,3 +1415,12 @@ def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
                      "its IPTC block (Photoshop's APP13)"]
     (tmp_path / "plain.jpg").write_bytes(plain)
     assert "notes" not in read_image(tmp_path / "plain.jpg").info
+
+
+def test_a_tiffs_photoshop_layers_and_iptc_are_named_as_left_out(tmp_path):
+    """A Photoshop TIFF's layers (tag 37724) and IPTC block went without a word: the output is the
+    flattened picture, and `run -v` says what it lost."""
+    tifffile.imwrite(tmp_path / "edit.tif", smooth_image(31, 37), photometric="rgb",
+                     extratags=[(37724, 7, 16, b"Adobe Photoshop\x00", True), (33723, 7, 4, b"\x1c\x02\x00\x00", True)])
+    assert read_image(tmp_path / "edit.tif").info["notes"] == [
+        "left out: its Photoshop layers (the output is the flattened picture); its IPTC block"]

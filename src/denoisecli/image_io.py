@@ -97,6 +97,10 @@ SCAN_SAMPLES = 16_000_000
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
 # satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
 KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# TIFF tags no output keeps, named for ``run -v``: tifffile cannot write a sub-directory from another
+# file, nor Photoshop's layers (the output is its flattened picture)
+DROPPED_TIFF_TAGS = {37724: "its Photoshop layers (the output is the flattened picture)", 34665: "its EXIF directory",
+                     34853: "its GPS directory", 33723: "its IPTC block"}
 # GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
 GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
@@ -941,6 +945,8 @@ class TiffStack:
         if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
             info["description"] = text  # a scanner's or a user's words, not a layout tifffile writes anew
         self._nodata = _nodata(page)
+        dropped = [name for code, name in DROPPED_TIFF_TAGS.items() if code in page.tags]
+        previews = [*previews, f"left out: {'; '.join(dropped)}"] if dropped else previews
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         if 700 in page.tags:
