@@ -424,13 +424,7 @@ def _read_avif(path: Path, im: Image.Image) -> LoadedImage:
     if depth > 8:
         import imagecodecs
 
-        arr = imagecodecs.avif_decode(data)
-        top = float(2**depth - 1)
-        alpha = None
-        if arr.ndim == 3 and arr.shape[2] in (2, 4):
-            arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
-        img = LoadedImage(_to_tensor(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr, top), "AVIF", 16, alpha,
-                          {**_meta(im.info), "depth": depth})
+        img = _deep_image(imagecodecs.avif_decode(data), depth, "AVIF", {**_meta(im.info), "depth": depth})
     else:
         im.load()
         img = _from_pil(im, path)
@@ -485,13 +479,18 @@ def _read_heif_deep(path: Path, pil_info: dict[str, Any]) -> LoadedImage:
 
     heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=False, hdr_to_16bit=False)
     depth = int(heif.info["bit_depth"])
-    arr = np.asarray(heif)
+    info = {**_meta(pil_info), **_heif_info(pil_info), "depth": depth, "notes": _heif_left_out(pil_info, len(heif))}
+    return _deep_image(np.asarray(heif), depth, "HEIF", info)
+
+
+def _deep_image(arr: np.ndarray, depth: int, fmt: str, info: dict[str, Any]) -> LoadedImage:
+    """A 10- or 12-bit decoder's HxW(xC) levels as an image: pixels over the file's top level, alpha
+    on the 16-bit scale that other formats read."""
     top = float(2**depth - 1)
     alpha = None
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr, alpha = arr[:, :, :-1], np.round(arr[:, :, -1] * (65535.0 / top)).astype(np.uint16)
-    info = {**_meta(pil_info), **_heif_info(pil_info), "depth": depth, "notes": _heif_left_out(pil_info, len(heif))}
-    return LoadedImage(_to_tensor(arr, top), "HEIF", 16, alpha, info)
+    return LoadedImage(_to_tensor(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr, top), fmt, 16, alpha, info)
 
 
 def _heif_info(pil_info: dict[str, Any]) -> dict[str, Any]:
@@ -516,15 +515,21 @@ def _heif_deep(img: LoadedImage) -> Any:
     8-bit HEIF would throw away the depth a camera's HIF or a 16-bit PNG carried."""
     import pillow_heif
 
+    arr, depth = _deep_levels(img)
+    mode = ("RGB" if img.channels == 3 else "L") + ("A" if img.alpha is not None else "")
+    return pillow_heif.from_bytes(mode=f"{mode};{depth}", size=(arr.shape[1], arr.shape[0]), data=arr.tobytes())
+
+
+def _deep_levels(img: LoadedImage) -> tuple[np.ndarray, int]:
+    """An image as the HxW(xC) levels of a 10-bit encoder (12-bit where the input had 12 bits or
+    more, HEIF's and AVIF's most), alpha last, and that depth."""
     depth = 12 if img.info.get("depth", 10) >= 12 else 10
     top = float(2**depth - 1)
     arr = np.round(np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1) * top).astype(np.uint16)
-    mode = "RGB" if img.channels == 3 else "L"
     if img.alpha is not None:
         alpha = np.round(_alpha_as(img.alpha, np.dtype(np.uint16)) * (top / 65535.0)).astype(np.uint16)
-        arr, mode = np.concatenate([arr, alpha[:, :, None]], axis=2), mode + "A"
-    arr = np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-    return pillow_heif.from_bytes(mode=f"{mode};{depth}", size=(arr.shape[1], arr.shape[0]), data=arr.tobytes())
+        arr = np.concatenate([arr, alpha[:, :, None]], axis=2)
+    return np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr), depth
 
 
 def _read_pnm_deep(path: Path, max_pixels: int | None) -> LoadedImage | None:
@@ -1342,19 +1347,14 @@ def _avif_wide_bytes(img: LoadedImage, quality: int) -> bytes:
     ICC profile, so those are left out of such an output."""
     import imagecodecs
 
-    depth = 12 if img.info.get("depth", 10) >= 12 else 10
-    top = float(2**depth - 1)
-    arr = np.round(np.moveaxis(img.pixels.detach().float().clamp(0, 1).cpu().numpy(), -3, -1) * top).astype(np.uint16)
-    if img.alpha is not None:
-        alpha = np.round(_alpha_as(img.alpha, np.dtype(np.uint16)) * (top / 65535.0)).astype(np.uint16)
-        arr = np.concatenate([arr, alpha[:, :, None]], axis=2)
+    arr, depth = _deep_levels(img)
     nclx = img.info["nclx_profile"]
     formats = imagecodecs.AVIF.PIXEL_FORMAT
     chroma = formats.YUV400 if img.channels == 1 else formats.YUV444 if quality >= 90 or nclx.get("matrix_coefficients") == 0 \
         else formats.YUV420
-    return imagecodecs.avif_encode(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr), quality, speed=AVIF_SPEED,
-                                   bitspersample=depth, pixelformat=chroma, primaries=nclx.get("color_primaries"),
-                                   transfer=nclx.get("transfer_characteristics"), matrix=nclx.get("matrix_coefficients"))
+    return imagecodecs.avif_encode(arr, quality, speed=AVIF_SPEED, bitspersample=depth, pixelformat=chroma,
+                                   primaries=nclx.get("color_primaries"), transfer=nclx.get("transfer_characteristics"),
+                                   matrix=nclx.get("matrix_coefficients"))
 
 
 def _slim_xmp(xmp: bytes) -> bytes | None:
