@@ -1313,7 +1313,7 @@ def test_what_only_a_tiff_or_a_png_holds_is_said_when_another_format_is_asked_fo
     assert left_out(png) == [] and left_out(png, "jpeg") == ["left out: its PNG text (Title, Author)"]
 
 
-def _ultra_hdr(path, photo, gain_map):
+def _ultra_hdr(path, photo, gain_map, hdrgm=True):
     """An Ultra HDR JPEG laid out as Android writes it: the photo with the container XMP that names
     its gain map, an ISO 21496-1 segment and an MPF index (little-endian here), then the gain map."""
     gain = io.BytesIO()
@@ -1322,7 +1322,7 @@ def _ultra_hdr(path, photo, gain_map):
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            b'<rdf:Description xmlns:Container="http://ns.google.com/photos/1.0/container/" '
            b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
-           b'hdrgm:Version="1.0"><Container:Directory><rdf:Seq>'
+           + (b'hdrgm:Version="1.0"' if hdrgm else b"") + b'><Container:Directory><rdf:Seq>'
            b'<rdf:li rdf:parseType="Resource"><Container:Item Item:Semantic="Primary" Item:Mime="image/jpeg"/></rdf:li>'
            b'<rdf:li rdf:parseType="Resource"><Container:Item Item:Semantic="GainMap" Item:Mime="image/jpeg" Item:Length="%d"/></rdf:li>'
            b'</rdf:Seq></Container:Directory></rdf:Description></rdf:RDF></x:xmpmeta>' % len(gain))
@@ -1343,27 +1343,29 @@ def _ultra_hdr(path, photo, gain_map):
     return gain
 
 
-def test_an_ultra_hdr_jpeg_keeps_its_gain_map(tmp_path):
+@pytest.mark.parametrize("hdrgm", [True, False])
+def test_an_ultra_hdr_jpeg_keeps_its_gain_map(tmp_path, hdrgm):
     """Android's photos are Ultra HDR: a gain map after the photo says how much brighter each part
     shows on an HDR screen. It was left out, so the output showed no HDR: it goes back after the
     denoised photo, as read, with the XMP and ISO 21496-1 segment that describe it; written as
     another format it is left out, as `run -v` says."""
     from denoisecli.image_io import left_out
 
-    gain = _ultra_hdr(tmp_path / "PXL_1.jpg", smooth_image(40, 48), smooth_image(10, 12, channels=1))
+    gain = _ultra_hdr(tmp_path / "PXL_1.jpg", smooth_image(40, 48), smooth_image(10, 12, channels=1), hdrgm)
+    assert Image.open(tmp_path / "PXL_1.jpg").format == ("JPEG" if hdrgm else "MPO")  # Pillow opens Ultra HDR as JPEG
     assert Image.open(tmp_path / "PXL_1.jpg")._getmp()[0xB002][1]["Size"] == len(gain)  # the fixture, as Pillow reads MPF
     img = read_image(tmp_path / "PXL_1.jpg")
     assert img.format == "JPEG" and img.info["gain_map"]["jpeg"] == gain and not img.info.get("notes")
     img.pixels = img.pixels * 0.98
     write_image(img, tmp_path / "out.jpg")
     data = (tmp_path / "out.jpg").read_bytes()
-    with Image.open(tmp_path / "out.jpg") as out:  # Pillow opens Ultra HDR as a plain JPEG, and reads its MPF index
+    with Image.open(tmp_path / "out.jpg") as out:  # Pillow reads its MPF index
         assert b'Item:Semantic="GainMap"' in out.info["xmp"] and out.info["xmp"] == img.info["gain_map"]["xmp"]
         assert any(seg.startswith(b"urn:iso:std:iso:ts:21496:-1") for marker, seg in out.applist if marker == "APP2")
         photo, mp = np.asarray(out.convert("RGB"), np.float64), out._getmp()
         first, second = mp[0xB002]
         assert (mp[0xB001], first["Size"], first["DataOffset"], second["Size"]) == (2, len(data) - len(gain), 0, len(gain))
-        assert data[out.info["mpoffset"] + second["DataOffset"]:] == gain
+        assert data[data.index(b"MPF\x00") + 4 + second["DataOffset"]:] == gain
     assert abs(photo.mean() - smooth_image(40, 48).mean() * 0.98) < 2
     assert left_out(img) == [] and left_out(img, "png") == ["left out: its HDR gain map (Ultra HDR), which a JPEG output keeps"]
     write_image(img, tmp_path / "out.png", fmt="png")

@@ -645,13 +645,20 @@ def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
     xmp = im.info.get("xmp") or b""
     if GCONTAINER not in xmp or set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
         return None
-    entries = _mp_entries(im.info.get("mp") or b"")
-    if len(entries) != 2 or "mpoffset" not in im.info:
+    with open(path, "rb") as f:
+        data = f.read()
+    at = 2  # the MPF index's TIFF header, which its offsets count from (Pillow keeps it for a JPEG, not for an MPO)
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        if data[at + 1] == 0xE2 and data[at + 4 : at + 8] == b"MPF\x00":
+            break
+        at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+    else:
+        return None
+    entries = _mp_entries(data[at + 8 : at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]])
+    if len(entries) != 2:
         return None
     size, offset = entries[1]
-    with open(path, "rb") as f:
-        f.seek(im.info["mpoffset"] + offset)
-        jpeg = f.read(size)
+    jpeg = data[at + 8 + offset : at + 8 + offset + size]
     iso = [seg for marker, seg in getattr(im, "applist", []) if marker == "APP2" and seg.startswith(ISO_GAIN_MAP)]
     return {"jpeg": jpeg, "iso": iso} if jpeg[:2] == b"\xff\xd8" and len(jpeg) == size else None
 
@@ -696,12 +703,13 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
     frames = getattr(im, "n_frames", 1)
+    gain = _gain_map(im, path) if fmt in ("JPEG", "MPO") else None  # Pillow opens an Ultra HDR photo as a plain JPEG
     if fmt == "MPO":
-        # a JPEG with more pictures after it (MPF): a camera's large preview, an Android Ultra HDR
-        # photo's gain map, a stereo pair's second view; the first is the photo, written as JPEG
+        # a JPEG with more pictures after it (MPF): a camera's large preview, a stereo pair's second
+        # view; the first is the photo, written as JPEG (an Ultra HDR photo's gain map goes after it)
         fmt = "JPEG"
         after = f"{frames - 1} picture{'s' if frames > 2 else ''} after the photo"
-        info["notes"] = [f"left out: {after} (JPEG MPF: a preview, an HDR gain map or a second view)"] if frames > 1 else []
+        info["notes"] = [f"left out: {after} (JPEG MPF: a preview, an HDR gain map or a second view)"] if frames > 1 and gain is None else []
     elif fmt == "HEIF":
         info["notes"] = _heif_left_out(im.info, frames)
     elif frames > 1:
@@ -717,7 +725,6 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
         if unwritten:
             info["notes"] = [*info.get("notes", []), *unwritten]
-        gain = _gain_map(im, path)  # Pillow opens an Ultra HDR photo as a plain JPEG
         if gain is not None:
             info["gain_map"] = {**gain, "xmp": info.pop("xmp")}  # the XMP maps the gain map, which only a JPEG output holds after it
         elif GCONTAINER in info.get("xmp", b""):
