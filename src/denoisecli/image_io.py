@@ -647,18 +647,14 @@ def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
         return None
     with open(path, "rb") as f:
         data = f.read()
-    at = 2  # the MPF index's TIFF header, which its offsets count from (Pillow keeps it for a JPEG, not for an MPO)
-    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
-        if data[at + 1] == 0xE2 and data[at + 4 : at + 8] == b"MPF\x00":
-            break
-        at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
-    else:
-        return None
-    entries = _mp_entries(data[at + 8 : at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]])
+    # the MPF index, found here: Pillow keeps where it lies for a JPEG, not for an MPO
+    mpf = next(((start, end) for marker, start, end in _jpeg_segments(data) if marker == 0xE2 and data[start + 4 : start + 8] == b"MPF\x00"), None)
+    entries = _mp_entries(data[mpf[0] + 8 : mpf[1]]) if mpf else []
     if len(entries) != 2:
         return None
     size, offset = entries[1]
-    jpeg = data[at + 8 + offset : at + 8 + offset + size]
+    header = mpf[0] + 8  # the index's TIFF header, which its offsets count from
+    jpeg = data[header + offset : header + offset + size]
     iso = [seg for marker, seg in getattr(im, "applist", []) if marker == "APP2" and seg.startswith(ISO_GAIN_MAP)]
     return {"jpeg": jpeg, "iso": iso} if jpeg[:2] == b"\xff\xd8" and len(jpeg) == size else None
 
@@ -681,9 +677,7 @@ def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
 def _with_gain_map(primary: bytes, gain: dict[str, Any]) -> bytes:
     """A JPEG as Ultra HDR lays it out: the photo with its ISO 21496-1 segments and an MPF index
     (CIPA DC-007: two pictures, the photo first), placed after its APP segments, then the gain map."""
-    at = 2
-    while primary[at] == 0xFF and (0xE0 <= primary[at + 1] <= 0xEF or primary[at + 1] == 0xFE):
-        at += 2 + struct.unpack(">H", primary[at + 2 : at + 4])[0]
+    at = next(start for marker, start, _ in _jpeg_segments(primary) if not (0xE0 <= marker <= 0xEF or marker == 0xFE))
     iso = b"".join(_segment(0xE2, seg) for seg in gain["iso"])
     mpf_length = 4 + 8 + 2 + 3 * 12 + 4 + 2 * 16
     size = len(primary) + len(iso) + 4 + mpf_length
@@ -693,6 +687,17 @@ def _with_gain_map(primary: bytes, gain: dict[str, Any]) -> bytes:
            + struct.pack(">HHII", 0xB002, 7, 32, 8 + 2 + 36 + 4) + struct.pack(">I", 0)
            + struct.pack(">IIIHH", 0x030000, size, 0, 0, 0) + struct.pack(">IIIHH", 0, len(gain["jpeg"]), size - header, 0, 0))
     return primary[:at] + iso + _segment(0xE2, mpf) + primary[at:] + gain["jpeg"]
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """A JPEG's segments before its image data: (marker, where the segment starts, where it ends)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        yield data[at + 1], at, end
+        at = end
+    if at + 2 <= len(data):
+        yield data[at + 1], at, at  # the image data's start of scan
 
 
 def _segment(marker: int, body: bytes) -> bytes:
