@@ -43,18 +43,22 @@ DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 class Level(NamedTuple):
     """What one model input is given: the noise sigma `run` reports (0-1 scale of the file; for
-    stabilised noise, at the image's mean brightness), the level the model is fed, and the
-    variance-stabilising transform around the model, if any (see ``Denoiser.stabiliser``), and how
-    many of its pixels are hot, above the range it is stretched to and written back as read
-    (``value_range``); that range and those pixels too, so the model's pass need not find them
-    again (0.25 s for a 12 MP photo on this 2-core VM)."""
+    stabilised noise, at the image's mean brightness), the level the model is fed, the
+    variance-stabilising transform around the model, if any (see ``Denoiser.stabiliser``), the
+    (low, span) the input is stretched by and its hot pixels, above that range and written back
+    as read (``value_range``): the model's pass takes both from here rather than find them again
+    (0.25 s for a 12 MP photo on this 2-core VM)."""
 
     sigma: float
     fed: float | torch.Tensor
     stabiliser: Stabiliser | None = None
-    hot: int = 0
     stretch: tuple[float, float] | None = None
     hot_mask: torch.Tensor | None = None
+
+    @property
+    def hot(self) -> int:
+        """How many pixels are hot, in any channel."""
+        return 0 if self.hot_mask is None else int(self.hot_mask.any(0).sum())
 
 
 def value_range(image: torch.Tensor) -> tuple[float, float]:
@@ -357,16 +361,15 @@ class Denoiser:
             x = _stretched(im, lo, span)
             hot = _hot(im, lo, span)
             x = x if hot is None else x.masked_fill(hot, 1.0)  # hot pixels as the model gets them
-            hot_pixels = 0 if hot is None else int(hot.any(0).sum())
             read = plain_level(x, self.unclamp())
             stab = self.stabiliser(x, read, (lo, span)) if given is None else None
             if stab is None:
                 s, level = model_level(x, read() if given is None else given / span, model.level, self.strength)
-                out.append(Level(s * span, level, None, hot_pixels, (lo, span), hot))
+                out.append(Level(s * span, level, None, (lo, span), hot))
             else:
                 inside = x.clamp(0, 1)  # what the model is given (see ``_batch``)
                 level = model_level(stab.forward(inside), stab.sigma, model.level, self.strength)[1]
-                out.append(Level(stab.noise_std(float(inside.mean())) * span, level, stab, hot_pixels, (lo, span), hot))
+                out.append(Level(stab.noise_std(float(inside.mean())) * span, level, stab, (lo, span), hot))
         return out
 
     def __call__(self, pixels: torch.Tensor, name: str = "image") -> torch.Tensor:
