@@ -1121,7 +1121,11 @@ def test_a_pngs_gamma_and_colour_chunks_are_kept(tmp_path, kind):
     chunks = b"".join(struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body))
                       for name, body in ((b"gAMA", struct.pack(">I", 100000)), (b"cHRM", struct.pack(">8I", *chrm)), (b"sRGB", b"\x01")))
     (tmp_path / "linear.png").write_bytes(png[:33] + chunks + png[33:])
-    write_image(read_image(tmp_path / "linear.png"), tmp_path / "out.png")
+    img = read_image(tmp_path / "linear.png")
+    from denoisecli.image_io import left_out
+
+    assert left_out(img) == [] and left_out(img, "jpeg") == ["left out: its gamma (1; another format shows it as sRGB)"]
+    write_image(img, tmp_path / "out.png")
     with Image.open(tmp_path / "out.png") as im:
         assert (im.info["gamma"], im.info["chromaticity"], im.info["srgb"]) == (1.0, tuple(v / 100000 for v in chrm), 1)
         assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), arr)

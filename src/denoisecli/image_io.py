@@ -1245,6 +1245,9 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
         lost.append(f"its PNG text ({', '.join(info['png_text'])})")
+    gamma = dict(info.get("png_colour", [])).get(b"gAMA")
+    if fmt != "PNG" and gamma and struct.unpack(">I", gamma)[0] != 45455 and not info.get("icc_profile"):
+        lost.append(f"its gamma ({struct.unpack('>I', gamma)[0] / 100000:g}; another format shows it as sRGB)")
     if fmt == "JPEG" and info.get("xmp") and len(info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(info["xmp"]) is None:
         lost.append(f"its XMP ({len(info['xmp']) // 1000} kB), too long for a JPEG")
     if fmt == "AVIF" and _wide(info):
