@@ -1418,7 +1418,7 @@ def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
     (tmp_path / "IR_0001.jpg").write_bytes(plain[:20] + extra + plain[20:])  # after SOI and JFIF's APP0
     notes = read_image(tmp_path / "IR_0001.jpg").info["notes"]
     assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data); "
-                     "its IPTC block (Photoshop's APP13)"]
+                     "its Photoshop APP13 block (IPTC captions and keywords, Photoshop's settings)"]
     (tmp_path / "plain.jpg").write_bytes(plain)
     assert "notes" not in read_image(tmp_path / "plain.jpg").info
 

@@ -629,7 +629,7 @@ def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
         elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
             names.append("its extended XMP (a depth map or a panorama's data)")
         elif marker == "APP13" and body.startswith(b"Photoshop 3.0"):
-            names.append("its IPTC block (Photoshop's APP13)")
+            names.append("its Photoshop APP13 block (IPTC captions and keywords, Photoshop's settings)")
         elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15"):  # not APP12: "Ducky", a web export's quality
             names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
     names = list(dict.fromkeys(names))
