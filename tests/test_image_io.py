@@ -1049,11 +1049,11 @@ def test_a_single_imagej_image_keeps_its_calibration(tmp_path, dtype):
     pixels in no unit. A stack kept it; a single image keeps it too."""
     arr = (smooth_image(31, 37, channels=1) * (10 if dtype == np.uint16 else 1)).astype(dtype)
     tifffile.imwrite(tmp_path / "cell.tif", arr, imagej=True, resolution=(1 / 0.13, 1 / 0.13),
-                     metadata={"unit": "um", "min": 0, "max": 2000, "Info": "Objective: 63x"})
+                     metadata={"unit": "um", "min": 0, "max": 2000, "Info": "Objective: 63x", "ROI": b"Iout" + bytes(60)})
     write_image(read_image(tmp_path / "cell.tif"), tmp_path / "out.tif")
     with tifffile.TiffFile(tmp_path / "out.tif") as tf:
         meta = tf.imagej_metadata
-        assert tf.is_imagej and (meta["unit"], meta["max"], meta["Info"]) == ("um", 2000, "Objective: 63x")
+        assert tf.is_imagej and (meta["unit"], meta["max"], meta["Info"], meta["ROI"]) == ("um", 2000, "Objective: 63x", b"Iout" + bytes(60))
         assert tf.pages[0].dtype == dtype and np.allclose(tf.asarray(), arr, atol=1e-3)
 
 
