@@ -1131,6 +1131,19 @@ def test_a_pngs_gamma_and_colour_chunks_are_kept(tmp_path, kind):
         assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), arr)
 
 
+def test_a_16_bit_grey_pngs_transparent_level_becomes_alpha(tmp_path):
+    """The same for a 16-bit grey PNG's transparent level, which Pillow reports and left unused."""
+    arr = np.full((31, 37), 65535, np.uint16)
+    arr[8:20, 8:30] = 30000
+    png = imagecodecs.png_encode(arr)
+    trns = b"tRNS" + struct.pack(">H", 65535)
+    (tmp_path / "mask.png").write_bytes(png[:33] + struct.pack(">I", 2) + trns + struct.pack(">I", zlib.crc32(trns)) + png[33:])
+    img = read_image(tmp_path / "mask.png")
+    assert img.bits == 16 and img.alpha is not None and (img.alpha == 65535).sum() == 12 * 22 and img.alpha[0, 0] == 0
+    write_image(img, tmp_path / "out.png")
+    assert imagecodecs.png_decode((tmp_path / "out.png").read_bytes()).shape == (31, 37, 2)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_a_pngs_transparent_colour_becomes_alpha(tmp_path, mode):
     """A PNG whose white is its transparent colour (tRNS) came out with an opaque background: no

@@ -760,7 +760,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         alpha = np.asarray(im.getchannel("A")).copy()
         im = im.convert("RGB" if im.mode == "RGBA" else "L")
     if im.mode.startswith("I;16") or im.mode == "I":
-        return LoadedImage(_to_tensor(np.asarray(im), 65535.0), fmt, 16, alpha, info)
+        arr = np.asarray(im)
+        if isinstance(im.info.get("transparency"), int):  # a 16-bit grey PNG's transparent level, as 8-bit's (above)
+            alpha = np.where(arr == im.info["transparency"], 0, 65535).astype(np.uint16)
+        return LoadedImage(_to_tensor(arr, 65535.0), fmt, 16, alpha, info)
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         return _float_image(path, arr, fmt, alpha, info)
