@@ -1330,13 +1330,20 @@ def test_what_only_a_tiff_or_a_png_holds_is_said_when_another_format_is_asked_fo
     assert left_out(png) == [] and left_out(png, "jpeg") == ["left out: its PNG text (Title, Author)"]
 
 
-def _ultra_hdr(path, photo, gain_map, hdrgm=True):
+APPLE_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+             b'<rdf:Description xmlns:HDRGainMap="http://ns.apple.com/HDRGainMap/1.0/">'
+             b'<HDRGainMap:HDRGainMapVersion>65536</HDRGainMap:HDRGainMapVersion></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+def _ultra_hdr(path, photo, gain_map, hdrgm=True, apple=False):
     """An Ultra HDR JPEG laid out as Android writes it: the photo with the container XMP that names
-    its gain map, an ISO 21496-1 segment and an MPF index (little-endian here), then the gain map."""
+    its gain map, an ISO 21496-1 segment and an MPF index (little-endian here), then the gain map.
+    ``apple``: as an iPhone's HDR JPEG, the gain map named by its own XMP alone, the photo's XMP plain."""
     gain = io.BytesIO()
-    Image.fromarray(gain_map).save(gain, format="JPEG", quality=90, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/" hdrgm:Version="1.0"/>')
+    Image.fromarray(gain_map).save(gain, format="JPEG", quality=90,
+                                   xmp=APPLE_XMP if apple else b'<x:xmpmeta xmlns:x="adobe:ns:meta/" hdrgm:Version="1.0"/>')
     gain = gain.getvalue()
-    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    xmp = _xmp_of(b"<dc:rights>Jo</dc:rights>") if apple else (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            b'<rdf:Description xmlns:Container="http://ns.google.com/photos/1.0/container/" '
            b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
            + (b'hdrgm:Version="1.0"' if hdrgm else b"") + b'><Container:Directory><rdf:Seq>'
@@ -1350,7 +1357,7 @@ def _ultra_hdr(path, photo, gain_map, hdrgm=True):
     while primary[at + 1] in range(0xE0, 0xF0):
         at += 2 + struct.unpack(">H", primary[at + 2 : at + 4])[0]
     iso = b"urn:iso:std:iso:ts:21496:-1\x00\x00\x00\x00\x00"
-    iso = b"\xff\xe2" + struct.pack(">H", len(iso) + 2) + iso
+    iso = b"" if apple else b"\xff\xe2" + struct.pack(">H", len(iso) + 2) + iso
     size = len(primary) + len(iso) + 4 + 86
     header = at + len(iso) + 8
     mpf = (b"MPF\x00II\x2a\x00" + struct.pack("<IH", 8, 3) + struct.pack("<HHI", 0xB000, 7, 4) + b"0100"
@@ -1443,3 +1450,15 @@ def test_a_tiffs_photoshop_layers_and_iptc_are_named_as_left_out(tmp_path):
                      extratags=[(37724, 7, 16, b"Adobe Photoshop\x00", True), (33723, 7, 4, b"\x1c\x02\x00\x00", True)])
     assert read_image(tmp_path / "edit.tif").info["notes"] == [
         "left out: its Photoshop layers (the output is the flattened picture); its IPTC block"]
+
+
+def test_an_iphones_hdr_jpeg_keeps_its_gain_map(tmp_path):
+    """An iPhone's HDR JPEG carries its gain map in MPF too, named by Apple's XMP in the gain map
+    alone: it goes back after the photo as read, and the photo's own XMP stays its XMP."""
+    gain = _ultra_hdr(tmp_path / "IMG_1.jpg", smooth_image(40, 48), smooth_image(10, 12, channels=1), hdrgm=False, apple=True)
+    img = read_image(tmp_path / "IMG_1.jpg")
+    assert img.info["gain_map"]["jpeg"] == gain and img.info["xmp"] == _xmp_of(b"<dc:rights>Jo</dc:rights>") and not img.info.get("notes")
+    write_image(img, tmp_path / "out.jpg")
+    data = (tmp_path / "out.jpg").read_bytes()
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.info["xmp"] == img.info["xmp"] and out._getmp()[0xB002][1]["Size"] == len(gain) and data.endswith(gain)

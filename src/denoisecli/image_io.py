@@ -116,6 +116,8 @@ IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
 # the APP2 segments of ISO 21496-1, the standard gain map metadata an Ultra HDR JPEG may carry
 ISO_GAIN_MAP = b"urn:iso:std:iso:ts:21496:-1\x00"
+# what a gain map's own header says it is: Adobe's XMP (Android's too), Apple's XMP, ISO 21496-1
+GAIN_MAP_MARKS = (b"hdrgm:Version", b"http://ns.apple.com/HDRGainMap/", ISO_GAIN_MAP)
 # the most XMP one JPEG segment holds after its namespace (Pillow refuses more); and Photoshop's list of
 # every document ever pasted in, which can run XMP to megabytes (``_slim_xmp``)
 JPEG_XMP_BYTES = 65504
@@ -637,13 +639,15 @@ def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
 
 
 def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
-    """An Ultra HDR JPEG's gain map (Android 14's photos: the photo, then a small JPEG of how much
-    brighter each part is on an HDR screen), as its bytes, with the ISO 21496-1 segments of the
-    photo that describe it; or None for any other picture after the photo. The gain map was left
-    out, so the output showed no HDR (until 2026-11-29); it goes back after the denoised photo
-    (``_with_gain_map``), as read: it holds ratios, not the noise."""
+    """An HDR JPEG's gain map (Android 14's Ultra HDR photos, an iPhone's HDR JPEG: the photo, then
+    a small JPEG of how much brighter each part is on an HDR screen), as its bytes, with the ISO
+    21496-1 segments of the photo that describe it; or None for any other picture after the photo.
+    The gain map was left out, so the output showed no HDR (until 2026-11-29); it goes back after
+    the denoised photo (``_with_gain_map``), as read: it holds ratios, not the noise. Google's
+    container XMP must name it and nothing else (a Motion Photo's video is not kept); without
+    that XMP, the second picture must say it is a gain map (Adobe's, Apple's or ISO's metadata)."""
     xmp = im.info.get("xmp") or b""
-    if GCONTAINER not in xmp or set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
+    if GCONTAINER in xmp and set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
         return None
     with open(path, "rb") as f:
         data = f.read()
@@ -655,8 +659,12 @@ def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
     size, offset = entries[1]
     header = mpf[0] + 8  # the index's TIFF header, which its offsets count from
     jpeg = data[header + offset : header + offset + size]
+    if jpeg[:2] != b"\xff\xd8" or len(jpeg) != size:
+        return None
+    if GCONTAINER not in xmp and not any(mark in jpeg[:65536] for mark in GAIN_MAP_MARKS):
+        return None  # a camera's preview, a stereo pair's second view
     iso = [seg for marker, seg in getattr(im, "applist", []) if marker == "APP2" and seg.startswith(ISO_GAIN_MAP)]
-    return {"jpeg": jpeg, "iso": iso} if jpeg[:2] == b"\xff\xd8" and len(jpeg) == size else None
+    return {"jpeg": jpeg, "iso": iso}
 
 
 def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
@@ -730,8 +738,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
         if unwritten:
             info["notes"] = [*info.get("notes", []), *unwritten]
-        if gain is not None:
+        if gain is not None and GCONTAINER in info.get("xmp", b""):
             info["gain_map"] = {**gain, "xmp": info.pop("xmp")}  # the XMP maps the gain map, which only a JPEG output holds after it
+        elif gain is not None:
+            info["gain_map"] = gain
         elif GCONTAINER in info.get("xmp", b""):
             # Google's container XMP (Motion Photo) maps a video stored after the photo, which the
             # output does not hold: kept, it would send readers into the JPEG
