@@ -418,7 +418,7 @@ def _avif(path: Path) -> None:
 
 def _read_avif(path: Path, im: Image.Image) -> LoadedImage:
     """An AVIF at its own depth, with its nclx colour description. Pillow's plugin hands out 8
-    bits and drops the nclx, so a 10-bit HDR AVIF (Lightroom's HDR export: BT.2020 primaries, PQ)
+    bits and drops the nclx, so a 10-bit HDR AVIF (an editor's HDR export: BT.2020 primaries, PQ)
     came out as 8-bit sRGB, its colours shown wrong (until 2026-11-29). A deep one is decoded by
     imagecodecs' libavif, its pixels the file's levels over its top level, as a deep HEIF's."""
     data = path.read_bytes()
