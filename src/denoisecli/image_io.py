@@ -647,8 +647,8 @@ def _gain_map(im: Image.Image, path: Path) -> dict[str, Any] | None:
     container XMP must name it and nothing else (a Motion Photo's video is not kept); without
     that XMP, the second picture must say it is a gain map (Adobe's, Apple's or ISO's metadata)."""
     xmp = im.info.get("xmp") or b""
-    if GCONTAINER in xmp and set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
-        return None
+    if not im.info.get("mp") or GCONTAINER in xmp and set(re.findall(rb'Semantic="(\w+)"', xmp)) != {b"Primary", b"GainMap"}:
+        return None  # no MPF index, so no picture after the photo: the file is not read again
     with open(path, "rb") as f:
         data = f.read()
     # the MPF index, found here: Pillow keeps where it lies for a JPEG, not for an MPO
@@ -738,10 +738,9 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
         if unwritten:
             info["notes"] = [*info.get("notes", []), *unwritten]
-        if gain is not None and GCONTAINER in info.get("xmp", b""):
-            info["gain_map"] = {**gain, "xmp": info.pop("xmp")}  # the XMP maps the gain map, which only a JPEG output holds after it
-        elif gain is not None:
-            info["gain_map"] = gain
+        if gain is not None:
+            # Google's container XMP maps the gain map, which only a JPEG output holds after it
+            info["gain_map"] = {**gain, "xmp": info.pop("xmp")} if GCONTAINER in info.get("xmp", b"") else gain
         elif GCONTAINER in info.get("xmp", b""):
             # Google's container XMP (Motion Photo) maps a video stored after the photo, which the
             # output does not hold: kept, it would send readers into the JPEG
@@ -1258,9 +1257,9 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
         lost.append(f"its PNG text ({', '.join(info['png_text'])})")
-    gamma = dict(info.get("png_colour", [])).get(b"gAMA")
-    if fmt != "PNG" and gamma and struct.unpack(">I", gamma)[0] != 45455 and not info.get("icc_profile"):
-        lost.append(f"its gamma ({struct.unpack('>I', gamma)[0] / 100000:g}; another format shows it as sRGB)")
+    gamma = struct.unpack(">I", dict(info.get("png_colour", [])).get(b"gAMA", b"\x00\x00\xb1\x8f"))[0]  # default: sRGB's 45455
+    if fmt != "PNG" and gamma != 45455 and not info.get("icc_profile"):
+        lost.append(f"its gamma ({gamma / 100000:g}; another format shows it as sRGB)")
     if fmt == "JPEG" and info.get("xmp") and len(info["xmp"]) > JPEG_XMP_BYTES and _slim_xmp(info["xmp"]) is None:
         lost.append(f"its XMP ({len(info['xmp']) // 1000} kB), too long for a JPEG")
     if fmt == "AVIF" and _wide(info):
