@@ -1193,6 +1193,76 @@ def test_a_micro_manager_frame_keeps_its_frame_metadata(tmp_path):
         assert tf.pages[0].tags[51123].value == frame and np.array_equal(tf.asarray(), arr)
 
 
+def _raw_tag(path, code):
+    """A tag's bytes as the file holds them, which tifffile's parsed value hides."""
+    with tifffile.TiffFile(path) as tf:
+        tag = tf.pages[0].tags[code]
+        tf.filehandle.seek(tag.valueoffset)
+        return tf.filehandle.read(tag.valuebytecount)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_a_tiffs_text_beyond_ascii_goes_back_byte_for_byte(tmp_path, encoding):
+    """A TIFF whose copyright held "©", whose artist had an accent or whose description said "µm"
+    failed to write (tifffile writes only ASCII from text): the whole file failed. The text goes
+    back as the bytes it was, in whatever encoding the writer used."""
+    text = {270: "Probe 5 µm, 20 kV", 315: "José Müller", 33432: "© 2026 Studio Nord"}
+    tifffile.imwrite(tmp_path / "scan.tif", smooth_image(37, 31), photometric="rgb", description=text[270].encode(encoding),
+                     extratags=[(code, 2, 0, text[code].encode(encoding), True) for code in (315, 33432)])
+    write_image(read_image(tmp_path / "scan.tif"), tmp_path / "out.tif")
+    for code, value in text.items():
+        assert _raw_tag(tmp_path / "out.tif", code) == value.encode(encoding) + b"\0"
+
+
+def test_a_photographers_copyright_crosses_between_jpeg_and_tiff_as_written(tmp_path):
+    """A JPEG whose EXIF copyright held "©" failed as TIFF (`run --format tiff`); a TIFF's went
+    into a JPEG's EXIF as "?" (Pillow writes text as ASCII). Both now carry its bytes across."""
+    exif = Image.Exif()
+    exif.update({315: "Zoë".encode(), 33432: "© 2026 Zoë".encode()})
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "a.jpg", quality=92, exif=exif.tobytes())
+    write_image(read_image(tmp_path / "a.jpg"), tmp_path / "a.tif", "TIFF")
+    assert _raw_tag(tmp_path / "a.tif", 33432) == "© 2026 Zoë".encode() + b"\0"
+    write_image(read_image(tmp_path / "a.tif"), tmp_path / "back.jpg", "JPEG")
+    back = Image.open(tmp_path / "back.jpg").getexif()
+    assert back[33432].encode("latin-1") == "© 2026 Zoë".encode() and back[315].encode("latin-1") == "Zoë".encode()
+
+
+SEM_TAGS = {
+    "fei": (34682, b"[User]\r\nDate=11/29/2026\r\n[Beam]\r\nHV=5000\r\n[Scan]\r\nPixelWidth=1.5e-009\r\nPixelHeight=1.5e-009\r\n"),
+    "zeiss": (34118, b"0\r\nAP_PIXEL_SIZE\r\nImage Pixel Size = 1.5 nm\r\nAP_MANUALKV\r\nEHT Target = 5.00 kV\r\n"),
+    "tescan": (50431, b"[MAIN]\r\nPixelSizeX=1.5e-09\r\nHV=5000.0\r\n"),
+}
+
+
+@pytest.mark.parametrize("maker", sorted(SEM_TAGS))
+def test_an_electron_microscopes_settings_stay_with_its_picture(tmp_path, maker):
+    """An SEM stores its pixel size, beam voltage and dwell time as text in a tag of its own,
+    from which Fiji and the maker's software read the scale. They were dropped without a word: they
+    now go back as written, and another format says it leaves them out."""
+    code, text = SEM_TAGS[maker]
+    arr = smooth_image(40, 48, channels=1)
+    tifffile.imwrite(tmp_path / "sem.tif", arr, extratags=[(code, 2, 0, text, True)])
+    img = read_image(tmp_path / "sem.tif")
+    write_image(img, tmp_path / "out.tif")
+    assert _raw_tag(tmp_path / "out.tif", code) == text + b"\0"
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert (tf.is_fei, tf.is_sem) == (maker == "fei", maker == "zeiss")
+    from denoisecli.image_io import left_out
+    assert left_out(img) == [] and left_out(img, "png") == [f"left out: its {maker.upper() if maker != 'zeiss' else 'Zeiss'} SEM settings"]
+
+
+def test_tags_no_output_keeps_are_named(tmp_path):
+    """An instrument's or an editor's private tags, a stack's per-page settings and Photoshop's image
+    resources went without a word; `run -v` names them."""
+    arr = smooth_image(40, 48, channels=1)
+    tifffile.imwrite(tmp_path / "a.tif", arr, extratags=[(65000, 2, 0, "vendor", True), (34377, 1, 4, b"8BIM", True), (37706, 4, 2, (1, 2), True)])
+    assert read_image(tmp_path / "a.tif").info["notes"] == [
+        "left out: its Photoshop image resources (paths, print settings); its private TIFF tags TVIPS (37706), 65000"]
+    tifffile.imwrite(tmp_path / "fib.tif", np.stack([arr, arr]), extratags=[(34682, 2, 0, SEM_TAGS["fei"][1], True)])
+    img = read_image(tmp_path / "fib.tif", stacks=True)
+    assert img.info["notes"] == ["left out: its FEI SEM settings (a stack's pages each hold their own)"] and "tiff_tags" not in img.info
+
+
 @pytest.mark.parametrize("codec, arr, out", [
     ("jpeg", smooth_image(64, 80, channels=1), ("ADOBE_DEFLATE", 2)),
     ("webp", smooth_image(64, 80), ("ADOBE_DEFLATE", 2)),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import logging
 import math
 import os
@@ -100,13 +99,16 @@ KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 3
 # TIFF tags no output keeps, named for ``run -v``: tifffile cannot write a sub-directory from another
 # file, nor Photoshop's layers (the output is its flattened picture)
 DROPPED_TIFF_TAGS = {37724: "its Photoshop layers (the output is the flattened picture)", 34665: "its EXIF directory",
-                     34853: "its GPS directory", 33723: "its IPTC block"}
+                     34853: "its GPS directory", 33723: "its IPTC block", 34377: "its Photoshop image resources (paths, print settings)"}
 # GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
 GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
-# exposure, stage position and time of each file of its image sequences); a stack's pages each hold their own,
-# which one set of tags for a stream of pages cannot carry
-PLANE_TIFF_TAGS = {51123}
+# exposure, stage position and time of each file of its image sequences), and the settings an electron
+# microscope stores as text beside its picture (pixel size, beam voltage, working distance, dwell time),
+# from which Fiji and the makers' software read its scale (dropped without a word until 2026-11-30);
+# a stack's pages each hold their own, which one set of tags for a stream of pages cannot carry
+PLANE_TIFF_TAGS = {51123: "its Micro-Manager frame metadata", 34118: "its Zeiss SEM settings", 34680: "its FEI SEM settings",
+                   34682: "its FEI SEM settings", 50431: "its TESCAN SEM settings"}
 # the TIFF tags that EXIF's first directory holds under the same numbers (make, model, orientation,
 # date, artist, copyright): a JPEG written as TIFF, or a TIFF as JPEG, keeps them across (``_across``)
 EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
@@ -333,13 +335,14 @@ def _across(info: dict[str, Any]) -> dict[str, Any]:
             exif.load(info["exif"])
         except Exception:  # a damaged EXIF block goes back into a JPEG as it was, and no further
             return info
-        tags = [(code, kind, 1, exif[code]) for code, kind in EXIF_TIFF_TAGS.items()
-                if isinstance(exif.get(code), (str, int)) and exif.get(code) != ""]
+        # Pillow reads EXIF text as Latin-1, so this gives back its bytes (a photographer's "©", UTF-8)
+        tags = [(code, kind, 1, exif[code].encode("latin-1", "replace") if isinstance(exif[code], str) else exif[code])
+                for code, kind in EXIF_TIFF_TAGS.items() if isinstance(exif.get(code), (str, int)) and exif.get(code) != ""]
         return {**info, "tiff_tags": tags} if tags else info
     if info.get("tiff_tags") and not info.get("exif"):
         exif = Image.Exif()
         for code, _, _, value in info["tiff_tags"]:
-            if code in EXIF_TIFF_TAGS and isinstance(value, (str, int)):
+            if code in EXIF_TIFF_TAGS and isinstance(value, (bytes, str, int)):
                 exif[code] = value
         return {**info, "exif": exif.tobytes()} if len(exif) else info
     return info
@@ -887,6 +890,8 @@ class TiffStack:
         self._repairs += repairs.found
 
     def _layout(self, stacks: bool) -> None:
+        from tifffile import TIFF
+
         tf, path = self._tf, self.path
         self._main, previews = _main_series(path, tf.series)
         series = tf.series[self._main]
@@ -965,16 +970,22 @@ class TiffStack:
             # pages the XML does not describe (a thumbnail before the planes) or planes it maps to
             # missing pages: the output's pages would not be where the XML says; the axes stay
             previews = [*previews, "left out: its OME-XML, whose map of planes to pages the output could not keep"]
-        kept = KEPT_TIFF_TAGS | (PLANE_TIFF_TAGS if not lead and samples == 1 else set())
-        tags = [(t.code, int(t.dtype), t.count, json.dumps(t.value) if isinstance(t.value, dict) else t.value)  # tifffile parses 51123's JSON
-                for t in page.tags.values() if t.code in kept]
+        single = not lead and samples == 1
+        kept = KEPT_TIFF_TAGS | (set(PLANE_TIFF_TAGS) if single else set())
+        tags = [(t.code, int(t.dtype), t.count, _tag_value(tf, t)) for t in page.tags.values() if t.code in kept]
         if tags:
             info["tiff_tags"] = tags
         text = page.description
         if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
-            info["description"] = text  # a scanner's or a user's words, not a layout tifffile writes anew
+            info["description"] = _tag_value(tf, page.tags[270])  # a scanner's or a user's words, not a layout tifffile writes anew
         self._nodata = _nodata(page)
         dropped = [name for code, name in DROPPED_TIFF_TAGS.items() if code in page.tags]
+        dropped += [] if single else [f"{name} (a stack's pages each hold their own)" for name in
+                                      dict.fromkeys(name for code, name in PLANE_TIFF_TAGS.items() if code in page.tags)]
+        # an instrument's or an editor's own tags, which no output keeps: named, where they went without a word
+        known = KEPT_TIFF_TAGS | set(PLANE_TIFF_TAGS) | set(DROPPED_TIFF_TAGS) | {34675, 50838, 50839}
+        private = [f"{TIFF.TAGS[code]} ({code})" if code in TIFF.TAGS else str(code) for code in sorted(page.tags.keys()) if code >= 32768 and code not in known]
+        dropped += [f"its private TIFF tags {', '.join(private)}"] if private else []
         previews = [*previews, f"left out: {'; '.join(dropped)}"] if dropped else previews
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
@@ -1105,6 +1116,18 @@ class TiffStack:
         first = next(slabs)  # the file's layout and metadata, as every slab's
         with _writing(path, "TIFF"):
             atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def _tag_value(tf: Any, tag: Any) -> Any:
+    """A tag's value to write back: text as its bytes in the file, so a copyright's "©" or a
+    description's "µm" goes back as it was (tifffile writes only ASCII from text, and every TIFF with
+    one failed to write until 2026-11-30), and a value tifffile parses (Micro-Manager's JSON, an
+    electron microscope's settings) as written, not as parsed."""
+    if int(tag.dtype) != 2:
+        return tag.value
+    with tf.filehandle.lock:
+        tf.filehandle.seek(tag.valueoffset)
+        return tf.filehandle.read(tag.valuebytecount).rstrip(b"\0")
 
 
 def _nodata(page: Any) -> float | None:
@@ -1249,6 +1272,7 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
     if fmt != "TIFF":  # what only a TIFF output holds (`--format` to another)
         codes = {code for code, *_ in info.get("tiff_tags", [])}
         lost += ["its GeoTIFF georeferencing"] if codes & GEOTIFF_TAGS else []
+        lost += list(dict.fromkeys(name for code, name in PLANE_TIFF_TAGS.items() if code in codes))
         lost += ["its ImageJ calibration"] if info.get("imagej") else []
         lost += ["its OME-XML"] if info.get("ome") else []
         lost += ["its LUT"] if info.get("colormap") is not None else []
