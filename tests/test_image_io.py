@@ -1010,6 +1010,17 @@ def test_signed_and_32_bit_integer_tiffs_are_read_on_their_range_and_written_in_
     assert tifffile.imread(tmp_path / "over.tif").max() == values.max()
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_half_and_double_float_tiffs_are_written_in_their_type(tmp_path, dtype):
+    """A half-float TIFF (an HDR render's) or a double one (numpy's, MATLAB's) came out as single
+    float, which a pipeline that reads it back in its own type did not expect."""
+    values = (smooth_image(29, 35).astype(np.float64) / 255 * 3.5 - 0.25).astype(dtype)
+    tifffile.imwrite(tmp_path / "x.tif", values, photometric="rgb")
+    write_image(read_image(tmp_path / "x.tif"), tmp_path / "out.tif")
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == dtype and np.allclose(back, values, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("depth", [8, 10])
 def test_an_hdr_heif_written_as_png_keeps_its_colour_description_in_cicp(tmp_path, depth):
     """An HDR photo's BT.2020 primaries and PQ transfer, which no ICC profile carries, were lost

@@ -105,7 +105,7 @@ GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
 # exposure, stage position and time of each file of its image sequences), and the settings an electron
 # microscope stores as text beside its picture (pixel size, beam voltage, working distance, dwell time),
-# from which Fiji and the makers' software read its scale (dropped without a word until 2026-11-30);
+# from which Fiji and the makers' software read its scale (dropped without a word until 2026-11-29);
 # a stack's pages each hold their own, which one set of tags for a stream of pages cannot carry
 PLANE_TIFF_TAGS = {51123: "its Micro-Manager frame metadata", 34118: "its Zeiss SEM settings", 34680: "its FEI SEM settings",
                    34682: "its FEI SEM settings", 50431: "its TESCAN SEM settings"}
@@ -1101,12 +1101,12 @@ class TiffStack:
                 arr, info = _set_aside(arr, ~nodata, info)
             return LoadedImage(_to_tensor(arr, 255.0 if arr.dtype == np.uint8 else 65535.0, bool(lead)), "TIFF",
                                8 if arr.dtype == np.uint8 else 16, alpha, info)
-        if arr.dtype.kind == "f":
-            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, info, bool(lead), span, nodata)
-        if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4:
+        if arr.dtype.kind == "f" or (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4):
             # signed or 32-bit integers (background-subtracted or summed counts from an analysis
-            # pipeline): denoised on their range as float data is, and written back in their own type
-            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, "int_dtype": arr.dtype.str}, bool(lead), span, nodata)
+            # pipeline), and float of any width: denoised on their range, and written back in their
+            # own type (half and double floats came out as single until 2026-11-29)
+            own = {"dtype": arr.dtype.str} if arr.dtype != np.float32 else {}
+            return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, **own}, bool(lead), span, nodata)
         raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
 
     def write(self, path: Path, slabs: Iterable[LoadedImage]) -> None:
@@ -1121,7 +1121,7 @@ class TiffStack:
 def _tag_value(tf: Any, tag: Any) -> Any:
     """A tag's value to write back: text as its bytes in the file, so a copyright's "©" or a
     description's "µm" goes back as it was (tifffile writes only ASCII from text, and every TIFF with
-    one failed to write until 2026-11-30), and a value tifffile parses (Micro-Manager's JSON, an
+    one failed to write until 2026-11-29), and a value tifffile parses (Micro-Manager's JSON, an
     electron microscope's settings) as written, not as parsed."""
     if int(tag.dtype) != 2:
         return tag.value
@@ -1197,7 +1197,7 @@ def _pixels_as(img: LoadedImage, bits: int) -> np.ndarray:
     of 1024x1024 peaked at 1.59 GB, against 2.86)."""
     pixels = img.pixels.detach().cpu()
     dtype = np.dtype(np.float32 if bits == 32 else np.uint16 if bits == 16 else np.uint8)
-    dtype = np.dtype(img.info["int_dtype"]) if bits == 32 and "int_dtype" in img.info else dtype  # a TIFF's int16, uint32...
+    dtype = np.dtype(img.info["dtype"]) if bits == 32 and "dtype" in img.info else dtype  # a TIFF's int16, uint32, float16...
     out = np.empty((*pixels.shape[:-3], *pixels.shape[-2:], pixels.shape[-3]), dtype)
     lo, hi = img.info.get("float_range", (0.0, 1.0)) if bits == 32 else (0.0, 65535.0 if bits == 16 else 255.0)
     for plane, dst in zip(pixels.reshape(-1, *pixels.shape[-3:]), out.reshape(-1, *out.shape[-3:])):
