@@ -847,9 +847,24 @@ def test_googles_container_xmp_is_not_kept_without_what_it_maps(tmp_path):
     Image.fromarray(smooth_image(24, 20)).save(tmp_path / "PXL_1.MP.jpg", xmp=xmp)
     (tmp_path / "PXL_1.MP.jpg").write_bytes((tmp_path / "PXL_1.MP.jpg").read_bytes() + b"\x00\x00\x00\x18ftypmp42")
     img = read_image(tmp_path / "PXL_1.MP.jpg")
-    assert "xmp" not in img.info and img.info["notes"] == ["left out: its XMP, which maps a gain map or a video after the photo"]
+    assert "xmp" not in img.info and img.info["notes"] == ["left out: its XMP, which maps a gain map or a video after the photo",
+                                                           "left out: 1 kB stored after the picture (a Motion Photo's video, a maker's data)"]
     write_image(img, tmp_path / "out.jpg")
     assert "xmp" not in Image.open(tmp_path / "out.jpg").info
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_what_a_phone_stores_after_a_jpegs_picture_is_named(tmp_path, progressive):
+    """A Samsung Motion Photo stores its video after the picture, with a trailer ending "SEFT" that
+    also holds the photo before an edit; no output keeps them, and they went without a word.
+    Padding after the picture is nothing to name."""
+    Image.fromarray(smooth_image(24, 20)).save(tmp_path / "a.jpg", quality=90, progressive=progressive)
+    jpeg = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "20261129_100000.jpg").write_bytes(jpeg + b"\x00\x00\x00\x18ftypmp42" + bytes(250_000) + b"SEFH" + bytes(8) + b"SEFT")
+    (tmp_path / "padded.jpg").write_bytes(jpeg + bytes(100))
+    assert read_image(tmp_path / "20261129_100000.jpg").info["notes"] == [
+        "left out: 0.3 MB stored after the picture (Samsung's trailer: a Motion Photo's video, the photo before an edit)"]
+    assert "notes" not in read_image(tmp_path / "padded.jpg").info and "notes" not in read_image(tmp_path / "a.jpg").info
 
 
 def test_a_heic_of_several_images_is_its_primary_image_and_says_so(tmp_path):

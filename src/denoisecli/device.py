@@ -104,8 +104,8 @@ def free_memory() -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    """``36e9`` -> ``"36.0 GB"``, ``7.2e5`` -> ``"0.7 MB"``: memory in a user's message."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    """``36e9`` -> ``"36.0 GB"``, ``7.2e5`` -> ``"0.7 MB"``, ``1200`` -> ``"1 kB"``: memory or data in a user's message."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{max(1, round(n / 1e3))} kB"
 
 
 def versions() -> dict[str, str]:

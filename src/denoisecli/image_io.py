@@ -33,6 +33,7 @@ import torch
 from PIL import Image, ImageFile
 
 from denoisecli.atomic import atomic_write
+from denoisecli.device import format_bytes
 from denoisecli.errors import DenoiseError, first_line
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
@@ -700,6 +701,25 @@ def _with_gain_map(primary: bytes, gain: dict[str, Any]) -> bytes:
     return primary[:at] + iso + _segment(0xE2, mpf) + primary[at:] + gain["jpeg"]
 
 
+def _tail(path: Path, size: int = 64) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+        return f.read()
+
+
+def _after_picture(path: Path) -> int:
+    """How many bytes a JPEG holds after its picture: a phone's Motion Photo video (Google's MP4,
+    Samsung's trailer, which also holds the photo before an edit and a portrait's depth map), which
+    no output keeps and which went without a word (until 2026-11-29). Only a file that does not end
+    as a JPEG does is read whole."""
+    if _tail(path).rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return 0
+    data = path.read_bytes()
+    scan = max((start for _, start, _ in _jpeg_segments(data)), default=len(data))
+    end = data.find(b"\xff\xd9", scan)
+    return len(data) - end - 2 if end >= 0 and data[end + 2 :].strip(b"\x00\xff\r\n ") else 0
+
+
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
     """A JPEG's segments before its image data: (marker, where the segment starts, where it ends)."""
     at = 2
@@ -749,6 +769,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             # output does not hold: kept, it would send readers into the JPEG
             del info["xmp"]
             info["notes"] = [*info.get("notes", []), "left out: its XMP, which maps a gain map or a video after the photo"]
+        trailer = _after_picture(path) if frames == 1 and gain is None else 0
+        if trailer:
+            what = "Samsung's trailer: a Motion Photo's video, the photo before an edit" if _tail(path).endswith(b"SEFT") else "a Motion Photo's video, a maker's data"
+            info["notes"] = [*info.get("notes", []), f"left out: {format_bytes(trailer)} stored after the picture ({what})"]
     if fmt == "WEBP":
         with open(path, "rb") as f:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
