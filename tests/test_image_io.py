@@ -715,6 +715,67 @@ def test_make_model_orientation_and_date_cross_between_exif_and_tiff_tags(tmp_pa
                                                                                       306: "2026:11:29 10:00:00"}
 
 
+def _camera_exif(endian="<", interop=True):
+    """EXIF as a camera writes it: exposure, ISO, capture date, lens, a maker note and an
+    interoperability directory in its EXIF directory (which Pillow's TIFF writer misplaces), and
+    where it was in its GPS directory."""
+    exif = Image.Exif()
+    exif.endian = endian
+    exif.update({271: "NIKON CORPORATION", 272: "NIKON Z 6", 274: 1, 33432: "© Zoë".encode()})
+    exif[0x8769] = {0x829A: 1 / 250, 0x8827: 6400, 0x9003: "2026:11:29 10:00:00", 0xA434: "NIKKOR Z 24-70mm f/4 S",
+                    0x927C: b"Nikon\x00\x02\x10\x00\x00MM\x00*" + bytes(40), **({0xA005: {1: "R98"}} if interop else {})}
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 0.5)}
+    return exif
+
+
+def _exif_of(path):
+    exif = Image.open(path).getexif()
+    ifd = {k: v for k, v in exif.get_ifd(0x8769).items() if k != 0xA005}  # where it points differs by file
+    return {k: exif.get(k) for k in (271, 272, 33432)}, ifd, dict(exif.get_ifd(0x8825)), dict(exif.get_ifd(0xA005))
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_tiffs_exif_and_gps_stay_with_it(tmp_path, monkeypatch, big):
+    """A raw converter's TIFF points to its EXIF and GPS directories: exposure, ISO, lens, capture
+    date, place. They were dropped (tifffile writes no directories of tags), so a catalogue sorted
+    the output by the day it was denoised. They now go back into a TIFF, BigTIFF too, and into
+    any other format's EXIF; the maker note, whose offsets point into the input, is left out and said."""
+    import denoisecli.image_io as image_io
+
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "DSC_0001.tif", exif=_camera_exif(interop=False).tobytes())
+    base, ifd, gps, interop = _exif_of(tmp_path / "DSC_0001.tif")
+    assert 0x927C in ifd and ifd[0x9003] == "2026:11:29 10:00:00" and gps[1] == "N"
+    img = read_image(tmp_path / "DSC_0001.tif")
+    assert img.info["notes"] == ["left out: its EXIF maker note (a camera maker's data, which points into the input)"]
+    monkeypatch.setattr(image_io, "CLASSIC_TIFF_BYTES", 0 if big else image_io.CLASSIC_TIFF_BYTES)
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.is_bigtiff == big and np.array_equal(tf.asarray(), np.round(np.moveaxis(img.pixels.numpy(), 0, -1) * 255).astype(np.uint8))
+        assert tf.pages[0].tags[34665].value["DateTimeOriginal"] == "2026:11:29 10:00:00"  # as text, its type kept
+        assert tf.pages[0].tags[34853].value["GPSLatitudeRef"] == "N"
+    del ifd[0x927C]
+    if not big:  # Pillow reads no BigTIFF's EXIF
+        assert _exif_of(tmp_path / "out.tif") == (base, ifd, gps, interop)
+    write_image(img, tmp_path / "out.jpg", "JPEG")
+    assert _exif_of(tmp_path / "out.jpg") == (base, ifd, gps, interop)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_a_jpegs_whole_exif_goes_into_a_tiff(tmp_path, endian):
+    """A JPEG written as TIFF (`run --format tiff`) kept its make, model and date alone; its EXIF
+    and GPS directories go along now, from either byte order (Nikon's EXIF is big-endian)."""
+    from denoisecli.image_io import left_out
+
+    Image.fromarray(smooth_image(37, 31)).save(tmp_path / "a.jpg", quality=92, exif=_camera_exif(endian).tobytes())
+    base, ifd, gps, interop = _exif_of(tmp_path / "a.jpg")
+    img = read_image(tmp_path / "a.jpg")
+    assert left_out(img) == [] and left_out(img, "tiff") == ["left out: its EXIF maker note (a camera maker's data, which points into the input)"]
+    write_image(img, tmp_path / "a.tif", "TIFF")
+    del ifd[0x927C]
+    assert _exif_of(tmp_path / "a.tif") == (base, ifd, gps, interop)
+    assert _raw_tag(tmp_path / "a.tif", 33432) == "© Zoë".encode() + b"\0"
+
+
 @pytest.mark.parametrize("kind", ["assocalpha", "unassalpha"])
 def test_a_tiffs_alpha_keeps_its_kind(tmp_path, kind):
     """Premultiplied (associated) alpha was written back as straight, which darkens a viewer's

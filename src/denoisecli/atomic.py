@@ -65,7 +65,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise DenoiseError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
         os.close(fd)
-        with open(tmp, "wb") as f:  # by its name, which writers such as tifffile read (an fd's is a number)
+        with open(tmp, "w+b") as f:  # by its name, which writers such as tifffile read (an fd's is a number); readable, for a TIFF's EXIF
             write(f)
             f.flush()
             os.fsync(f.fileno())

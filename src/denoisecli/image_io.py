@@ -97,8 +97,8 @@ SCAN_SAMPLES = 16_000_000
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
 # satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
 KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
-# TIFF tags no output keeps, named for ``run -v``: tifffile cannot write a sub-directory from another
-# file, nor Photoshop's layers (the output is its flattened picture)
+# TIFF tags no output keeps, named for ``run -v``: Photoshop's layers (the output is its flattened
+# picture); the EXIF and GPS directories of a stack (a single image's are kept: ``EXIF_DIRECTORIES``)
 DROPPED_TIFF_TAGS = {37724: "its Photoshop layers (the output is the flattened picture)", 34665: "its EXIF directory",
                      34853: "its GPS directory", 33723: "its IPTC block", 34377: "its Photoshop image resources (paths, print settings)"}
 # GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
@@ -110,6 +110,10 @@ GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # a stack's pages each hold their own, which one set of tags for a stream of pages cannot carry
 PLANE_TIFF_TAGS = {51123: "its Micro-Manager frame metadata", 34118: "its Zeiss SEM settings", 34680: "its FEI SEM settings",
                    34682: "its FEI SEM settings", 50431: "its TESCAN SEM settings"}
+# the EXIF and GPS directories a TIFF points to (a raw converter's exposure, lens, capture date and
+# place), carried over as EXIF into any output and written back into a TIFF (``_with_exif``); a TIFF's
+# were dropped until 2026-11-29, and a JPEG's went into a TIFF as its make, model and date alone
+EXIF_DIRECTORIES = (0x8769, 0x8825)
 # the TIFF tags that EXIF's first directory holds under the same numbers (make, model, orientation,
 # date, artist, copyright): a JPEG written as TIFF, or a TIFF as JPEG, keeps them across (``_across``)
 EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
@@ -1003,7 +1007,11 @@ class TiffStack:
         if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
             info["description"] = _tag_value(tf, page.tags[270])  # a scanner's or a user's words, not a layout tifffile writes anew
         self._nodata = _nodata(page)
-        dropped = [name for code, name in DROPPED_TIFF_TAGS.items() if code in page.tags]
+        exif, maker = _tiff_exif(path, page.offset, tf.byteorder, tf.is_bigtiff) if single and set(EXIF_DIRECTORIES) & set(page.tags.keys()) else (None, False)
+        if exif is not None:
+            info["exif"] = exif
+        dropped = [name for code, name in DROPPED_TIFF_TAGS.items() if code in page.tags and not (exif and code in EXIF_DIRECTORIES)]
+        dropped += ["its EXIF maker note (a camera maker's data, which points into the input)"] if maker else []
         dropped += [] if single else [f"{name} (a stack's pages each hold their own)" for name in
                                       dict.fromkeys(name for code, name in PLANE_TIFF_TAGS.items() if code in page.tags)]
         # an instrument's or an editor's own tags, which no output keeps: named, where they went without a word
@@ -1140,6 +1148,136 @@ class TiffStack:
         first = next(slabs)  # the file's layout and metadata, as every slab's
         with _writing(path, "TIFF"):
             atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def _tiff_exif(path: Path, ifd: int, byteorder: str, bigtiff: bool) -> tuple[bytes | None, bool]:
+    """The EXIF a TIFF's page points to (its EXIF and GPS directories, with the base tags that EXIF
+    shares with TIFF), as a JPEG holds it, and whether a maker note was left out: its offsets
+    point into the input, so moved it would be garbage to the tools that read it. None where the
+    directories cannot be read: the file is denoised without them, as before."""
+    head = _tiff_head(byteorder, bigtiff)
+    try:
+        with open(path, "rb") as fp:
+            tree = _exif_tree(fp, head, ifd)
+    except Exception:  # a damaged directory: left out, as it was before
+        return None, False
+    tree = {code: entry for code, entry in tree.items() if code in EXIF_TIFF_TAGS or code in EXIF_DIRECTORIES}
+    maker = tree.get(0x8769, (0, {}))[1].pop(0x927C, None) is not None
+    if not any(code in tree for code in EXIF_DIRECTORIES):
+        return None, maker
+    out = _tiff_head(byteorder, False)
+    return b"Exif\x00\x00" + out + _directory(out, tree, len(out)), maker
+
+
+def _tiff_head(byteorder: str, bigtiff: bool) -> bytes:
+    """A TIFF header whose first directory follows it, as Pillow's directories take it."""
+    order = "<" if byteorder == "<" else ">"
+    mark = b"II" if order == "<" else b"MM"
+    return mark + struct.pack(order + "HHHQ", 43, 8, 0, 16) if bigtiff else mark + struct.pack(order + "HI", 42, 8)
+
+
+def _exif_tree(fp: BinaryIO, head: bytes, offset: int) -> dict[int, tuple[int, Any]]:
+    """A TIFF directory as {tag: (type, value)}, each value as written, with the EXIF, GPS and
+    interoperability directories it points to read in as trees of their own (type 4)."""
+    from PIL import TiffImagePlugin
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(head)
+    fp.seek(offset)
+    with warnings.catch_warnings():  # Pillow warns of damage on the terminal; what it reads is kept
+        warnings.simplefilter("ignore")
+        ifd.load(fp)
+    tree = {}
+    for code in ifd:
+        value = ifd[code]
+        if code in (*EXIF_DIRECTORIES, 0xA005) and isinstance(value, int):
+            try:
+                tree[code] = (4, _exif_tree(fp, head, value))
+            except Exception:  # a directory that points astray is left out, not the others
+                continue
+        else:
+            # Pillow reads text as Latin-1 and writes str as ASCII ("©" as "?"): back to its bytes
+            tree[code] = (ifd.tagtype[code], value.encode("latin-1", "replace") if isinstance(value, str) else value)
+    return tree
+
+
+def _directory(head: bytes, tree: dict[int, tuple[int, Any]], offset: int) -> bytes:
+    """``tree`` as a TIFF directory at ``offset`` (of a file that starts with ``head``), each tag in
+    its own type, the directories it points to laid after it."""
+    from PIL import TiffImagePlugin
+
+    def laid(pointers: dict[int, int]) -> bytes:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(head)
+        for code, (kind, value) in tree.items():
+            ifd.tagtype[code] = kind
+            ifd[code] = pointers.get(code, value)
+        return ifd.tobytes(offset)
+
+    subs = {code: value for code, (_, value) in tree.items() if isinstance(value, dict)}
+    size = len(laid(dict.fromkeys(subs, 0)))  # the pointers' values do not change its size
+    size += size % 2
+    pointers, tail = {}, b""
+    for code, sub in subs.items():
+        pointers[code] = offset + size + len(tail)
+        tail += _directory(head, sub, pointers[code])
+        tail += b"\x00" * (len(tail) % 2)
+    return laid(pointers).ljust(size, b"\x00") + tail
+
+
+def _exif_directories(exif: bytes | None) -> dict[int, dict[int, tuple[int, Any]]]:
+    """The EXIF and GPS directories of an EXIF block, to write into a TIFF (``_with_exif``), without
+    a maker note, whose offsets point into the block it came from; {} where there are none or
+    they cannot be read."""
+    data = exif[6:] if exif and exif.startswith(b"Exif\x00\x00") else exif
+    if not data or data[:2] not in (b"II", b"MM"):
+        return {}
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        tree = _exif_tree(io.BytesIO(data), data[:8], struct.unpack(order + "I", data[4:8])[0])
+    except Exception:
+        return {}
+    subs = {code: dict(tree[code][1]) for code in EXIF_DIRECTORIES if code in tree and isinstance(tree[code][1], dict)}
+    subs.get(0x8769, {}).pop(0x927C, None)
+    return {code: sub for code, sub in subs.items() if sub}
+
+
+def _maker_note(exif: bytes) -> bool:
+    """Whether an EXIF block holds a maker note, which a TIFF output leaves out (``_exif_directories``)."""
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+        return 0x927C in parsed.get_ifd(0x8769)
+    except Exception:
+        return False
+
+
+def _with_exif(f: BinaryIO, subs: dict[int, dict[int, tuple[int, Any]]]) -> None:
+    """Lay ``subs`` (``_exif_directories``) after a TIFF that tifffile wrote into ``f``, and make
+    its first page's placeholder tags (numbered one less) point at them: tifffile writes no
+    directories of tags, and refuses their numbers."""
+    f.flush()
+    f.seek(0)
+    head = f.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    big = struct.unpack(order + "H", head[2:4])[0] == 43
+    first = struct.unpack(order + "Q", head[8:16])[0] if big else struct.unpack(order + "I", head[4:8])[0]
+    f.seek(first)
+    count = struct.unpack(order + ("Q" if big else "H"), f.read(8 if big else 2))[0]
+    size = 20 if big else 12
+    entries = f.read(count * size)
+    codes = [struct.unpack(order + "H", entries[i * size : i * size + 2])[0] for i in range(count)]
+    for code, sub in subs.items():
+        at = f.seek(0, os.SEEK_END)
+        f.write(b"\x00" * (at % 2))
+        at += at % 2
+        f.write(_directory(_tiff_head(order, big), sub, at))
+        entry = first + (8 if big else 2) + codes.index(code - 1) * size
+        f.seek(entry)
+        f.write(struct.pack(order + "H", code))
+        f.seek(entry + (12 if big else 8))
+        f.write(struct.pack(order + ("Q" if big else "I"), at))
+    f.seek(0, os.SEEK_END)
+
+
 
 
 def _tag_value(tf: Any, tag: Any) -> Any:
@@ -1301,6 +1439,8 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its OME-XML"] if info.get("ome") else []
         lost += ["its LUT"] if info.get("colormap") is not None else []
         lost += ["its fourth channel, which is no alpha (a film scanner's infrared)"] if info.get("extra_channel") else []
+    if fmt == "TIFF" and img.format != "TIFF" and info.get("exif") and _maker_note(info["exif"]):
+        lost.append("its EXIF maker note (a camera maker's data, which points into the input)")
     if fmt != "JPEG" and info.get("gain_map"):
         lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
@@ -1474,6 +1614,10 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     first = next(pages)
     lead = () if stack is None else stack["shape"][:-1] if stack.get("samples") else stack["shape"]
     shape = (*lead, *first.shape)
+    # past 4 GB a classic TIFF's offsets overflow: BigTIFF, or ImageJ's own layout, one page header
+    # before all the planes (tifffile falls back to it with a warning in the terminal); tifffile
+    # cannot size a stream itself
+    big = math.prod(shape) * first.dtype.itemsize > CLASSIC_TIFF_BYTES
     extra: dict[str, Any] = {}
     if "resolution" in img.info:
         x, y, unit = img.info["resolution"]
@@ -1485,6 +1629,10 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     extra["extratags"] = [(code, dtype, 0 if dtype == 2 else count, value, True) for code, dtype, count, value in img.info.get("tiff_tags", [])]
     if img.info.get("xmp"):
         extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
+    exif = _exif_directories(img.info.get("exif")) if stack is None else {}
+    # placeholders that ``_with_exif`` renumbers and points: tifffile refuses these tags' numbers, and
+    # one less sorts where they go (no tag has it in a first directory)
+    extra["extratags"] += [(code - 1, 16 if big else 4, 1, 0, True) for code in exif]
     comp = img.info.get("compression")
     comp = comp if comp in TIFF_COMPRESSIONS else None
     metadata: dict[str, Any] | None = None
@@ -1516,15 +1664,13 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
             extra["colormap"] = colormap
         elif extra.get("imagej"):
             extra["colormap"] = colormap  # ImageJ's 16-bit or float image keeps its LUT in a ColorMap tag
-    # past 4 GB a classic TIFF's offsets overflow: BigTIFF, or ImageJ's own layout, one page header
-    # before all the planes (tifffile falls back to it with a warning in the terminal); tifffile
-    # cannot size a stream itself
-    big = math.prod(shape) * first.dtype.itemsize > CLASSIC_TIFF_BYTES
     tifffile.imwrite(
         f, itertools.chain([first], pages), shape=shape, dtype=first.dtype, bigtiff=big and not extra.get("imagej"),
         truncate=big and bool(extra.get("imagej")) and comp is None, **layout, compression=comp,
         predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra,
     )
+    if exif:
+        _with_exif(f, exif)
 
 
 def _negative(img: LoadedImage) -> LoadedImage:
