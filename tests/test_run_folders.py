@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import pytest
 import torch
 from PIL import Image
@@ -138,17 +139,79 @@ def test_interrupted_write_leaves_nothing_and_a_rerun_finishes(clean_dir, tmp_pa
     assert report.count("denoised") >= 1
 
 
-def test_full_disk_fails_each_file_and_goes_on(clean_dir, tmp_path, tiny_model_file, monkeypatch):
+def test_a_write_that_fails_fails_its_file_and_the_batch_goes_on(clean_dir, tmp_path, tiny_model_file, monkeypatch):
     import denoisecli.image_io as iio
     from denoisecli.errors import DenoiseError
 
-    def full(path, write):
-        raise DenoiseError(f"{path}: cannot write (No space left on device)")
+    def refused(path, write):
+        raise DenoiseError(f"{path}: cannot write (Permission denied)") from PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(iio, "atomic_write", full)
+    monkeypatch.setattr(iio, "atomic_write", refused)
     result = runner.invoke(app, ["run", str(clean_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_model_file)])
     assert result.exit_code == 1
-    assert result.output.count("No space left on device") == 5 and "Traceback" not in result.output
+    assert result.output.count("Permission denied") == 5 and "Traceback" not in result.output and "stopped" not in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "add-noise"])
+def test_a_full_disk_stops_the_batch_and_a_rerun_finishes_it(tmp_path, tiny_model_file, monkeypatch, command):
+    """A full disk failed each file the same way after minutes of denoising it, for as many files
+    as the folder held. The batch now stops at the first (writes already under way fail too), says
+    so, and a rerun with space again skips what was written and does the rest."""
+    import errno
+    import json
+
+    import denoisecli.image_io as iio
+    from denoisecli.atomic import atomic_write
+
+    for i in range(12):
+        save(tmp_path / "in" / f"{i:02d}.png", smooth_image(31, 37, seed=i))
+    writes = []
+
+    def filling(path, write):
+        writes.append(path)
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        atomic_write(path, write)
+
+    monkeypatch.setattr(iio, "atomic_write", filling)
+    out = tmp_path / "out"
+    args = ([command, str(tmp_path / "in"), "-o", str(out), "--weights", str(tiny_model_file), "--batch", "1",
+             "--json", str(tmp_path / "run.json")] if command == "run" else [command, str(tmp_path / "in"), str(out)])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "stopped: no space left where" in result.output and "2 file(s) written" in result.output
+    assert 3 <= len(writes) < 12 and sorted(p.name for p in out.rglob("*")) == sorted(p.name for p in writes[:2])
+    failed = result.output.count("No space left on device")
+    assert failed == len(writes) - 2 and (failed == 1 or command == "run")
+    if command == "run":
+        record = json.loads((tmp_path / "run.json").read_text())
+        assert record["counts"] == {"denoised": 2, "failed": failed, "skipped": 10 - failed} and record["stopped"].startswith("no space left")
+    monkeypatch.setattr(iio, "atomic_write", atomic_write)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and len(list(out.rglob("*"))) == 12, again.output
+
+
+def test_a_full_disk_met_by_a_streamed_stack_stops_the_batch(tmp_path, tiny_model_file, monkeypatch):
+    import errno
+
+    import denoisecli.image_io as iio
+
+    save(tmp_path / "in" / "a.png", smooth_image(31, 37, seed=0))
+    for name in ("b", "c"):
+        tifffile.imwrite(tmp_path / "in" / f"{name}.tif", np.stack([smooth_image(31, 37, channels=1, seed=i).reshape(31, 37) for i in range(5)]))
+
+    real, writes = iio.atomic_write, []
+
+    def filling(path, write):
+        writes.append(path.name)
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(iio, "atomic_write", filling)
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, batch=1))
+    assert [r.status for r in report.results] == ["denoised", "failed", "skipped"] and writes == ["a.png", "b.tif"]
+    assert report.stopped.startswith("no space left") and "1 file(s) written" in report.stopped
 
 
 def test_decompression_bomb_needs_max_pixels(tmp_path, tiny_model_file):

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from denoisecli.atomic import remove_stale_partials
+from denoisecli.atomic import out_of_space, remove_stale_partials, stopped_for_space
 from denoisecli.device import provenance
 from denoisecli.errors import DenoiseError
 from denoisecli.files import BatchReport, FileResult, plan
@@ -48,9 +48,12 @@ def add_noise(
     if on_plan:
         on_plan(len(pairs))
     root = Path(src) if Path(src).is_dir() else Path(src).parent
-    results = []
+    results: list[FileResult] = []
+    stopped = ""
     for path, out in pairs:
-        if out.exists() and not overwrite:
+        if stopped:
+            result = FileResult(path, out, "skipped", "not written: the disk is full")
+        elif out.exists() and not overwrite:
             result = FileResult(path, out, "skipped", "exists (use --overwrite)")
         else:
             try:
@@ -66,11 +69,13 @@ def add_noise(
                 result = FileResult(path, out, "written", megapixels=img.megapixels, info=_levels_record(sampler, drawn, stack))
             except DenoiseError as exc:
                 result = FileResult(path, out, "failed", str(exc))
+                if out_of_space(exc):
+                    stopped = stopped_for_space(out.parent, sum(r.status == "written" for r in results))
         results.append(result)
         if on_file:
             on_file(result)
     meta = {**provenance(torch.device("cpu")), "noise": noise, "ranges": {k: list(v) for k, v in sampler.ranges.items()}, "seed": seed, **init}
-    return BatchReport(results, unread_files(Path(src), exclude=Path(dst)), meta)
+    return BatchReport(results, unread_files(Path(src), exclude=Path(dst)), meta, stopped)
 
 
 def _levels_record(sampler: NoiseSampler, drawn: dict[str, torch.Tensor], stack: bool) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -19,6 +20,8 @@ def _umask() -> int:
 
 
 PARTIAL = ".partial"
+# a full disk or quota: every file after the one that met it would fail the same way
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 STALE_AFTER_S = 600.0
 
 
@@ -76,3 +79,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if isinstance(exc, OSError):
             raise DenoiseError(f"{path}: cannot write ({exc.strerror or exc})") from exc
         raise
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a failed write met a full disk (or quota), where a batch stops: until 2026-11-29
+    it went on denoising each file for minutes to fail its write the same way."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def stopped_for_space(out: Path, written: int) -> str:
+    """The line a batch that stopped at a full disk ends with."""
+    return (f"no space left where {out} goes: {written} file(s) written; free some and run the same command again, "
+            "which skips what is written")

@@ -113,6 +113,8 @@ def _summary(report: BatchReport, done_word: str) -> None:
         console.print(f"[yellow]left alone:[/] {escape(describe_counts(report.unread))} "
                       "(files this tool does not read; it reads " + READABLE + ")" + escape(conversion_hints(report.unread)),
                       highlight=False, soft_wrap=True)
+    if report.stopped:
+        console.print(f"[red]stopped:[/] {escape(report.stopped)}", highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 

@@ -33,6 +33,7 @@ class BatchReport:
     results: list[FileResult]
     unread: dict[str, int] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # where, when and how the batch ran (``run --json``)
+    stopped: str = ""  # why the batch stopped before its last file (a full disk); the files left are "skipped"
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -47,7 +48,7 @@ class BatchReport:
                   **({"reason": r.reason} if r.reason else {}), **({"megapixels": round(r.megapixels, 4)} if r.megapixels else {}),
                   **r.info} for r in self.results]
         counts = {status: self.count(status) for status in dict.fromkeys(r.status for r in self.results)}
-        return {**self.meta, "counts": counts, "files": files, "left_alone": self.unread}
+        return {**self.meta, "counts": counts, "files": files, "left_alone": self.unread, **({"stopped": self.stopped} if self.stopped else {})}
 
 
 def default_output(src: Path, tag: str) -> Path:

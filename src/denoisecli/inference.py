@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import nn
 
-from denoisecli.atomic import remove_stale_partials
+from denoisecli.atomic import out_of_space, remove_stale_partials, stopped_for_space
 from denoisecli.device import place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
@@ -528,9 +528,11 @@ def denoise_files(
 
         writes: list[tuple[Path, Path, float, str, dict, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
+        full: Path | None = None  # the output whose write met a full disk: the batch stops, and the files left are skipped
 
         def flush() -> None:
-            if not pending:
+            nonlocal full
+            if not pending or full:
                 return
             first = str(pending[0][0])
             grey_copies = [denoiser.grey_copy(img.planes[0]) for _, _, img, _, _ in pending]  # of the input, read before it is overwritten
@@ -546,17 +548,29 @@ def denoise_files(
                 detail, info = _described(_notes(img, fmt), lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
             pending.clear()
-            _drain(writes, record, block=False)
+            met = _drain(writes, record, block=False)
+            full = full or met
 
-        for (path, out), loaded in _prefetch(pool, todo, read, ahead=max(2, opts.batch)):
+        feed = _prefetch(pool, todo, read, ahead=max(2, opts.batch))
+        for (path, out), loaded in feed:
             out = None if opts.dry_run else out
+            if full:
+                if isinstance(loaded, TiffStack):
+                    loaded.close()
+                break
             if isinstance(loaded, DenoiseError):
                 record(FileResult(path, out, "failed", str(loaded)))
             elif isinstance(loaded, TiffStack):
                 flush()
-                _drain(writes, record, block=True)  # the files before it are reported before it
+                met = _drain(writes, record, block=True)  # the files before it are reported before it
+                full = full or met
                 with loaded:
-                    record(_stream(loaded, out, denoiser, opts, pool, on_share))
+                    try:
+                        if not full:
+                            record(_stream(loaded, out, denoiser, opts, pool, on_share))
+                    except DenoiseError as exc:  # its write met a full disk
+                        record(FileResult(path, out, "failed", str(exc)))
+                        full = out
             elif opts.dry_run:
                 img, lvs, splits = loaded
                 detail, info = _described(_notes(img, fmt), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
@@ -565,13 +579,22 @@ def denoise_files(
                 if pending and (len(pending) >= opts.batch or not _batchable(pending[0][2], loaded[0], opts.tile)):
                     flush()
                 pending.append((path, out, *loaded))
+        feed.close()
         flush()
-        _drain(writes, record, block=True)
+        met = _drain(writes, record, block=True)
+        full = full or met
+    stopped = ""
+    if full:
+        done = {r.src for r in results}
+        stopped = stopped_for_space(full.parent, sum(r.status == "denoised" for r in results))
+        for path, out in todo:
+            if path not in done:
+                record(FileResult(path, out, "skipped", "not written: the disk is full"))
     order = {src: i for i, (src, _) in enumerate(pairs)}
     results.sort(key=lambda r: order.get(r.src, len(order)))  # the report in the inputs' order, not the order they finished
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "weights"}
     meta = {**provenance(denoiser.device), "weights": str(opts.weights) if opts.weights else "shipped", "options": options}
-    return BatchReport(results, planned.unread(), meta)
+    return BatchReport(results, planned.unread(), meta, stopped)
 
 
 def _estimated(denoiser: Denoiser, path: Path, image: LoadedImage) -> Estimated:
@@ -629,6 +652,8 @@ def _stream(stack: TiffStack, out: Path | None, denoiser: Denoiser, opts: RunOpt
         else:
             stack.write(out, stream)
     except DenoiseError as exc:
+        if out_of_space(exc):
+            raise  # the batch stops
         return FileResult(path, out, "failed", str(exc))
     finally:
         stream.close()  # where the writer failed: no read of the stack left running once it is closed
@@ -712,19 +737,31 @@ def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Ca
         queue.append((item, pool.submit(read, item[0])))
         if len(queue) >= ahead:
             break
-    while queue:
-        item, fut = queue.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append((nxt, pool.submit(read, nxt[0])))
-        try:
-            yield item, fut.result()
-        except DenoiseError as exc:
-            yield item, exc
+    try:
+        while queue:
+            item, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(read, nxt[0])))
+            try:
+                yield item, fut.result()
+            except DenoiseError as exc:
+                yield item, exc
+    finally:  # stopped early (a full disk): reads not begun are dropped, files read ahead closed
+        for _, fut in queue:
+            if not fut.cancel():
+                fut.add_done_callback(_close_result)
 
 
-def _drain(writes: list[tuple[Path, Path, float, str, dict, Future]], record: Callable[[FileResult], None], block: bool) -> None:
-    """Record finished writes in order; with ``block``, wait for all of them."""
+def _close_result(fut: Future) -> None:
+    if not fut.cancelled() and fut.exception() is None and hasattr(fut.result(), "close"):
+        fut.result().close()
+
+
+def _drain(writes: list[tuple[Path, Path, float, str, dict, Future]], record: Callable[[FileResult], None], block: bool) -> Path | None:
+    """Record finished writes in order; with ``block``, wait for all of them. The output whose
+    write met a full disk, if one did."""
+    full = None
     while writes and (block or writes[0][5].done()):
         path, out, mp, detail, info, fut = writes.pop(0)
         try:
@@ -732,3 +769,5 @@ def _drain(writes: list[tuple[Path, Path, float, str, dict, Future]], record: Ca
             record(FileResult(path, out, "denoised", megapixels=mp, detail=detail, info=info))
         except DenoiseError as exc:
             record(FileResult(path, out, "failed", str(exc)))
+            full = full or (out if out_of_space(exc) else None)
+    return full
