@@ -776,6 +776,53 @@ def test_a_jpegs_whole_exif_goes_into_a_tiff(tmp_path, endian):
     assert _raw_tag(tmp_path / "a.tif", 33432) == "© Zoë".encode() + b"\0"
 
 
+@pytest.mark.parametrize("fill, mode", [(0, "RGBA"), (255, "RGBA"), (0, "LA"), (0, "RGBA16")])
+def test_a_cut_outs_transparent_fill_is_filled_from_the_picture_and_written_back_as_read(tmp_path, fill, mode):
+    """A cut-out's transparent pixels hold one colour, whose hard edge cost the picture beside it
+    (benchmarks/transparent_fill.py). They are filled smoothly from the visible pixels around them
+    while the image is denoised, and go back exactly as read; alpha is untouched."""
+    channels = 1 if mode == "LA" else 3
+    rgb = smooth_image(37, 31, channels=channels).reshape(37, 31, channels)
+    alpha = np.zeros((37, 31), np.uint8)
+    alpha[8:30, 6:25] = 255
+    alpha[8:30, 5] = 128  # a soft edge, which is visible and is left alone
+    rgb[alpha == 0] = fill
+    if mode == "RGBA16":
+        arr = np.dstack([rgb.astype(np.uint16) * 257, alpha.astype(np.uint16) * 257])
+        tifffile.imwrite(tmp_path / "a.tif", arr, photometric="rgb", extrasamples=["unassalpha"])
+        path = tmp_path / "a.tif"
+    else:
+        Image.fromarray(np.dstack([rgb, alpha]) if channels == 3 else np.dstack([rgb[..., 0], alpha]), mode).save(tmp_path / "a.png")
+        path = tmp_path / "a.png"
+    img = read_image(path)
+    pixels = np.moveaxis(img.pixels.numpy(), 0, -1) * 255
+    seen = alpha > 0
+    assert np.allclose(pixels[seen], rgb[seen], atol=0.01)
+    hidden = pixels[~seen]
+    assert hidden.min() >= rgb[seen].min() - 0.01 and hidden.max() <= rgb[seen].max() + 0.01  # from the picture, not the fill
+    beside = rgb[8, 10:20].astype(float)  # the visible row under the fill
+    assert np.abs(pixels[7, 10:20] - beside).mean() < np.abs(fill - beside).mean() / 2  # close to it, where the fill stepped
+    img.pixels = (img.pixels + 0.02).clamp(0, 1)  # as a denoiser changes every pixel
+    write_image(img, tmp_path / f"out{path.suffix}")
+    out = tifffile.imread(tmp_path / "out.tif") if mode == "RGBA16" else np.asarray(Image.open(tmp_path / "out.png"))
+    out = out.reshape(37, 31, channels + 1)
+    scale = 257 if mode == "RGBA16" else 1
+    assert np.array_equal(out[..., -1], alpha.astype(out.dtype) * scale)
+    assert np.array_equal(out[..., :-1][~seen], rgb[~seen].astype(out.dtype) * scale)
+    assert not np.array_equal(out[..., :-1][seen], rgb[seen].astype(out.dtype) * scale)
+
+
+def test_transparent_pixels_that_hold_a_picture_are_left_as_they_are(tmp_path):
+    """An editor that keeps the photo under erased areas: those pixels are the picture's own
+    continuation, better context than any fill, and are denoised with it as before."""
+    rgb = np.clip(smooth_image(37, 31).astype(np.int16) + np.random.default_rng(0).normal(0, 20, (37, 31, 3)), 0, 255).astype(np.uint8)
+    alpha = np.zeros((37, 31), np.uint8)
+    alpha[8:30, 6:25] = 255
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "a.png")
+    img = read_image(tmp_path / "a.png")
+    assert "masked" not in img.info and np.allclose(np.moveaxis(img.pixels.numpy(), 0, -1) * 255, rgb, atol=0.01)
+
+
 @pytest.mark.parametrize("kind", ["assocalpha", "unassalpha"])
 def test_a_tiffs_alpha_keeps_its_kind(tmp_path, kind):
     """Premultiplied (associated) alpha was written back as straight, which darkens a viewer's
