@@ -929,7 +929,7 @@ def test_an_animation_is_refused_rather_than_cut_to_its_first_frame(tmp_path):
 
 def test_nan_and_infinite_floats_are_written_back_where_they_were(tmp_path):
     """Masked pixels of processed microscope data are NaN (or inf): they ended `run` with a
-    traceback. They are read as finite stand-ins drawn from the image and written back as they were."""
+    traceback. They are read as finite stand-ins and written back as they were."""
     arr = (np.random.default_rng(0).random((2, 23, 19)) * 40 + 10).astype(np.float32)
     arr[0, 3:6, 4:9] = np.nan
     arr[1, 7, 7], arr[1, 8, 8] = np.inf, -np.inf
@@ -944,6 +944,30 @@ def test_nan_and_infinite_floats_are_written_back_where_they_were(tmp_path):
     tifffile.imwrite(tmp_path / "void.tif", np.full((12, 12), np.nan, np.float32))
     with pytest.raises(DenoiseError, match="void.tif: no finite value"):
         read_image(tmp_path / "void.tif")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_pixels_set_aside_are_filled_from_the_data_around_them(tmp_path, dtype):
+    """NaN or no-data pixels held values drawn at random from the whole image, a step at the data's
+    edge that the denoiser smeared into it; they now hold the data around them, as a cut-out's
+    transparent pixels do (benchmarks/geotiff_nodata.py)."""
+    y, x = np.mgrid[0:40, 0:48]
+    arr = (1000 + 20 * x + 5 * y).astype(dtype)
+    hole = (slice(10, 20), slice(30, 40))
+    if dtype == np.float32:
+        arr[hole] = np.nan
+        tifffile.imwrite(tmp_path / "dem.tif", arr)
+    else:
+        arr[hole] = 0
+        tifffile.imwrite(tmp_path / "dem.tif", arr, extratags=[(42113, "s", 0, "0", True)])
+    img = read_image(tmp_path / "dem.tif")
+    lo, hi = img.info["float_range"] if dtype == np.float32 else (0, 65535)
+    values = img.pixels[0].numpy() * (hi - lo) + lo
+    ring = np.concatenate([arr[9, 29:41], arr[20, 29:41], arr[9:21, 29], arr[9:21, 40]]).astype(float)
+    assert ring.min() - 1 <= values[hole].min() and values[hole].max() <= ring.max() + 1
+    write_image(img, tmp_path / "out.tif")
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert (np.isnan(back[hole]).all() if dtype == np.float32 else (back[hole] == 0).all())
 
 
 def test_googles_container_xmp_is_not_kept_without_what_it_maps(tmp_path):

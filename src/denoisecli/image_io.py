@@ -824,21 +824,36 @@ def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None
     if not valid.all():
         if not valid.any() and span is None:
             raise DenoiseError(f"{path}: no finite value (all NaN, infinite or no-data)")
-        arr, info = _set_aside(arr, valid, info, np.array([span[0]], np.float32) if span else None)
+        arr, info = _set_aside(arr, valid, info, np.array([span[0]], np.float32) if span else None, stack)
     lo, hi = span or _span_of(float(arr.min()), float(arr.max()))
     info = {**info, "float_range": (lo, hi)}
     return LoadedImage(_to_tensor((arr - lo) / (hi - lo), 1.0, stack), fmt, 32, alpha, info)
 
 
-def _set_aside(arr: np.ndarray, valid: np.ndarray, info: dict[str, Any], fill: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def _set_aside(arr: np.ndarray, valid: np.ndarray, info: dict[str, Any], fill: np.ndarray | None = None,
+               stack: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Pixels that hold no value (NaN, a GeoTIFF's no-data value) are written back exactly as
-    read (``info["masked"]``), and meanwhile hold values drawn from the image's own (``fill`` where
-    it has none), which read as texture: the noise estimate, which reads the flattest patches,
-    does not take them for noise-free, and they do not set the range the image is denoised on."""
+    read (``info["masked"]``), and meanwhile hold values filled from the picture around them
+    (``_push_pull``; a plane with none, values drawn from the rest, else ``fill``), so they neither
+    set the range the image is denoised on nor step at the data's edge: the terrain of
+    benchmarks/geotiff_nodata.py came out 2.54 m RMS so at 3 m of noise, 2.61 with values drawn
+    at random (until 2026-11-29), its largest error by the border 11.2 m against 12.1 (at 15 m:
+    7.39 and 37.4 against 7.38 and 44.8). ``stack``: ``arr`` leads with its planes."""
     kept = (np.flatnonzero(~valid), arr[~valid])
     arr = arr.copy()
     pool = arr[valid] if valid.any() else fill
-    arr[~valid] = np.random.default_rng(0).choice(pool, size=int((~valid).sum())) if pool is not None else 0
+    grey = arr.ndim == (3 if stack else 2)
+    planes, holes = (a.reshape(-1, *a.shape[int(stack):][:2], 1 if grey else a.shape[-1]) for a in (arr, valid))
+    for k in range(planes.shape[0]):
+        for c in range(planes.shape[3]):
+            plane, ok = planes[k, :, :, c], holes[k, :, :, c]
+            if ok.all():
+                continue
+            if ok.any():
+                filled = _push_pull(torch.from_numpy(plane.astype(np.float32))[None], torch.from_numpy(ok))[0].numpy()
+                plane[~ok] = np.round(filled[~ok]) if arr.dtype.kind in "iu" else filled[~ok]
+            else:
+                plane[...] = np.random.default_rng(0).choice(pool, size=plane.shape) if pool is not None else 0
     return arr, {**info, "masked": kept}
 
 
@@ -879,7 +894,7 @@ def _push_pull(pixels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     fill: a smooth one it read as noise-free (sigma 0 on a cut-out photo at sigma 25)."""
     import torch.nn.functional as F
 
-    total, weight = (pixels * valid)[None], valid[None, None].to(pixels.dtype)
+    total, weight = torch.where(valid, pixels, 0)[None], valid[None, None].to(pixels.dtype)  # a NaN times 0 is NaN
     levels = []
     while max(weight.shape[-2:]) > 1:
         levels.append((total, weight))
@@ -1179,7 +1194,7 @@ class TiffStack:
         nodata = nodata if nodata is not None and nodata.any() else None
         if arr.dtype in (np.uint8, np.uint16):
             if nodata is not None:
-                arr, info = _set_aside(arr, ~nodata, info)
+                arr, info = _set_aside(arr, ~nodata, info, stack=bool(lead))
             return LoadedImage(_to_tensor(arr, 255.0 if arr.dtype == np.uint8 else 65535.0, bool(lead)), "TIFF",
                                8 if arr.dtype == np.uint8 else 16, alpha, info)
         if arr.dtype.kind == "f" or (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4):
