@@ -113,6 +113,20 @@ def test_out_of_memory_retries_with_smaller_tiles(tiny_model_file, monkeypatch):
     assert (y - whole).abs().max() < 1 / 255
 
 
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_the_bar_moves_through_a_large_photos_windows(tmp_path, tiny_model_file, ensemble):
+    """One large photo sat at 0 of 1 on the bar for the minute it took; the share of it done is
+    now heard window by window (each of the ensemble's eight passes in turn), up to the whole."""
+    save(tmp_path / "in" / "big.png", smooth_image(150, 170))
+    save(tmp_path / "in" / "small.png", smooth_image(30, 40))
+    shares = []
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file, tile=64, ensemble=ensemble),
+                           on_share=shares.append)
+    assert report.count("denoised") == 2
+    windows = 4 * 4 * (8 if ensemble else 1)  # 150x170 in windows of 64 that overlap by 28: 4 by 4
+    assert len(shares) == windows and shares == sorted(shares) and shares[-1] == pytest.approx(1.0) and shares[0] > 0
+
+
 def test_interrupted_write_leaves_nothing_and_a_rerun_finishes(clean_dir, tmp_path, tiny_model_file, monkeypatch):
     real_save = Image.Image.save
     calls = {"n": 0}

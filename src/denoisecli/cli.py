@@ -409,8 +409,13 @@ def run_cmd(
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.update(task, completed=done, mps=mp / elapsed, ips=n / elapsed)
 
+            def on_share(share: float) -> None:
+                # the share of the file under way (a stack's slabs, a large photo's windows); a file
+                # read ahead may start before the one before it is written, so the bar only moves on
+                bar.update(task, completed=max(done + share, bar.tasks[0].completed))
+
             report = denoise_files(inputs, output, opts, on_file=on_file, on_plan=lambda total: bar.update(task, total=total),
-                                   on_share=lambda share: bar.update(task, completed=done + share))
+                                   on_share=on_share)
         if json_out:
             _write_json(json_out, report.to_dict())
     _summary(report, "estimated" if dry_run else "denoised")

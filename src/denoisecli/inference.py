@@ -165,8 +165,10 @@ def denoise_tensor(
     context: int = CONTEXT,
     blend: int = BLEND,
     sigma: torch.Tensor | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise a [B, C, H, W] batch whole, or in overlapping windows of ``tile`` pixels.
+    """Denoise a [B, C, H, W] batch whole, or in overlapping windows of ``tile`` pixels;
+    ``on_window`` hears (windows done, windows in all) after each.
 
     Neighbouring windows overlap by ``2 * context + blend``: each window's outer
     ``context`` pixels on inner edges only give the model context and are dropped,
@@ -190,13 +192,16 @@ def denoise_tensor(
                            f"plus the model's {align}-pixel stride")
     out = torch.zeros_like(x)
     weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
-    for top, th in _windows(h, tile, overlap, align):
+    rows, cols = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
+    for i, (top, th) in enumerate(rows):
         wy = _axis_weights(top, th, h, context, blend)
-        for left, tw in _windows(w, tile, overlap, align):
+        for j, (left, tw) in enumerate(cols):
             wx = _axis_weights(left, tw, w, context, blend)
             win = (wy[:, None] * wx[None, :]).to(device=x.device, dtype=x.dtype)
             out[..., top : top + th, left : left + tw] += run(slice(top, top + th), slice(left, left + tw)) * win
             weight[..., top : top + th, left : left + tw] += win
+            if on_window is not None:
+                on_window(i * len(cols) + j + 1, len(rows) * len(cols))
     return (out / weight).clamp_(0, 1)
 
 
@@ -241,6 +246,9 @@ class Denoiser:
         self.ensemble = ensemble
         self.int8 = int8
         self.int8_used: set[Path] = set()
+        # hears the share of a call of ``batch`` done, window by window where the image is tiled: a
+        # progress bar that moves through one large photo, where it sat still for a minute
+        self.on_share: Callable[[float], None] | None = None
         self._models: dict[Path, nn.Module] = {}
         self._loading = Lock()
         if self.weights is not None:
@@ -417,23 +425,31 @@ class Denoiser:
         from denoisecli.noise_estimate import level_input
 
         sigma = level_input([lv.fed for lv in levels], self.device) if levels is not None else None
+        passes = len(DIHEDRAL) if self.ensemble else 1
+        hear = self.on_share
+
+        def heard(index: int) -> Callable[[int, int], None] | None:
+            return None if hear is None else lambda done, total: hear((index + done / total) / passes)
+
         if self.ensemble:
             turned = (lambda k, f: dihedral(sigma, k, f)) if sigma is not None and sigma.ndim == 4 else (lambda k, f: sigma)
-            y = sum(dihedral(self._run(model, dihedral(x, k, f), tile, name, turned(k, f)), k, f, inverse=True) for k, f in DIHEDRAL)
+            y = sum(dihedral(self._run(model, dihedral(x, k, f), tile, name, turned(k, f), heard(i)), k, f, inverse=True)
+                    for i, (k, f) in enumerate(DIHEDRAL))
             y = y / len(DIHEDRAL)
         else:
-            y = self._run(model, x, tile, name, sigma)
+            y = self._run(model, x, tile, name, sigma, heard(0))
         if c != mc:
             y = y.mean(dim=1, keepdim=True)
         outs = [_unstretched(out if st is None else st.inverse(out), lo, span) for out, (lo, span), st in zip(y.cpu(), ranges, stabs)]
         hots = [lv.hot_mask for lv in levels] if known else [_hot(im, lo, span) for im, (lo, span) in zip(images, ranges)]
         return [out if hot is None else torch.where(hot.cpu(), im.cpu(), out) for out, im, hot in zip(outs, images, hots)]
 
-    def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, model: nn.Module, x: torch.Tensor, tile: int | None, name: str, sigma: torch.Tensor | None,
+             on_window: Callable[[int, int], None] | None = None) -> torch.Tensor:
         while True:
             try:
                 return denoise_tensor(model, x, tile=tile, context=min(CONTEXT, (tile or 0) // 6),
-                                      blend=min(BLEND, (tile or 0) // 8), sigma=sigma)
+                                      blend=min(BLEND, (tile or 0) // 8), sigma=sigma, on_window=on_window)
             except torch.OutOfMemoryError as exc:
                 if x.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -537,6 +553,7 @@ def denoise_files(
             first = str(pending[0][0])
             grey_copies = [denoiser.grey_copy(img.planes[0]) for _, _, img, _, _ in pending]  # of the input, read before it is overwritten
             planes = [(p, lv, s) for _, _, img, lvs, ss in pending for p, lv, s in zip(img.planes, lvs, ss)]
+            denoiser.on_share = on_share if len(planes) == 1 else None  # one image: the bar moves through its windows
             try:
                 _denoise_in_place(denoiser, planes, opts.batch, first)
             except Exception as exc:  # anything unforeseen ends these files, not the batch
@@ -544,6 +561,8 @@ def denoise_files(
                     record(FileResult(path, out, "failed", _pass_failure(exc, first, path)))
                 pending.clear()
                 return
+            finally:
+                denoiser.on_share = None
             for (path, out, img, lvs, splits), grey_copy in zip(pending, grey_copies):
                 detail, info = _described(_notes(img, fmt), lvs, splits, grey_copy, opts)
                 writes.append((path, out, img.megapixels, detail, info, pool.submit(write_image, img, out, fmt, opts.jpeg_quality)))
