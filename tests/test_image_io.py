@@ -220,6 +220,19 @@ def test_la_and_palette_images(tmp_path):
     assert read_image(tmp_path / "p.png").channels == 3
 
 
+@pytest.mark.parametrize("transparent", [False, True])
+def test_a_grey_palette_png_is_grey_in_and_out(tmp_path, transparent):
+    """A scan or a chart saved as indexed colour with a grey palette came out as RGB, three equal
+    channels three times the size; it is read and written as grey (with its transparent index as alpha)."""
+    grey = smooth_image(16, 18, channels=1).reshape(16, 18)
+    Image.fromarray(grey).convert("P").save(tmp_path / "p.png", **({"transparency": int(grey[0, 0])} if transparent else {}))
+    img = read_image(tmp_path / "p.png")
+    assert img.channels == 1 and (img.alpha is not None) == transparent
+    assert np.array_equal(np.round(img.pixels[0].numpy() * 255).astype(np.uint8)[grey != grey[0, 0]], grey[grey != grey[0, 0]])
+    write_image(img, tmp_path / "out.png")
+    assert Image.open(tmp_path / "out.png").mode == ("LA" if transparent else "L")
+
+
 def test_cmyk_is_refused_clearly(tmp_path):
     Image.fromarray(smooth_image(8, 8)).convert("CMYK").save(tmp_path / "c.jpg")
     with pytest.raises(DenoiseError, match="CMYK images are not supported"):

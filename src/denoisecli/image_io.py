@@ -789,6 +789,8 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
         raise DenoiseError(f"{path}: {mode} images are not supported; convert to RGB first")
     if mode == "P" or mode == "PA":
         im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+        if _grey(im):  # a grey palette (a scan saved as indexed colour): grey in and out, where it came out RGB
+            im = im.convert("LA" if im.mode == "RGBA" else "L")
     elif mode in ("L", "RGB") and "transparency" in im.info:
         # a PNG's transparent colour (tRNS: a logo's white, say): after denoising no pixel is that
         # colour, so the background came out opaque (until 2026-11-29); it becomes alpha
@@ -810,6 +812,12 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     if im.mode not in ("L", "RGB"):
         raise DenoiseError(f"{path}: {im.mode} images are not supported")
     return LoadedImage(_to_tensor(np.asarray(im), 255.0), fmt, 8, alpha, info)
+
+
+def _grey(im: Image.Image) -> bool:
+    """Whether an RGB(A) image's colour channels are all equal."""
+    r, g, b = (np.asarray(im.getchannel(c)) for c in "RGB")
+    return bool(np.array_equal(r, g) and np.array_equal(g, b))
 
 
 def _float_image(path: Path, arr: np.ndarray, fmt: str, alpha: np.ndarray | None, info: dict[str, Any],
