@@ -16,7 +16,9 @@ from conftest import save, smooth_image
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["train", "--help"], ["add-noise", "--help"], ["run"]])
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["train", "--help"], ["add-noise", "--help"], ["run"],
+                                  ["run", "no_such_folder"], ["add-noise", "no_such_folder", "out"], ["train", "no_such_folder", "--out", "r"],
+                                  ["eval", "no_such_folder"]])
 def test_help_and_argument_errors_do_not_import_torch(args):
     code = (
         "import sys\nfrom denoisecli.cli import main\nsys.argv = ['denoise', *sys.argv[1:]]\n"

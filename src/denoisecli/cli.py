@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from denoisecli.errors import DenoiseError
+from denoisecli.errors import DenoiseError, no_such_path
 
 if TYPE_CHECKING:
     from denoisecli.files import BatchReport, FileResult
@@ -50,6 +50,13 @@ def user_errors() -> Iterator[None]:
     except DenoiseError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _existing(*paths: Path | None) -> None:
+    """Inputs that are not there are said before torch is imported, which takes seconds."""
+    for path in paths:
+        if path is not None and not path.exists():
+            raise no_such_path(path)
 
 
 @contextmanager
@@ -233,6 +240,7 @@ def add_noise_cmd(
     if std is not None and noise.value not in NORMAL:
         raise typer.BadParameter("--std applies to --noise gaussian and gaussian-shared", param_hint="--std")
     with user_errors():
+        _existing(input)
         from denoisecli.addnoise import add_noise
 
         levels = _levels(noise, sigma, peak, amount, quality, correlation)
@@ -306,6 +314,7 @@ def train_cmd(
         raise typer.BadParameter("must be 1 or 3", param_hint="--channels")
     mixed = _parse_mix(mix)
     with user_errors():
+        _existing(data)
         from denoisecli.training import TrainOptions, train
 
         model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks, "noise_map": noise_map}.items() if v is not None}
@@ -384,6 +393,7 @@ def run_cmd(
 ) -> None:
     """Denoise image files or folders of images."""
     with user_errors():
+        _existing(*inputs)
         import time
 
         from denoisecli.inference import RunOptions, denoise_files
@@ -464,6 +474,7 @@ def eval_cmd(
     levels = _floats(level, "--level") if level else None
     correlations = _floats(correlation, "--correlation") if correlation else None
     with user_errors():
+        _existing(clean_dir, noisy)
         from denoisecli.evaluation import HIGH_DEPTH, PROTOCOLS, evaluate
 
         baselines = tuple(baseline or ())

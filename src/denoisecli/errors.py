@@ -9,3 +9,8 @@ def first_line(exc: BaseException) -> str:
     """A library's exception in the few words a one-line message has room for: its first line, or
     its type where it has no message (decoders and encoders of untrusted files raise many kinds)."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def no_such_path(path: object) -> DenoiseError:
+    """One wording wherever an input is not there, which the CLI says before it imports torch."""
+    return DenoiseError(f"{path}: no such file or folder")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from denoisecli.errors import DenoiseError
+from denoisecli.errors import DenoiseError, no_such_path
 from denoisecli.image_io import READABLE, conversion_hints, is_image_path, list_images, require_images, unread_files
 
 
@@ -71,7 +71,7 @@ def plan(src: Path, dst: Path, suffix: str | Callable[[Path], str] | None = None
     suffix_of = (lambda _: suffix) if isinstance(suffix, str) else suffix
     src, dst = Path(src), Path(dst)
     if not src.exists():
-        raise DenoiseError(f"{src}: no such file or folder")
+        raise no_such_path(src)
     if src.is_file():
         if not is_image_path(src):
             raise DenoiseError(f"{src}: not an image file name (it reads {READABLE}){conversion_hints([src.suffix])}")

@@ -34,7 +34,7 @@ from PIL import Image, ImageFile
 
 from denoisecli.atomic import atomic_write
 from denoisecli.device import format_bytes
-from denoisecli.errors import DenoiseError, first_line
+from denoisecli.errors import DenoiseError, first_line, no_such_path
 
 HEIF_SUFFIXES = {".heic", ".heif", ".hif"}  # .hif: Canon and Sony cameras' 10-bit HEIF
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}  # the ftyp box's major brand
@@ -243,7 +243,7 @@ def _files(root: Path, exclude: Path | None) -> list[Path]:
     exit 1, and a ``.thumbnails`` folder was denoised with the photos (until 2026-11-29). A
     hidden file or folder named as the input itself is read."""
     if not root.is_dir():
-        raise DenoiseError(f"{root}: no such file or folder")
+        raise no_such_path(root)
     skip = exclude.resolve() if exclude is not None else None
     found = []
     for folder, subfolders, files in os.walk(root):
