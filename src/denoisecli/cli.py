@@ -204,16 +204,12 @@ def _parse_mix(items: list[str] | None) -> dict[str, float] | None:
 
 def _levels(noise: Noise, sigma: str | None, peak: str | None, amount: str | None, quality: str | None,
             correlation: str | None = None) -> dict | None:
+    ranges = {name: _parse_range(text, f"--{name}", top) if text else None  # a malformed range is said before torch is imported
+              for name, text, top in (("sigma", sigma, 255), ("peak", peak, 1e9), ("amount", amount, 1), ("quality", quality, 100),
+                                      ("correlation", correlation, 1))}
     from denoisecli.noise import user_levels
 
-    return user_levels(
-        noise.value,
-        sigma=_parse_range(sigma, "--sigma", 255) if sigma else None,
-        peak=_parse_range(peak, "--peak", 1e9) if peak else None,
-        amount=_parse_range(amount, "--amount", 1) if amount else None,
-        quality=_parse_range(quality, "--quality", 100) if quality else None,
-        correlation=_parse_range(correlation, "--correlation", 1) if correlation else None,
-    )
+    return user_levels(noise.value, **ranges)
 
 
 @app.command("add-noise")
@@ -241,9 +237,9 @@ def add_noise_cmd(
         raise typer.BadParameter("--std applies to --noise gaussian and gaussian-shared", param_hint="--std")
     with user_errors():
         _existing(input)
+        levels = _levels(noise, sigma, peak, amount, quality, correlation)
         from denoisecli.addnoise import add_noise
 
-        levels = _levels(noise, sigma, peak, amount, quality, correlation)
         if std is not None:
             levels = {**(levels or {}), "std": (std, std)}
         with _progress() as bar:
@@ -315,6 +311,7 @@ def train_cmd(
     mixed = _parse_mix(mix)
     with user_errors():
         _existing(data)
+        levels = _levels(noise, sigma, peak, amount, quality, correlation)
         from denoisecli.training import TrainOptions, train
 
         model = {k: v for k, v in {"width": width, "depth": depth, "blocks": blocks, "noise_map": noise_map}.items() if v is not None}
@@ -322,7 +319,7 @@ def train_cmd(
             model["level"] = "map"
         opts = TrainOptions(
             data=str(data), out=str(out), steps=steps, epochs=epochs, batch=batch, patch=patch, lr=lr,
-            noise=noise.value, levels=_levels(noise, sigma, peak, amount, quality, correlation), mix=mixed, downscale=downscale, max_megapixels=max_megapixels,
+            noise=noise.value, levels=levels, mix=mixed, downscale=downscale, max_megapixels=max_megapixels,
             max_pixels=int(max_pixels * 1e6),
             independent_channels=independent_channels, overset=overset,
             noisy=str(noisy) if noisy else None, val=str(val) if val else None, val_every=val_every,
