@@ -712,6 +712,24 @@ def test_a_jpegs_comment_goes_back_into_it(tmp_path):
     assert Image.open(tmp_path / "out.jpg").info["comment"] == b"scanned at 2400 dpi"
 
 
+@pytest.mark.parametrize("fmt, name", [("BMP", "out.bmp"), ("PPM", "out.ppm")])
+def test_a_portrait_photo_written_where_exif_cannot_go_is_turned_upright(tmp_path, fmt, name):
+    """BMP and PPM hold no EXIF, so a phone's portrait photo (orientation 6) came out sideways;
+    its orientation now goes into the pixels, and `-v` says what was left out."""
+    from denoisecli.image_io import left_out
+
+    arr = smooth_image(30, 44)
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(arr).save(tmp_path / "IMG_1.jpg", quality=95, exif=exif.tobytes())
+    img = read_image(tmp_path / "IMG_1.jpg")
+    assert left_out(img, fmt) == [f"left out: its EXIF, which {'BMP' if fmt == 'BMP' else 'PGM/PPM'} cannot hold (its orientation is turned into the pixels)"]
+    write_image(img, tmp_path / name, fmt)
+    out = np.asarray(Image.open(tmp_path / name).convert("RGB")).astype(float)
+    shown = np.rot90(np.asarray(Image.open(tmp_path / "IMG_1.jpg").convert("RGB")), k=-1).astype(float)  # as a viewer turns it
+    assert out.shape == (44, 30, 3) and np.abs(out - shown).mean() < 3
+
+
 def test_make_model_orientation_and_date_cross_between_exif_and_tiff_tags(tmp_path):
     """A phone's portrait JPEG written as TIFF (`run --format tiff`) came out sideways: its EXIF
     orientation was dropped, with its make, model and date. They now become the TIFF's tags of the

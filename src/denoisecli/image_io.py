@@ -1525,6 +1525,10 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
     if fmt == "AVIF" and _wide(info):
         held = [name for key, name in (("exif", "EXIF"), ("xmp", "XMP"), ("icc_profile", "ICC profile")) if info.get(key)]
         lost += [f"its {' and '.join(held)}, which the AVIF writer for HDR and wide colour cannot hold"] if held else []
+    if fmt in ("BMP", "PPM"):
+        held = [name for key, name in (("exif", "EXIF"), ("xmp", "XMP"), ("icc_profile", "ICC profile")) if info.get(key)]
+        lost += [f"its {' and '.join(held)}, which {'BMP' if fmt == 'BMP' else 'PGM/PPM'} cannot hold"
+                 + (" (its orientation is turned into the pixels)" if info.get("exif") else "")] if held else []
     return [f"left out: {'; '.join(lost)}"] if lost else []
 
 
@@ -1597,10 +1601,12 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         kwargs = {"dpi": kwargs["dpi"]} if "dpi" in kwargs else {}
         if im.mode == "LA":
             im = _on_white(im)
+        im = _upright(im, img.info)
     elif fmt == "PPM":  # netpbm holds pixels alone
         kwargs = {}
         if im.mode in ("RGBA", "LA"):
             im = _on_white(im)
+        im = _upright(im, img.info)
     elif fmt == "PNG":
         if im.mode == "F":
             raise DenoiseError(f"{path}: 32-bit float images cannot be written as PNG; use --format tiff")
@@ -1619,6 +1625,17 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
             if cicp:
                 kwargs["pnginfo"].add(b"cICP", cicp)
     atomic_write(Path(path), lambda f: im.save(f, format=fmt, **kwargs))
+
+
+def _upright(im: Image.Image, info: dict[str, Any]) -> Image.Image:
+    """The picture as its EXIF orientation shows it, for a format that holds no EXIF (BMP, PPM):
+    a phone's portrait photo came out sideways (until 2026-11-29)."""
+    if not info.get("exif"):
+        return im
+    from PIL import ImageOps
+
+    im.info["exif"] = info["exif"]
+    return ImageOps.exif_transpose(im)
 
 
 def _wide(info: dict[str, Any]) -> bool:
