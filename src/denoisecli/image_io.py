@@ -1718,7 +1718,8 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     extra["extratags"] = [(code, dtype, 0 if dtype == 2 else count, value, True) for code, dtype, count, value in img.info.get("tiff_tags", [])]
     if img.info.get("xmp"):
         extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
-    exif = _exif_directories(img.info.get("exif")) if stack is None else {}
+    # not into an ImageJ file past 4 GB, a classic TIFF whose offsets cannot reach past its data
+    exif = _exif_directories(img.info.get("exif")) if stack is None and not (big and img.info.get("imagej") is not None) else {}
     # placeholders that ``_with_exif`` renumbers and points: tifffile refuses these tags' numbers, and
     # one less sorts where they go (no tag has it in a first directory)
     extra["extratags"] += [(code - 1, 16 if big else 4, 1, 0, True) for code in exif]
