@@ -1440,6 +1440,20 @@ def test_an_electron_microscopes_settings_stay_with_its_picture(tmp_path, maker)
     assert left_out(img) == [] and left_out(img, "png") == [f"left out: its {maker.upper() if maker != 'zeiss' else 'Zeiss'} SEM settings"]
 
 
+def test_an_andor_cameras_settings_stay_with_its_frame(tmp_path):
+    """An EMCCD frame from Andor's Solis carries its exposure, temperature and model in tags of
+    Andor's own (4864-5030), dropped without a word until 2026-11-29."""
+    tags = [(4864, 4, 1, 1, True), (4869, 11, 1, -70.0, True), (4876, 11, 1, 0.05, True), (4914, 2, 0, "DU-897_BV", True)]
+    tifffile.imwrite(tmp_path / "frame.tif", smooth_image(40, 48, channels=1).astype(np.uint16) * 40, extratags=tags)
+    img = read_image(tmp_path / "frame.tif")
+    write_image(img, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert tf.is_andor and {t.code: t.value for t in tf.pages[0].tags if 4864 <= t.code <= 5030} == {
+            4864: 1, 4869: -70.0, 4876: pytest.approx(0.05), 4914: "DU-897_BV"}
+    from denoisecli.image_io import left_out
+    assert left_out(img, "png") == ["left out: its Andor camera settings"]
+
+
 def test_tags_no_output_keeps_are_named(tmp_path):
     """An instrument's or an editor's private tags, a stack's per-page settings and Photoshop's image
     resources went without a word; `run -v` names them."""

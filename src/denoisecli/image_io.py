@@ -109,7 +109,9 @@ GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # from which Fiji and the makers' software read its scale (dropped without a word until 2026-11-29);
 # a stack's pages each hold their own, which one set of tags for a stream of pages cannot carry
 PLANE_TIFF_TAGS = {51123: "its Micro-Manager frame metadata", 34118: "its Zeiss SEM settings", 34680: "its FEI SEM settings",
-                   34682: "its FEI SEM settings", 50431: "its TESCAN SEM settings"}
+                   34682: "its FEI SEM settings", 50431: "its TESCAN SEM settings",
+                   # an Andor camera's (Solis): exposure, temperature, EM gain, readout, model and serial
+                   **dict.fromkeys(range(4864, 5031), "its Andor camera settings")}
 # the EXIF and GPS directories a TIFF points to (a raw converter's exposure, lens, capture date and
 # place), carried over as EXIF into any output and written back into a TIFF (``_with_exif``); a TIFF's
 # were dropped until 2026-11-29, and a JPEG's went into a TIFF as its make, model and date alone
