@@ -25,7 +25,7 @@ def test_files_it_does_not_read_come_with_what_to_make_of_them():
     from denoisecli.image_io import conversion_hints
 
     assert conversion_hints([".CR2", ".czi"]).startswith(". Camera RAW: export a 16-bit TIFF")
-    assert ". Microscope files: save them as OME-TIFF" in conversion_hints([".CR2", ".czi"])
+    assert ". Microscope files: save them as OME-TIFF" in conversion_hints([".CR2", ".czi"]) == conversion_hints([".CR2", ".dm4"])
     assert conversion_hints([".exr"]) == ". HDR images: save them as 32-bit float TIFF"
     assert conversion_hints([".mov"]).startswith(". Video: extract its frames first")
     assert conversion_hints([".FITS"]).startswith(". Astronomy images: save them as 32-bit float or 16-bit TIFF")

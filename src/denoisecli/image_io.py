@@ -49,10 +49,11 @@ DEFAULT_MAX_PIXELS = 120_000_000
 # what to make of files this tool does not read, by kind: said wherever a folder or a file holds them
 CONVERSIONS = (
     ({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw", ".x3f",
-      ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".rwl"},
+      ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".rwl", ".gpr", ".mos", ".mef", ".dcr"},
      "camera RAW: export a 16-bit TIFF with the converter's own noise reduction off (darktable, RawTherapee, "
      "Lightroom; dcraw -6 -T) and denoise that"),
-    ({".czi", ".nd2", ".lif", ".lsm", ".oib", ".oif", ".ims", ".vsi", ".lei", ".zvi", ".dv", ".sld", ".stk"},
+    ({".czi", ".nd2", ".lif", ".lsm", ".oib", ".oif", ".oir", ".ims", ".vsi", ".lei", ".zvi", ".dv", ".sld", ".stk",
+      ".dm3", ".dm4", ".mrc", ".emd", ".ser"},  # light microscopes', and electron microscopes' (Gatan, cryo-EM, Thermo Fisher)
      "microscope files: save them as OME-TIFF (Fiji: File > Save As > OME-TIFF, or Bio-Formats' bfconvert), which keeps "
      "stacks and calibration"),
     ({".exr", ".hdr", ".pfm"}, "HDR images: save them as 32-bit float TIFF"),
