@@ -610,7 +610,7 @@ def test_a_tiff_stack_reads_slab_by_slab_as_it_reads_whole_and_writes_back_the_s
     """``TiffStack`` (which `run` streams) reads any run of pages alone, each on the whole file's
     scale (float: its range, which a slab of its own would not have), and writes the slabs back as
     the file's own layout."""
-    from denoisecli.image_io import TiffStack
+    from denoisecli.image_io import TiffStack, write_stacks
 
     arr = _float_arr((6, 31, 37))
     kwargs: dict = {"photometric": "minisblack"}
@@ -631,7 +631,7 @@ def test_a_tiff_stack_reads_slab_by_slab_as_it_reads_whole_and_writes_back_the_s
         slabs = [stack.read(i, min(i + 2, stack.pages)) for i in range(0, stack.pages, 2)]
         for i, slab in zip(range(0, stack.pages, 2), slabs):
             assert torch.equal(slab.pixels, whole[i * per : (i + 2) * per])
-        stack.write(tmp_path / "out.tif", iter(slabs))
+        write_stacks(tmp_path / "out.tif", [stack], [iter(slabs)])
     back = tifffile.imread(tmp_path / "out.tif")
     assert back.shape == arr.shape and back.dtype == arr.dtype
     assert np.array_equal(back, arr) if arr.dtype != np.float32 else np.allclose(back, arr, atol=1e-3)
@@ -911,10 +911,11 @@ def test_ome_tiff_keeps_its_xml_and_page_order(tmp_path):
         assert np.array_equal(b.series[0].asarray(), planes)
 
 
-def test_a_tiff_of_several_images_is_refused_and_previews_are_left_out(tmp_path):
+def test_a_tiff_of_several_images_is_refused_where_one_is_read_and_previews_are_left_out(tmp_path):
     """Several full images in one TIFF (an OME-TIFF of stage positions) used to come out as the
-    first page alone; they are refused in one line. Small previews beside one image are left out,
-    and the read says so (for run -v)."""
+    first page alone; where one image or stack is read (`train`, `eval`, `add-noise`) they are
+    refused in one line (`run` denoises each). Small previews beside one image are left out, and
+    the read says so (for run -v)."""
     with tifffile.TiffWriter(tmp_path / "positions.tif") as tw:
         tw.write(np.zeros((3, 40, 30), np.uint8), photometric="minisblack")
         tw.write(np.zeros((3, 40, 30), np.uint8), photometric="minisblack")
@@ -928,7 +929,7 @@ def test_a_tiff_of_several_images_is_refused_and_previews_are_left_out(tmp_path)
 
 
 def test_an_encoder_failure_is_one_line_naming_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(tifffile, "imwrite", lambda *a, **k: (_ for _ in ()).throw(ValueError("data too large\nmore")))
+    monkeypatch.setattr(tifffile.TiffWriter, "write", lambda *a, **k: (_ for _ in ()).throw(ValueError("data too large\nmore")))
     img = read_image(save(tmp_path / "a.png", smooth_image(13, 15)))
     with pytest.raises(DenoiseError, match=r"^.*out.tif: cannot write it as TIFF \(data too large\)$"):
         write_image(img, tmp_path / "out.tif", fmt="tiff")
@@ -1514,7 +1515,8 @@ def test_a_streamed_float_stacks_range_leaves_out_no_data(tmp_path):
     arr = (np.random.default_rng(0).random((4, 23, 19)) * 40 + 100).astype(np.float32)
     arr[2, :5, :5] = -9999
     tifffile.imwrite(tmp_path / "dem.tif", arr, photometric="minisblack", extratags=[(42113, "s", 0, "-9999", True)])
-    with open_stack(tmp_path / "dem.tif") as stack:
+    [stack] = open_stack(tmp_path / "dem.tif")
+    with stack:
         slab = stack.read(2, 4)
     assert slab.info["float_range"] == (float(arr[arr > 0].min()), float(arr.max()))
 

@@ -367,6 +367,37 @@ def test_a_tiff_stack_is_denoised_plane_by_plane_and_written_back_as_the_stack(t
         assert np.abs(out[i].astype(int) - expected).max() <= 1
 
 
+def test_a_tiff_of_several_images_comes_out_as_the_same_images_denoised(tmp_path, tiny_model_file):
+    """A TIFF holding several images (series: a microscope's stage positions, a scanned document's
+    pages of two sizes) was refused; each is denoised, and they go back in one file, in order, each
+    in its own shape and type, and `-v` says how many."""
+    rng = np.random.default_rng(0)
+    first = (smooth_image(40, 48, channels=1).reshape(1, 40, 48).repeat(5, 0) * 200).astype(np.uint16)
+    second = smooth_image(30, 36)
+    with tifffile.TiffWriter(tmp_path / "in" / "positions.tif" if (tmp_path / "in").mkdir() is None else None) as tw:
+        tw.write(np.clip(first + rng.normal(0, 500, first.shape), 0, 65535).astype(np.uint16), metadata={"axes": "ZYX"})
+        tw.write(np.clip(second + rng.normal(0, 20, second.shape), 0, 255).astype(np.uint8), photometric="rgb")
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file), "-v"])
+    assert result.exit_code == 0 and "2 images (series), 6 planes" in result.output, result.output
+    with tifffile.TiffFile(tmp_path / "in" / "positions.tif") as a, tifffile.TiffFile(tmp_path / "out" / "positions.tif") as b:
+        assert [(s.shape, s.dtype) for s in b.series] == [(s.shape, s.dtype) for s in a.series] == [((5, 40, 48), np.uint16), ((30, 36, 3), np.uint8)]
+        assert not np.array_equal(b.series[1].asarray(), a.series[1].asarray())
+
+
+def test_a_multi_position_ome_tiff_keeps_its_xml(tmp_path, tiny_model_file):
+    """An OME-TIFF of two stage positions (bfconvert's of a Leica file): both denoised, the XML
+    on the first page as it was, still mapping each plane to its page."""
+    with tifffile.TiffWriter(tmp_path / "in" / "plate.ome.tif" if (tmp_path / "in").mkdir() is None else None, ome=True) as tw:
+        for k in range(2):
+            tw.write((smooth_image(24, 20, channels=1, seed=k).reshape(1, 24, 20).repeat(3, 0)).astype(np.uint8),
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeXUnit": "µm"})
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
+    assert report.count("denoised") == 1, report.results
+    with tifffile.TiffFile(tmp_path / "in" / "plate.ome.tif") as a, tifffile.TiffFile(tmp_path / "out" / "plate.ome.tif") as b:
+        assert b.is_ome and b.pages[0].description == a.pages[0].description and len(b.pages) == 6
+        assert [s.shape for s in b.series] == [s.shape for s in a.series] == [(3, 24, 20), (3, 24, 20)]
+
+
 def test_a_stack_asked_for_in_another_format_fails_alone(tmp_path, tiny_model_file):
     import tifffile
 

@@ -356,23 +356,31 @@ def _across(info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def open_stack(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> TiffStack | None:
-    """A TIFF stack opened to be streamed (`run`), or None where the file is no stack, to be read
-    with ``read_image``. ``max_pixels`` bounds each plane, as a stack is never held whole."""
+def open_stack(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[TiffStack] | None:
+    """A TIFF stack opened to be streamed (`run`), or each of the images a TIFF holds (its series:
+    a microscope's stage positions, a Leica file's images through bfconvert; refused until
+    2026-11-29), one stack each; or None where the file is one image, to be read with
+    ``read_image``. ``max_pixels`` bounds each plane, as a stack is never held whole."""
     with _reading(Path(path)):
         with open(path, "rb") as f:
             if f.read(4) not in TIFF_SIGNATURES:
                 return None
-        stack = TiffStack(Path(path))
-        if stack.pages * stack.samples == 1:
-            stack.close()
-            return None
+        with _open_tiff(Path(path)) as tf:
+            mains = _main_series(Path(path), tf.series)[0]
+        stacks: list[TiffStack] = []
         try:
-            _check_size(stack.path, *stack.size, max_pixels, planes=stack.samples)
-        except DenoiseError:
-            stack.close()
+            for k in mains:
+                stacks.append(TiffStack(Path(path), series=k if len(mains) > 1 else None))
+            if len(stacks) == 1 and stacks[0].pages * stacks[0].samples == 1:
+                stacks[0].close()
+                return None
+            for stack in stacks:
+                _check_size(stack.path, *stack.size, max_pixels, planes=stack.samples)
+        except BaseException:
+            for stack in stacks:
+                stack.close()
             raise
-        return stack
+        return stacks
 
 
 @contextmanager
@@ -975,28 +983,33 @@ class TiffStack:
     at a time.
     """
 
-    def __init__(self, path: Path, stacks: bool = True) -> None:
+    def __init__(self, path: Path, stacks: bool = True, series: int | None = None) -> None:
         self.path = Path(path)
         self._repairs: list[str] = []
         self._span: tuple[float, float] | None = None
         self._file_order: list[int] | None = None
         self._colours: np.ndarray | None = None  # an indexed-colour palette's table, which its pages are read through
         self._nodata: float | None = None
-        self._main = 0  # the series that is the image (``_main_series``)
+        self._main = 0  # the series that is the image (``_main_series``), or the one of several asked for
         with _Repairs() as repairs:
             self._tf = _open_tiff(self.path)
             try:
-                self._layout(stacks)
+                self._layout(stacks, series)
             except BaseException:
                 self._tf.close()
                 raise
         self._repairs += repairs.found
 
-    def _layout(self, stacks: bool) -> None:
+    def _layout(self, stacks: bool, asked: int | None) -> None:
         from tifffile import TIFF
 
         tf, path = self._tf, self.path
-        self._main, previews = _main_series(path, tf.series)
+        mains, previews = _main_series(path, tf.series)
+        if asked is None and len(mains) > 1:
+            raise DenoiseError(f"{path}: a TIFF holding {len(mains)} images (series; e.g. several positions), where one image "
+                               "or stack was expected; `denoise run` denoises each, or save each in a file of its own first")
+        self._main = mains[0] if asked is None else asked
+        previews = previews if self._main == mains[0] else []  # said once, by the first image's
         series = tf.series[self._main]
         page = series.keyframe  # the page its layout and tags are read from (an OME file's first, with the XML)
         if len(series.levels) > 1:  # a cloud-optimised GeoTIFF's or a slide's overviews: they would show the noise
@@ -1062,14 +1075,20 @@ class TiffStack:
             info["stack"] = {**info.get("stack", {"axes": series.axes[: len(lead)]}),
                              "shape": (*lead, samples), "samples": samples, "separate": separate}
         at = [p.index if p is not None else None for p in series.pages] if tf.is_ome else []
-        if tf.is_ome and len(tf.series) == 1 and None not in at and sorted(at) == list(range(len(tf.pages))):
+        every = [p.index if p is not None else None for s in tf.series for p in s.pages] if tf.is_ome else []
+        if tf.is_ome and len(tf.series) > 1 and len(mains) == len(tf.series) and every == list(range(len(tf.pages))):
+            # several images, stored one after another: written back so, the XML on the first page
+            # still maps each plane to its page
+            if self._main == mains[0]:
+                info["ome"] = page.description
+        elif tf.is_ome and len(tf.series) == 1 and None not in at and sorted(at) == list(range(len(tf.pages))):
             info["ome"] = page.description
             # the XML maps each plane to a page of the file and is written back as it was, so the
             # pages go back in the file's order: where the XML stores planes out of that order,
             # writing them in the planes' order permuted them (until 2026-11-29)
             if at != sorted(at):
                 self._file_order = sorted(at)
-        elif tf.is_ome and len(tf.series) == 1:
+        elif tf.is_ome and self._main == mains[0]:
             # pages the XML does not describe (a thumbnail before the planes) or planes it maps to
             # missing pages: the output's pages would not be where the XML says; the axes stay
             previews = [*previews, "left out: its OME-XML, whose map of planes to pages the output could not keep"]
@@ -1112,6 +1131,10 @@ class TiffStack:
     @property
     def megapixels(self) -> float:
         return self.pages * self.samples * math.prod(self.size) / 1e6
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self._tf.series[self._main].dtype.itemsize
 
     @property
     def notes(self) -> list[str]:
@@ -1216,13 +1239,27 @@ class TiffStack:
             return _float_image(path, arr.astype(np.float32), "TIFF", alpha, {**info, **own}, bool(lead), span, nodata)
         raise DenoiseError(f"{path}: TIFF samples of type {arr.dtype} are not supported (integers of up to 32 bits, or float)")
 
-    def write(self, path: Path, slabs: Iterable[LoadedImage]) -> None:
-        """Write ``slabs`` (``read``'s, denoised, in order) as the same stack, page by page into a
-        temp file and then renamed, so an interrupted stream leaves no half-written file."""
-        slabs = iter(slabs)
-        first = next(slabs)  # the file's layout and metadata, as every slab's
-        with _writing(path, "TIFF"):
-            atomic_write(Path(path), lambda f: _write_tiff(first, f, itertools.chain([first], slabs)))
+
+
+def write_stacks(path: Path, stacks: list[TiffStack], parts: Iterable[Iterable[LoadedImage]]) -> None:
+    """Write each of ``parts`` (the slabs ``stacks`` ``read``, denoised, in order) as the same
+    stack, one after another in one file, page by page into a temp file and then renamed, so an
+    interrupted stream leaves no half-written file. Past 4 GB in all, every one is BigTIFF."""
+    import tifffile
+
+    def write(f: BinaryIO) -> None:
+        streams = [iter(slabs) for slabs in parts]
+        if len(streams) == 1:
+            first = next(streams[0])  # the image's layout and metadata, as every slab's
+            _write_tiff(first, f, itertools.chain([first], streams[0]))
+            return
+        with tifffile.TiffWriter(f, bigtiff=sum(stack.nbytes for stack in stacks) > CLASSIC_TIFF_BYTES) as tw:
+            for slabs in streams:
+                first = next(slabs)
+                _write_tiff(first, f, itertools.chain([first], slabs), writer=tw)
+
+    with _writing(path, "TIFF"):
+        atomic_write(Path(path), write)
 
 
 def _tiff_exif(path: Path, ifd: int, byteorder: str, bigtiff: bool) -> tuple[bytes | None, bool]:
@@ -1406,21 +1443,18 @@ def _open_tiff(path: Path) -> Any:
     return tifffile.TiffFile(path, _multifile=False)
 
 
-def _main_series(path: Path, series: list[Any]) -> tuple[int, list[str]]:
-    """The image a TIFF holds (a series, maybe a stack), the largest, with the notes for ``run -v``
-    that name the small previews beside it, which are left out of the output (they would show
-    the noise). A scanner's or a camera's TIFF may hold its thumbnail first: that file was
-    refused as one of several images (until 2026-11-29). A file with several full images (an
-    OME-TIFF of several stage positions) is refused: only the first used to be denoised, and the
-    output silently held only that."""
+def _main_series(path: Path, series: list[Any]) -> tuple[list[int], list[str]]:
+    """The images a TIFF holds (series, maybe stacks): those of at least a quarter of the largest's
+    size, with the notes for ``run -v`` that name the small previews beside them, which are left
+    out of the output (they would show the noise). A scanner's or a camera's TIFF may hold its
+    thumbnail first: that file was refused as one of several images (until 2026-11-29). Several
+    full images (an OME-TIFF of several stage positions): only the first used to be denoised, and
+    the output silently held only that."""
     sizes = [math.prod(s.shape) for s in series]
-    main = sizes.index(max(sizes))
-    others = [s for i, s in enumerate(series) if i != main]
-    if any(math.prod(s.shape) * 4 > sizes[main] for s in others):
-        raise DenoiseError(f"{path}: a TIFF holding {len(series)} images (series; e.g. several positions), where "
-                           "one image or stack was expected; save each in a file of its own first")
-    return main, [f"left out: {len(others)} preview{'s' if len(others) > 1 else ''} "
-                  f"({', '.join('x'.join(map(str, s.shape)) for s in others)})"] if others else []
+    mains = [i for i, size in enumerate(sizes) if size * 4 > max(sizes)]
+    others = [s for i, s in enumerate(series) if i not in mains]
+    return mains, [f"left out: {len(others)} preview{'s' if len(others) > 1 else ''} "
+                   f"({', '.join('x'.join(map(str, s.shape)) for s in others)})"] if others else []
 
 
 def _ratio(v: Any) -> float:
@@ -1692,11 +1726,12 @@ def _heif_options(img: LoadedImage, path: Path, quality: int) -> dict[str, Any]:
     return options
 
 
-def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | None = None) -> None:
+def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | None = None, writer: Any = None) -> None:
     """The TIFF with the input's compression and predictor: without its horizontal differencing
     (image editors' usual "LZW with predictor"), a denoised 8-bit Kodak24 image took 1.47x the
     bytes in LZW and 1.25x in deflate (16-bit: 1.08x and 1.07x). A stack goes page by page, from
-    ``slabs`` where it is streamed (``TiffStack.write``): it is never held whole in the file's type."""
+    ``slabs`` where it is streamed (``write_stacks``): it is never held whole in the file's type.
+    ``writer``: a tifffile.TiffWriter this image goes into after others (``write_stacks``)."""
     import tifffile
 
     stack = img.info.get("stack")
@@ -1722,7 +1757,7 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     if img.info.get("xmp"):
         extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
     # not into an ImageJ file past 4 GB, a classic TIFF whose offsets cannot reach past its data
-    exif = _exif_directories(img.info.get("exif")) if stack is None and not (big and img.info.get("imagej") is not None) else {}
+    exif = _exif_directories(img.info.get("exif")) if stack is None and writer is None and not (big and img.info.get("imagej") is not None) else {}
     # placeholders that ``_with_exif`` renumbers and points: tifffile refuses these tags' numbers, and
     # one less sorts where they go (no tag has it in a first directory)
     extra["extratags"] += [(code - 1, 16 if big else 4, 1, 0, True) for code in exif]
@@ -1757,11 +1792,14 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
             extra["colormap"] = colormap
         elif extra.get("imagej"):
             extra["colormap"] = colormap  # ImageJ's 16-bit or float image keeps its LUT in a ColorMap tag
-    tifffile.imwrite(
-        f, itertools.chain([first], pages), shape=shape, dtype=first.dtype, bigtiff=big and not extra.get("imagej"),
-        truncate=big and bool(extra.get("imagej")) and comp is None, **layout, compression=comp,
-        predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra,
-    )
+    imagej = bool(extra.pop("imagej", False))
+    args = dict(shape=shape, dtype=first.dtype, truncate=big and imagej and comp is None, **layout, compression=comp,
+                predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra)
+    if writer is not None:
+        writer.write(itertools.chain([first], pages), **args)
+        return
+    with tifffile.TiffWriter(f, bigtiff=big and not imagej, imagej=imagej) as tw:
+        tw.write(itertools.chain([first], pages), **args)
     if exif:
         _with_exif(f, exif)
 

@@ -20,7 +20,7 @@ from denoisecli.device import place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
 from denoisecli.files import BatchReport, FileResult, plan_inputs
 from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, TiffStack, format_of, left_out, normalize_format,
-                                 open_stack, read_image, write_image)
+                                 open_stack, read_image, write_image, write_stacks)
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -535,12 +535,12 @@ def denoise_files(
         else:
             todo.append((path, out))
     with ThreadPoolExecutor(max_workers=max(1, opts.threads)) as pool:
-        def read(path: Path) -> TiffStack | Estimated:
-            stack = open_stack(path, opts.max_pixels)
-            if stack is not None and fmt not in (None, "TIFF"):
-                stack.close()
+        def read(path: Path) -> list[TiffStack] | Estimated:
+            stacks = open_stack(path, opts.max_pixels)
+            if stacks is not None and fmt not in (None, "TIFF"):
+                _close(stacks)
                 raise DenoiseError(f"{path}: a TIFF stack can only be written as TIFF, not {fmt}")
-            return stack if stack is not None else _estimated(denoiser, path, read_image(path, opts.max_pixels, stacks=True))
+            return stacks if stacks is not None else _estimated(denoiser, path, read_image(path, opts.max_pixels, stacks=True))
 
         writes: list[tuple[Path, Path, float, str, dict, Future]] = []
         pending: list[tuple[Path, Path, LoadedImage, list[list[Level] | None], list[bool]]] = []
@@ -574,22 +574,23 @@ def denoise_files(
         for (path, out), loaded in feed:
             out = None if opts.dry_run else out
             if full:
-                if isinstance(loaded, TiffStack):
-                    loaded.close()
+                if isinstance(loaded, list):
+                    _close(loaded)
                 break
             if isinstance(loaded, DenoiseError):
                 record(FileResult(path, out, "failed", str(loaded)))
-            elif isinstance(loaded, TiffStack):
+            elif isinstance(loaded, list):  # a TIFF stack, or the images a TIFF holds
                 flush()
                 met = _drain(writes, record, block=True)  # the files before it are reported before it
                 full = full or met
-                with loaded:
-                    try:
-                        if not full:
-                            record(_stream(loaded, out, denoiser, opts, pool, on_share))
-                    except DenoiseError as exc:  # its write met a full disk
-                        record(FileResult(path, out, "failed", str(exc)))
-                        full = out
+                try:
+                    if not full:
+                        record(_stream(loaded, out, denoiser, opts, pool, on_share))
+                except DenoiseError as exc:  # its write met a full disk
+                    record(FileResult(path, out, "failed", str(exc)))
+                    full = out
+                finally:
+                    _close(loaded)
             elif opts.dry_run:
                 img, lvs, splits = loaded
                 detail, info = _described(_notes(img, fmt), lvs, splits, denoiser.grey_copy(img.planes[0]), opts)
@@ -628,21 +629,25 @@ def _estimated(denoiser: Denoiser, path: Path, image: LoadedImage) -> Estimated:
         raise DenoiseError(f"{path}: its noise level could not be read ({first_line(exc)})") from exc
 
 
-def _stream(stack: TiffStack, out: Path | None, denoiser: Denoiser, opts: RunOptions, pool: ThreadPoolExecutor,
+def _stream(stacks: list[TiffStack], out: Path | None, denoiser: Denoiser, opts: RunOptions, pool: ThreadPoolExecutor,
             on_share: Callable[[float], None] | None) -> FileResult:
     """A TIFF stack, slab by slab: each slab of at most ``batch`` planes (and ``SLAB_PIXELS``, where
     planes are large) is read and its levels estimated in the background while the one before goes
     through the network and into the output, so a stack of any length takes two slabs of memory (until 2026-11-29 `run` held it whole, and
-    one larger than the memory free was refused). ``on_share`` hears the share done after each
+    one larger than the memory free was refused). The images of a TIFF that holds several (its
+    series) go one after another into one output. ``on_share`` hears the share done after each
     slab. With ``dry_run`` only the levels are read, and ``out`` is None."""
-    path = stack.path
-    step = max(1, min(opts.batch // stack.samples, SLAB_PIXELS // (math.prod(stack.size) * stack.samples)))
-    spans = [(i, min(i + step, stack.pages)) for i in range(0, stack.pages, step)]
+    path = stacks[0].path
+    spans = []
+    for stack in stacks:
+        step = max(1, min(opts.batch // stack.samples, SLAB_PIXELS // (math.prod(stack.size) * stack.samples)))
+        spans.append([(i, min(i + step, stack.pages)) for i in range(0, stack.pages, step)])
+    total, done = sum(len(s) for s in spans), [0]
     levels: list[list[Level] | None] = []
     splits: list[bool] = []
     grey: list[bool] = []
 
-    def slabs() -> Iterator[LoadedImage]:
+    def slabs(stack: TiffStack, spans: list[tuple[int, int]]) -> Iterator[LoadedImage]:
         ahead = pool.submit(lambda: _estimated(denoiser, path, stack.read(*spans[0])))
         try:
             for k in range(len(spans)):
@@ -658,26 +663,31 @@ def _stream(stack: TiffStack, out: Path | None, denoiser: Denoiser, opts: RunOpt
                 except Exception as exc:  # anything unforeseen ends this file, not the batch
                     raise DenoiseError(_pass_failure(exc, str(path), path)) from exc
                 yield img
+                done[0] += 1
                 if on_share is not None:
-                    on_share((k + 1) / len(spans))
+                    on_share(done[0] / total)
         finally:
             wait([ahead])
 
-    stream = slabs()
+    streams = [slabs(stack, s) for stack, s in zip(stacks, spans)]
     try:
         if out is None:
-            for _ in stream:
-                pass
+            for stream in streams:
+                for _ in stream:
+                    pass
         else:
-            stack.write(out, stream)
+            write_stacks(out, stacks, streams)
     except DenoiseError as exc:
         if out_of_space(exc):
             raise  # the batch stops
         return FileResult(path, out, "failed", str(exc))
     finally:
-        stream.close()  # where the writer failed: no read of the stack left running once it is closed
-    detail, info = _described(stack.notes, levels, splits, grey[0], opts)
-    return FileResult(path, out, "estimated" if out is None else "denoised", megapixels=stack.megapixels, detail=detail, info=info)
+        for stream in streams:
+            stream.close()  # where the writer failed: no read of the stack left running once it is closed
+    notes = [f"{len(stacks)} images (series)"] if len(stacks) > 1 else []
+    detail, info = _described(notes + [n for stack in stacks for n in stack.notes], levels, splits, grey[0], opts)
+    return FileResult(path, out, "estimated" if out is None else "denoised", megapixels=sum(s.megapixels for s in stacks),
+                      detail=detail, info=info)
 
 
 def _pass_failure(exc: Exception, first: str, path: Path) -> str:
@@ -773,8 +783,13 @@ def _prefetch(pool: ThreadPoolExecutor, items: list[tuple[Path, Path]], read: Ca
 
 
 def _close_result(fut: Future) -> None:
-    if not fut.cancelled() and fut.exception() is None and hasattr(fut.result(), "close"):
-        fut.result().close()
+    if not fut.cancelled() and fut.exception() is None and isinstance(fut.result(), list):
+        _close(fut.result())
+
+
+def _close(stacks: list[TiffStack]) -> None:
+    for stack in stacks:
+        stack.close()
 
 
 def _drain(writes: list[tuple[Path, Path, float, str, dict, Future]], record: Callable[[FileResult], None], block: bool) -> Path | None:
