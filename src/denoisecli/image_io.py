@@ -365,19 +365,16 @@ def open_stack(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[
         with open(path, "rb") as f:
             if f.read(4) not in TIFF_SIGNATURES:
                 return None
-        with _open_tiff(Path(path)) as tf:
-            mains = _main_series(Path(path), tf.series)[0]
-        stacks: list[TiffStack] = []
+        stacks = [TiffStack(Path(path), several=True)]
         try:
-            for k in mains:
-                stacks.append(TiffStack(Path(path), series=k if len(mains) > 1 else None))
+            stacks += [TiffStack(Path(path), series=k, shared=stacks[0]) for k in stacks[0]._mains[0][1:]]
             if len(stacks) == 1 and stacks[0].pages * stacks[0].samples == 1:
                 stacks[0].close()
                 return None
             for stack in stacks:
                 _check_size(stack.path, *stack.size, max_pixels, planes=stack.samples)
         except BaseException:
-            for stack in stacks:
+            for stack in reversed(stacks):  # the first, which closes the file, last
                 stack.close()
             raise
         return stacks
@@ -983,7 +980,12 @@ class TiffStack:
     at a time.
     """
 
-    def __init__(self, path: Path, stacks: bool = True, series: int | None = None) -> None:
+    def __init__(self, path: Path, stacks: bool = True, series: int | None = None, shared: TiffStack | None = None,
+                 several: bool = False) -> None:
+        """``series``: which of the images a TIFF holds (``_main_series``); by default its one, or
+        with ``several`` the first of several (else refused); ``shared``: another image of the same
+        file, whose open file and parsed layout this one reads through (a plate of thousands of
+        positions opened the file once for each, and parsed its OME-XML as often), and which closes it."""
         self.path = Path(path)
         self._repairs: list[str] = []
         self._span: tuple[float, float] | None = None
@@ -991,21 +993,24 @@ class TiffStack:
         self._colours: np.ndarray | None = None  # an indexed-colour palette's table, which its pages are read through
         self._nodata: float | None = None
         self._main = 0  # the series that is the image (``_main_series``), or the one of several asked for
+        self._owner = shared is None
         with _Repairs() as repairs:
-            self._tf = _open_tiff(self.path)
+            self._tf = _open_tiff(self.path) if shared is None else shared._tf
+            self._mains = _main_series(self.path, self._tf.series) if shared is None else shared._mains
             try:
-                self._layout(stacks, series)
+                self._layout(stacks, series, several)
             except BaseException:
-                self._tf.close()
+                if self._owner:
+                    self._tf.close()
                 raise
         self._repairs += repairs.found
 
-    def _layout(self, stacks: bool, asked: int | None) -> None:
+    def _layout(self, stacks: bool, asked: int | None, several: bool) -> None:
         from tifffile import TIFF
 
         tf, path = self._tf, self.path
-        mains, previews = _main_series(path, tf.series)
-        if asked is None and len(mains) > 1:
+        mains, previews = self._mains
+        if asked is None and len(mains) > 1 and not several:
             raise DenoiseError(f"{path}: a TIFF holding {len(mains)} images (series; e.g. several positions), where one image "
                                "or stack was expected; `denoise run` denoises each, or save each in a file of its own first")
         self._main = mains[0] if asked is None else asked
@@ -1143,7 +1148,8 @@ class TiffStack:
         return damage + self._previews
 
     def close(self) -> None:
-        self._tf.close()
+        if self._owner:
+            self._tf.close()
 
     def __enter__(self) -> TiffStack:
         return self
