@@ -374,7 +374,8 @@ def test_a_tiff_of_several_images_comes_out_as_the_same_images_denoised(tmp_path
     rng = np.random.default_rng(0)
     first = (smooth_image(40, 48, channels=1).reshape(1, 40, 48).repeat(5, 0) * 200).astype(np.uint16)
     second = smooth_image(30, 36)
-    with tifffile.TiffWriter(tmp_path / "in" / "positions.tif" if (tmp_path / "in").mkdir() is None else None) as tw:
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "positions.tif") as tw:
         tw.write(np.clip(first + rng.normal(0, 500, first.shape), 0, 65535).astype(np.uint16), metadata={"axes": "ZYX"})
         tw.write(np.clip(second + rng.normal(0, 20, second.shape), 0, 255).astype(np.uint8), photometric="rgb")
     result = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tiny_model_file), "-v"])
@@ -387,7 +388,8 @@ def test_a_tiff_of_several_images_comes_out_as_the_same_images_denoised(tmp_path
 def test_a_multi_position_ome_tiff_keeps_its_xml(tmp_path, tiny_model_file):
     """An OME-TIFF of two stage positions (bfconvert's of a Leica file): both denoised, the XML
     on the first page as it was, still mapping each plane to its page."""
-    with tifffile.TiffWriter(tmp_path / "in" / "plate.ome.tif" if (tmp_path / "in").mkdir() is None else None, ome=True) as tw:
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "plate.ome.tif", ome=True) as tw:
         for k in range(2):
             tw.write((smooth_image(24, 20, channels=1, seed=k).reshape(1, 24, 20).repeat(3, 0)).astype(np.uint8),
                      metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeXUnit": "µm"})
