@@ -1456,12 +1456,19 @@ def test_an_andor_cameras_settings_stay_with_its_frame(tmp_path):
 
 
 def test_tags_no_output_keeps_are_named(tmp_path):
-    """An instrument's or an editor's private tags, a stack's per-page settings and Photoshop's image
-    resources went without a word; `run -v` names them."""
+    """An instrument's or an editor's private tags and a stack's per-page settings went without a
+    word; `run -v` names them. Photoshop's image resources (a product shot's clipping path) are
+    kept, and named where another format leaves them out."""
+    from denoisecli.image_io import left_out
+
     arr = smooth_image(40, 48, channels=1)
-    tifffile.imwrite(tmp_path / "a.tif", arr, extratags=[(65000, 2, 0, "vendor", True), (34377, 1, 4, b"8BIM", True), (37706, 4, 2, (1, 2), True)])
-    assert read_image(tmp_path / "a.tif").info["notes"] == [
-        "left out: its Photoshop image resources (paths, print settings); its private TIFF tags TVIPS (37706), 65000"]
+    path = b"8BIM\x07\xd0\x00\x00\x00\x00\x00\x0cclipping pth"  # resource 2000: a path
+    tifffile.imwrite(tmp_path / "a.tif", arr, extratags=[(65000, 2, 0, "vendor", True), (34377, 7, len(path), path, True), (37706, 4, 2, (1, 2), True)])
+    img = read_image(tmp_path / "a.tif")
+    assert img.info["notes"] == ["left out: its private TIFF tags TVIPS (37706), 65000"]
+    assert left_out(img, "png") == ["left out: its Photoshop image resources (clipping paths, print settings)"]
+    write_image(img, tmp_path / "out.tif")
+    assert _raw_tag(tmp_path / "out.tif", 34377) == path
     tifffile.imwrite(tmp_path / "fib.tif", np.stack([arr, arr]), extratags=[(34682, 2, 0, SEM_TAGS["fei"][1], True)])
     img = read_image(tmp_path / "fib.tif", stacks=True)
     assert img.info["notes"] == ["left out: its FEI SEM settings (a stack's pages each hold their own)"] and "tiff_tags" not in img.info

@@ -96,12 +96,13 @@ SCAN_SAMPLES = 16_000_000
 # document's and page's names, camera make and model, the orientation a viewer turns the pixels to
 # (as JPEG's EXIF one is kept), date, artist, host computer, copyright (a scanner's or a raw
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
-# satellite or drone image); the EXIF and GPS sub-IFDs are offsets, which do not carry over
-KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
+# satellite or drone image), and Photoshop's image resources (a product shot's clipping paths, print
+# settings: blocks that hold no offsets, dropped until 2026-11-29)
+KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113, 34377}
 # TIFF tags no output keeps, named for ``run -v``: Photoshop's layers (the output is its flattened
 # picture); the EXIF and GPS directories of a stack (a single image's are kept: ``EXIF_DIRECTORIES``)
 DROPPED_TIFF_TAGS = {37724: "its Photoshop layers (the output is the flattened picture)", 34665: "its EXIF directory",
-                     34853: "its GPS directory", 33723: "its IPTC block", 34377: "its Photoshop image resources (paths, print settings)"}
+                     34853: "its GPS directory", 33723: "its IPTC block"}
 # GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
 GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
@@ -1549,6 +1550,7 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
     if fmt != "TIFF":  # what only a TIFF output holds (`--format` to another)
         codes = {code for code, *_ in info.get("tiff_tags", [])}
         lost += ["its GeoTIFF georeferencing"] if codes & GEOTIFF_TAGS else []
+        lost += ["its Photoshop image resources (clipping paths, print settings)"] if 34377 in codes else []
         lost += list(dict.fromkeys(name for code, name in PLANE_TIFF_TAGS.items() if code in codes))
         lost += ["its ImageJ calibration"] if info.get("imagej") else []
         lost += ["its OME-XML"] if info.get("ome") else []
