@@ -1466,7 +1466,7 @@ def test_tags_no_output_keeps_are_named(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", arr, extratags=[(65000, 2, 0, "vendor", True), (34377, 7, len(path), path, True), (37706, 4, 2, (1, 2), True)])
     img = read_image(tmp_path / "a.tif")
     assert img.info["notes"] == ["left out: its private TIFF tags TVIPS (37706), 65000"]
-    assert left_out(img, "png") == ["left out: its Photoshop image resources (clipping paths, print settings)"]
+    assert left_out(img, "png") == ["left out: its IPTC and Photoshop data (captions, keywords, clipping paths)"]
     write_image(img, tmp_path / "out.tif")
     assert _raw_tag(tmp_path / "out.tif", 34377) == path
     tifffile.imwrite(tmp_path / "fib.tif", np.stack([arr, arr]), extratags=[(34682, 2, 0, SEM_TAGS["fei"][1], True)])
@@ -1707,8 +1707,8 @@ def test_a_film_scanners_infrared_channel_is_not_made_alpha(tmp_path):
 
 
 def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
-    """A thermal camera's readings (FLIR's APP1, DJI's APP3), a portrait's depth map in extended XMP
-    and an IPTC block went without a word: Pillow writes EXIF, XMP, ICC and comments alone."""
+    """A thermal camera's readings (FLIR's APP1, DJI's APP3) and a portrait's depth map in extended
+    XMP went without a word: Pillow writes EXIF, XMP, ICC and comments alone."""
     buf = io.BytesIO()
     Image.fromarray(smooth_image(31, 37)).save(buf, format="JPEG", quality=90)
     plain = buf.getvalue()
@@ -1719,19 +1719,71 @@ def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
     extra = seg(0xE1, b"FLIR\x00\x01\x01\x02" + bytes(40)) + seg(0xE3, bytes(40)) + seg(0xED, b"Photoshop 3.0\x008BIM") + seg(0xEC, b"Ducky" + bytes(10))
     (tmp_path / "IR_0001.jpg").write_bytes(plain[:20] + extra + plain[20:])  # after SOI and JFIF's APP0
     notes = read_image(tmp_path / "IR_0001.jpg").info["notes"]
-    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data); "
-                     "its Photoshop APP13 block (IPTC captions and keywords, Photoshop's settings)"]
+    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data)"]
     (tmp_path / "plain.jpg").write_bytes(plain)
     assert "notes" not in read_image(tmp_path / "plain.jpg").info
 
 
-def test_a_tiffs_photoshop_layers_and_iptc_are_named_as_left_out(tmp_path):
-    """A Photoshop TIFF's layers (tag 37724) and IPTC block went without a word: the output is the
-    flattened picture, and `run -v` says what it lost."""
+def test_a_tiffs_photoshop_layers_are_named_as_left_out(tmp_path):
+    """A Photoshop TIFF's layers (tag 37724) went without a word: the output is the flattened
+    picture, and `run -v` says what it lost."""
     tifffile.imwrite(tmp_path / "edit.tif", smooth_image(31, 37), photometric="rgb",
-                     extratags=[(37724, 7, 16, b"Adobe Photoshop\x00", True), (33723, 7, 4, b"\x1c\x02\x00\x00", True)])
-    assert read_image(tmp_path / "edit.tif").info["notes"] == [
-        "left out: its Photoshop layers (the output is the flattened picture); its IPTC block"]
+                     extratags=[(37724, 7, 16, b"Adobe Photoshop\x00", True)])
+    assert read_image(tmp_path / "edit.tif").info["notes"] == ["left out: its Photoshop layers (the output is the flattened picture)"]
+
+
+IPTC = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x19\x00\x05alpen" + b"\x1c\x02\x78\x00\x0fBergsee, Tirol." + b"\x1c\x02\x74\x00\x0a(c) A. Bee"
+
+
+def _app13(jpeg: bytes, resources: bytes) -> bytes:
+    body = b"Photoshop 3.0\x00" + resources
+    return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_a_jpegs_iptc_caption_keywords_and_copyright_go_back_into_it(tmp_path):
+    """A news or stock photo's IPTC (caption, keywords, copyright in Photoshop's APP13) was left
+    out of every output: Pillow reads it but does not write it. It goes back into a JPEG as read, and
+    into a TIFF's tags 34377 and 33723, from which it comes back; other formats name it left out."""
+    from PIL import IptcImagePlugin
+
+    from denoisecli.image_io import _resource, left_out
+
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(31, 37)).save(buf, format="JPEG", quality=90)
+    resources = _resource(1028, IPTC) + _resource(1005, bytes(16))
+    (tmp_path / "news.jpg").write_bytes(_app13(buf.getvalue(), resources))
+    want = IptcImagePlugin.getiptcinfo(Image.open(tmp_path / "news.jpg"))
+    assert want[(2, 120)] == b"Bergsee, Tirol." and want[(2, 25)] == b"alpen"
+    img = read_image(tmp_path / "news.jpg")
+    assert "notes" not in img.info and left_out(img) == left_out(img, "tiff") == []
+    assert left_out(img, "png") == ["left out: its IPTC and Photoshop data (captions, keywords, clipping paths)"]
+    write_image(img, tmp_path / "out.jpg")
+    assert IptcImagePlugin.getiptcinfo(Image.open(tmp_path / "out.jpg")) == want
+    write_image(img, tmp_path / "out.tif", "TIFF")
+    assert _raw_tag(tmp_path / "out.tif", 33723) == IPTC and _raw_tag(tmp_path / "out.tif", 34377) == resources
+    write_image(read_image(tmp_path / "out.tif"), tmp_path / "back.jpg", "JPEG")
+    assert IptcImagePlugin.getiptcinfo(Image.open(tmp_path / "back.jpg")) == want
+
+
+def test_a_tiffs_iptc_alone_goes_into_a_jpeg_and_a_long_thumbnail_is_dropped_first(tmp_path):
+    """IPTC in a TIFF's tag 33723 alone becomes a JPEG's APP13; resources past a JPEG segment lose
+    their stale thumbnail first (a thumbnail of the noisy picture), and one too long is named."""
+    from PIL import IptcImagePlugin
+
+    from denoisecli.image_io import _resource, left_out
+
+    tifffile.imwrite(tmp_path / "scan.tif", smooth_image(31, 37), photometric="rgb", extratags=[(33723, 7, len(IPTC), IPTC, True)])
+    write_image(read_image(tmp_path / "scan.tif"), tmp_path / "scan.jpg", "JPEG")
+    assert IptcImagePlugin.getiptcinfo(Image.open(tmp_path / "scan.jpg"))[(2, 120)] == b"Bergsee, Tirol."
+    for name, extra, kept in (("thumb", _resource(1036, bytes(40_000)), True), ("path", _resource(2000, bytes(70_000)), False)):
+        resources = _resource(1028, IPTC) + _resource(1005, bytes(16))
+        tifffile.imwrite(tmp_path / f"{name}.tif", smooth_image(31, 37), photometric="rgb",
+                         extratags=[(34377, 7, len(resources + extra * 2), resources + extra * 2, True)])
+        img = read_image(tmp_path / f"{name}.tif")
+        write_image(img, tmp_path / f"{name}.jpg", "JPEG")
+        got = IptcImagePlugin.getiptcinfo(Image.open(tmp_path / f"{name}.jpg"))
+        assert (got is not None and got[(2, 25)] == b"alpen") == kept
+        assert left_out(img, "jpeg") == ([] if kept else ["left out: its Photoshop data, a block too long for a JPEG"])
 
 
 def test_an_iphones_hdr_jpeg_keeps_its_gain_map(tmp_path):

@@ -96,13 +96,12 @@ SCAN_SAMPLES = 16_000_000
 # document's and page's names, camera make and model, the orientation a viewer turns the pixels to
 # (as JPEG's EXIF one is kept), date, artist, host computer, copyright (a scanner's or a raw
 # converter's TIFF), and GeoTIFF's georeferencing and GDAL's metadata and no-data value (a
-# satellite or drone image), and Photoshop's image resources (a product shot's clipping paths, print
-# settings: blocks that hold no offsets, dropped until 2026-11-29)
-KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113, 34377}
+# satellite or drone image); Photoshop's image resources and IPTC go as ``info["photoshop"]``
+KEPT_TIFF_TAGS = {269, 271, 272, 274, 285, 306, 315, 316, 33432, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113}
 # TIFF tags no output keeps, named for ``run -v``: Photoshop's layers (the output is its flattened
 # picture); the EXIF and GPS directories of a stack (a single image's are kept: ``EXIF_DIRECTORIES``)
 DROPPED_TIFF_TAGS = {37724: "its Photoshop layers (the output is the flattened picture)", 34665: "its EXIF directory",
-                     34853: "its GPS directory", 33723: "its IPTC block"}
+                     34853: "its GPS directory"}
 # GeoTIFF's georeferencing: pixel scale, tie points, transformation and key directory
 GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
 # TIFF tags that describe one plane, kept for a single image: Micro-Manager's frame metadata (51123: the
@@ -125,6 +124,9 @@ EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
+# the APP13 segment in which a JPEG holds Photoshop's image resources (IPTC captions, keywords and
+# copyright; a clipping path), which a TIFF holds in tags 34377 (all of them) and 33723 (the IPTC)
+PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
 # the APP2 segments of ISO 21496-1, the standard gain map metadata an Ultra HDR JPEG may carry
 ISO_GAIN_MAP = b"urn:iso:std:iso:ts:21496:-1\x00"
 # what a gain map's own header says it is: Adobe's XMP (Android's too), Apple's XMP, ISO 21496-1
@@ -647,8 +649,6 @@ def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
             names.append("its FLIR thermal data")
         elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
             names.append("its extended XMP (a depth map or a panorama's data)")
-        elif marker == "APP13" and body.startswith(b"Photoshop 3.0"):
-            names.append("its Photoshop APP13 block (IPTC captions and keywords, Photoshop's settings)")
         elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15"):  # not APP12: "Ducky", a web export's quality
             names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
     names = list(dict.fromkeys(names))
@@ -733,6 +733,51 @@ def _after_picture(path: Path) -> int:
     return len(data) - end - 2 if end >= 0 and data[end + 2 :].strip(b"\x00\xff\r\n ") else 0
 
 
+def _resources(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Photoshop's image resources (a JPEG's APP13, a TIFF's tag 34377): (id, the whole block, its
+    data) each; what follows a block it cannot read is one block of id -1, kept as it was."""
+    blocks, at = [], 0
+    while at + 12 <= len(data) and data[at : at + 4] in (b"8BIM", b"8B64", b"PHUT", b"AgHg", b"DCSR", b"MeSa"):
+        rid, named = struct.unpack(">HB", data[at + 4 : at + 7])
+        size_at = at + 6 + named + 1 + (named + 1) % 2
+        if size_at + 4 > len(data):
+            break
+        size = struct.unpack(">I", data[size_at : size_at + 4])[0]
+        end = min(len(data), size_at + 4 + size + size % 2)
+        blocks.append((rid, data[at:end], data[size_at + 4 : size_at + 4 + size]))
+        at = end
+    return blocks + ([(-1, data[at:], b"")] if at < len(data) else [])
+
+
+def _resource(rid: int, body: bytes) -> bytes:
+    return b"8BIM" + struct.pack(">HHI", rid, 0, len(body)) + body + b"\x00" * (len(body) % 2)
+
+
+def _app13(resources: bytes) -> list[bytes] | None:
+    """Photoshop's image resources as the bodies of APP13 segments, as Photoshop lays them out: split
+    at resource boundaries where they outgrow one (a stale thumbnail of the noisy picture dropped
+    first); None where one resource is too long for a segment."""
+    room = 65533 - len(PHOTOSHOP_APP13)
+    blocks = [(rid, block) for rid, block, _ in _resources(resources)]
+    if sum(len(b) for _, b in blocks) > room:
+        blocks = [(rid, block) for rid, block in blocks if rid not in (1033, 1036)]
+    if any(len(block) > room for _, block in blocks):
+        return None
+    chunks = [b""]
+    for _, block in blocks:
+        chunks += [b""] if len(chunks[-1]) + len(block) > room else []
+        chunks[-1] += block
+    return [PHOTOSHOP_APP13 + chunk for chunk in chunks if chunk]
+
+
+def _with_app13(jpeg: bytes, resources: bytes) -> bytes:
+    """A JPEG with ``resources`` (``info["photoshop"]``) in APP13 segments after its other APP
+    segments; as it was where they do not fit (``left_out`` says so)."""
+    bodies = _app13(resources) or []
+    at = next(start for marker, start, _ in _jpeg_segments(jpeg) if not (0xE0 <= marker <= 0xEF or marker == 0xFE))
+    return jpeg[:at] + b"".join(_segment(0xED, body) for body in bodies) + jpeg[at:]
+
+
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
     """A JPEG's segments before its image data: (marker, where the segment starts, where it ends)."""
     at = 2
@@ -771,6 +816,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             info["subsampling"] = sampling
         if im.info.get("comment"):
             info["comment"] = im.info["comment"]  # a scanner's or an editor's COM note (dropped until 2026-11-29)
+        resources = b"".join(body[len(PHOTOSHOP_APP13) :] for marker, body in getattr(im, "applist", [])
+                             if marker == "APP13" and body.startswith(PHOTOSHOP_APP13))
+        if resources:
+            info["photoshop"] = resources  # IPTC captions and keywords, which Pillow reads but does not write (dropped until 2026-11-29)
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
         if unwritten:
             info["notes"] = [*info.get("notes", []), *unwritten]
@@ -1115,10 +1164,12 @@ class TiffStack:
         dropped += [] if single else [f"{name} (a stack's pages each hold their own)" for name in
                                       dict.fromkeys(name for code, name in PLANE_TIFF_TAGS.items() if code in page.tags)]
         # an instrument's or an editor's own tags, which no output keeps: named, where they went without a word
-        known = KEPT_TIFF_TAGS | set(PLANE_TIFF_TAGS) | set(DROPPED_TIFF_TAGS) | {34675, 50838, 50839}
+        known = KEPT_TIFF_TAGS | set(PLANE_TIFF_TAGS) | set(DROPPED_TIFF_TAGS) | {33723, 34377, 34675, 50838, 50839}
         private = [f"{TIFF.TAGS[code]} ({code})" if code in TIFF.TAGS else str(code) for code in sorted(page.tags.keys()) if code >= 32768 and code not in known]
         dropped += [f"its private TIFF tags {', '.join(private)}"] if private else []
         previews = [*previews, f"left out: {'; '.join(dropped)}"] if dropped else previews
+        if 34377 in page.tags or 33723 in page.tags:  # Photoshop's resources, or IPTC alone (dropped until 2026-11-29)
+            info["photoshop"] = bytes(page.tags[34377].value) if 34377 in page.tags else _resource(1028, bytes(page.tags[33723].value))
         if 34675 in page.tags:
             info["icc_profile"] = bytes(page.tags[34675].value)
         if 700 in page.tags:
@@ -1558,6 +1609,10 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its fourth channel, which is no alpha (a film scanner's infrared)"] if info.get("extra_channel") else []
     if fmt == "TIFF" and img.format != "TIFF" and info.get("exif") and _maker_note(info["exif"]):
         lost.append("its EXIF maker note (a camera maker's data, which points into the input)")
+    if fmt not in ("JPEG", "TIFF") and info.get("photoshop"):
+        lost.append("its IPTC and Photoshop data (captions, keywords, clipping paths)")
+    if fmt == "JPEG" and info.get("photoshop") and _app13(info["photoshop"]) is None:
+        lost.append("its Photoshop data, a block too long for a JPEG")
     if fmt != "JPEG" and info.get("gain_map"):
         lost.append("its HDR gain map (Ultra HDR), which a JPEG output keeps")
     if fmt != "PNG" and info.get("png_text"):
@@ -1620,12 +1675,13 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if img.info.get("comment"):
             kwargs["comment"] = img.info["comment"]
         gain = img.info.get("gain_map")
-        if gain:
-            if gain.get("xmp"):
+        if gain or img.info.get("photoshop"):
+            if gain and gain.get("xmp"):
                 kwargs["xmp"] = gain["xmp"]
             buf = io.BytesIO()
             im.save(buf, format="JPEG", **kwargs)
-            data = _with_gain_map(buf.getvalue(), gain)
+            data = _with_app13(buf.getvalue(), img.info.get("photoshop", b""))
+            data = _with_gain_map(data, gain) if gain else data
             atomic_write(Path(path), lambda f: f.write(data))
             return
     elif fmt == "WEBP":
@@ -1764,6 +1820,10 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     extra["extratags"] = [(code, dtype, 0 if dtype == 2 else count, value, True) for code, dtype, count, value in img.info.get("tiff_tags", [])]
     if img.info.get("xmp"):
         extra["extratags"].append((700, 1, len(img.info["xmp"]), img.info["xmp"], True))
+    if img.info.get("photoshop"):  # a JPEG's APP13 or a TIFF's resources; the IPTC among them in its own tag, where readers look
+        iptc = next((data for rid, _, data in _resources(img.info["photoshop"]) if rid == 1028), b"")
+        extra["extratags"] += [(34377, 7, len(img.info["photoshop"]), img.info["photoshop"], True)]
+        extra["extratags"] += [(33723, 7, len(iptc), iptc, True)] if iptc else []
     # not into an ImageJ file past 4 GB, a classic TIFF whose offsets cannot reach past its data
     exif = _exif_directories(img.info.get("exif")) if stack is None and writer is None and not (big and img.info.get("imagej") is not None) else {}
     # placeholders that ``_with_exif`` renumbers and points: tifffile refuses these tags' numbers, and
