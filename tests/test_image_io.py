@@ -708,8 +708,12 @@ def test_a_pngs_text_chunks_go_back_into_it(tmp_path, bits):
 def test_a_jpegs_comment_goes_back_into_it(tmp_path):
     """A scanner's or an editor's COM note was dropped until 2026-11-29."""
     Image.fromarray(smooth_image(37, 31)).save(tmp_path / "a.jpg", quality=95, comment=b"scanned at 2400 dpi")
-    write_image(read_image(tmp_path / "a.jpg"), tmp_path / "out.jpg")
+    img = read_image(tmp_path / "a.jpg")
+    write_image(img, tmp_path / "out.jpg")
     assert Image.open(tmp_path / "out.jpg").info["comment"] == b"scanned at 2400 dpi"
+    from denoisecli.image_io import left_out
+
+    assert left_out(img) == [] and left_out(img, "png") == ["left out: its JPEG comment"]
 
 
 @pytest.mark.parametrize("fmt, name", [("BMP", "out.bmp"), ("PPM", "out.ppm")])

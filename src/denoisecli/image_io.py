@@ -1609,6 +1609,8 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its fourth channel, which is no alpha (a film scanner's infrared)"] if info.get("extra_channel") else []
     if fmt == "TIFF" and img.format != "TIFF" and info.get("exif") and _maker_note(info["exif"]):
         lost.append("its EXIF maker note (a camera maker's data, which points into the input)")
+    if fmt != "JPEG" and info.get("comment"):
+        lost.append("its JPEG comment")
     if fmt not in ("JPEG", "TIFF") and info.get("photoshop"):
         lost.append("its IPTC and Photoshop data (captions, keywords, clipping paths)")
     if fmt == "JPEG" and info.get("photoshop") and _app13(info["photoshop"]) is None:
