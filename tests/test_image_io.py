@@ -1720,10 +1720,11 @@ def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
     def seg(marker, body):
         return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
-    extra = seg(0xE1, b"FLIR\x00\x01\x01\x02" + bytes(40)) + seg(0xE3, bytes(40)) + seg(0xED, b"Photoshop 3.0\x008BIM") + seg(0xEC, b"Ducky" + bytes(10))
+    extra = seg(0xE1, b"FLIR\x00\x01\x01\x02" + bytes(40)) + seg(0xE3, bytes(40)) + seg(0xE6, b"GoPro\x00" + bytes(20)) + seg(0xEC, b"Ducky" + bytes(10))
     (tmp_path / "IR_0001.jpg").write_bytes(plain[:20] + extra + plain[20:])  # after SOI and JFIF's APP0
     notes = read_image(tmp_path / "IR_0001.jpg").info["notes"]
-    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data)"]
+    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data); "
+                     "its GoPro telemetry (GPMF: the camera's sensors and GPS)"]
     (tmp_path / "plain.jpg").write_bytes(plain)
     assert "notes" not in read_image(tmp_path / "plain.jpg").info
 

@@ -649,6 +649,8 @@ def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
             names.append("its FLIR thermal data")
         elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
             names.append("its extended XMP (a depth map or a panorama's data)")
+        elif marker == "APP6" and body.startswith(b"GoPro"):
+            names.append("its GoPro telemetry (GPMF: the camera's sensors and GPS)")
         elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15"):  # not APP12: "Ducky", a web export's quality
             names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
     names = list(dict.fromkeys(names))
