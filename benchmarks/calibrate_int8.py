@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from denoisecli.data import to_channels
-from denoisecli.image_io import read_image, require_images
+from denoisecli.formats import require_images
+from denoisecli.image_io import read_image
 from denoisecli.int8 import MIN_WIDTH, calibration_entry
 from denoisecli.weights import atomic_save, load_checkpoint, load_model
 

@@ -17,7 +17,8 @@ import statistics
 from pathlib import Path
 
 from denoisecli.evaluation import _noisy_input, _points
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise_estimate import estimate_sigma

@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from independent_channels import dead_leaves  # noqa: E402
 
-from denoisecli.image_io import list_images, read_image  # noqa: E402
+from denoisecli.formats import list_images  # noqa: E402
+from denoisecli.image_io import read_image  # noqa: E402
 from denoisecli.inference import COUPLING_SPLIT  # noqa: E402
 from denoisecli.metrics import quantize8  # noqa: E402
 from denoisecli.noise import CameraNoise, ClampedNormalNoise, JpegNoise, SharedNormalNoise, seeded_generator  # noqa: E402

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stabilise_rule import noisy  # noqa: E402
 
 from denoisecli.device import keep_freed_memory  # noqa: E402
-from denoisecli.image_io import list_images, read_image  # noqa: E402
+from denoisecli.formats import list_images  # noqa: E402
+from denoisecli.image_io import read_image  # noqa: E402
 from denoisecli.inference import Denoiser, value_range  # noqa: E402
 from denoisecli.metrics import psnr, quantize8  # noqa: E402
 from denoisecli.stabilise import CLIPPED_WHITE, MIN_NOISE, Stabiliser, stabiliser  # noqa: E402

@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from stabilise_rule import noisy  # noqa: E402
 
-from denoisecli.image_io import list_images, read_image  # noqa: E402
+from denoisecli.formats import list_images  # noqa: E402
+from denoisecli.image_io import read_image  # noqa: E402
 from denoisecli.inference import _stretched, value_range  # noqa: E402
 from denoisecli.metrics import quantize8  # noqa: E402
 from denoisecli.noise_estimate import count_step, equal_count_excess, unclamped_sigma  # noqa: E402

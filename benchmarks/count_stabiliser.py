@@ -29,7 +29,8 @@ from clipped_fit import forced  # noqa: E402
 from stabilise_rule import noisy  # noqa: E402
 
 from denoisecli.device import keep_freed_memory  # noqa: E402
-from denoisecli.image_io import list_images, read_image  # noqa: E402
+from denoisecli.formats import list_images  # noqa: E402
+from denoisecli.image_io import read_image  # noqa: E402
 from denoisecli.inference import Denoiser, value_range  # noqa: E402
 from denoisecli.metrics import psnr, quantize8  # noqa: E402
 from denoisecli.stabilise import Stabiliser  # noqa: E402

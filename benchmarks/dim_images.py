@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 import denoisecli.inference as inference
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 
 
 def main() -> None:

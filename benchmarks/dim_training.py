@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from denoisecli.image_io import list_images
+from denoisecli.formats import list_images
 from denoisecli.inference import RunOptions, denoise_files
 from denoisecli.training import TrainOptions, train
 

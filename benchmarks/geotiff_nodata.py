@@ -18,7 +18,8 @@ import numpy as np
 import tifffile
 import torch
 
-from denoisecli.image_io import list_images, read_image, write_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image, write_image
 from denoisecli.inference import Denoiser
 
 NODATA = -9999.0

@@ -21,7 +21,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.inference import RunOptions, denoise_files
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.inference import Denoiser
 from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import ClampedNormalNoise, seeded_generator

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from denoisecli.evaluation import _noisy_input, _points
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.metrics import quantize8
 from denoisecli.noise_estimate import estimate_sigma, level_map
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from denoisecli.device import keep_freed_memory
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.inference import Denoiser, _stretched, value_range
 from denoisecli.metrics import psnr, quantize8
 from denoisecli.noise import NOISE_MODELS, seeded_generator

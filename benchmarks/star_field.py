@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from denoisecli.image_io import list_images, read_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image
 from denoisecli.inference import Denoiser
 
 

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from denoisecli import image_io
-from denoisecli.image_io import list_images, read_image, write_image
+from denoisecli.formats import list_images
+from denoisecli.image_io import read_image, write_image
 from denoisecli.inference import Denoiser
 
 

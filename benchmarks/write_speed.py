@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoisecli.image_io import AVIF_SPEED, HEIF_PRESET, PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _heif, _pixels_as, list_images, read_image, to_pil
+from denoisecli.formats import list_images
+from denoisecli.image_io import AVIF_SPEED, HEIF_PRESET, PNG_STRATEGY, WEBP_LOSSLESS_EFFORT, _heif, _pixels_as, read_image, to_pil
 from denoisecli.errors import DenoiseError
 from denoisecli.inference import Denoiser
 

@@ -19,7 +19,8 @@ runner = CliRunner()
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["train", "--help"], ["add-noise", "--help"], ["run"],
                                   ["run", "no_such_folder"], ["add-noise", "no_such_folder", "out"], ["train", "no_such_folder", "--out", "r"],
                                   ["eval", "no_such_folder"], ["train", "tests", "--out", "r", "--sigma", "60-10"],
-                                  ["add-noise", "tests", "out", "--sigma", "abc"]])
+                                  ["add-noise", "tests", "out", "--sigma", "abc"], ["run", "pyproject.toml"], ["run", "tests", "-o", "tests"],
+                                  ["run", "tests", "--weights", "none.pt"], ["add-noise", "tests", "tests"], ["bench", "--weights", "none.pt"]])
 def test_help_and_argument_errors_do_not_import_torch(args):
     code = (
         "import sys\nfrom denoisecli.cli import main\nsys.argv = ['denoise', *sys.argv[1:]]\n"

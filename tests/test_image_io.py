@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from denoisecli.errors import DenoiseError
-from denoisecli.image_io import LoadedImage, list_images, read_image, require_images, unread_files, write_image
+from denoisecli.formats import list_images, require_images, unread_files
+from denoisecli.image_io import LoadedImage, read_image, write_image
 
 from conftest import requires_avif, save, smooth_image
 
@@ -22,7 +23,7 @@ from conftest import requires_avif, save, smooth_image
 def test_files_it_does_not_read_come_with_what_to_make_of_them():
     """RAW, microscope files, HDR, other images and video each get the step that turns them into a
     file this tool reads; a kind it knows nothing of gets no advice."""
-    from denoisecli.image_io import conversion_hints
+    from denoisecli.formats import conversion_hints
 
     assert conversion_hints([".CR2", ".czi"]).startswith(". Camera RAW: export a 16-bit TIFF")
     assert ". Microscope files: save them as OME-TIFF" in conversion_hints([".CR2", ".czi"]) == conversion_hints([".CR2", ".dm4"])
@@ -1586,7 +1587,7 @@ def test_a_live_photos_clip_is_not_taken_for_a_video_to_extract(tmp_path):
     (tmp_path / "holiday.mov").write_bytes(b"film")
     counts = unread_files(tmp_path)
     assert counts == {".mov": 1, ".mov of Live Photos": 1}
-    from denoisecli.image_io import conversion_hints, describe_counts
+    from denoisecli.formats import conversion_hints, describe_counts
 
     assert describe_counts(counts) == "1 .mov, 1 .mov of Live Photos"
     assert conversion_hints(counts).startswith(". Video: extract its frames") and conversion_hints({".mov of Live Photos": 1}) == ""

@@ -11,8 +11,9 @@ import torch
 from denoisecli.atomic import out_of_space, remove_stale_partials, stopped_for_space
 from denoisecli.device import provenance
 from denoisecli.errors import DenoiseError
-from denoisecli.files import BatchReport, FileResult, plan
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, PNM_SUFFIXES, format_of, read_image, unread_files, write_image
+from denoisecli.files import BatchReport, FileResult, plan_copies
+from denoisecli.formats import format_of, unread_files
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, read_image, write_image
 from denoisecli.noise import NOISE_MODELS, NoiseSampler, Range, fixed_levels, is_normal, seeded_generator
 
 def add_noise(
@@ -43,7 +44,7 @@ def add_noise(
         raise DenoiseError(f"--noise {noise}: unknown (choose {', '.join(NOISE_MODELS)})")
     init = {"mean": mean, "scale": scale} if is_normal(noise) else {}
     sampler = NoiseSampler(noise, {**fixed_levels(noise), **(levels or {})}, **init)
-    pairs = plan(Path(src), Path(dst), suffix=lambda p: p.suffix if _kept(p) else ".png")
+    pairs = plan_copies(src, dst)
     remove_stale_partials([out for _, out in pairs])
     if on_plan:
         on_plan(len(pairs))
@@ -64,7 +65,7 @@ def add_noise(
                     noisy, drawn = sampler.drawn(img.pixels if stack else img.pixels[None], seeded_generator(seed, "level:" + key),
                                                  seeded_generator(seed, key))
                 img.pixels = noisy if stack else noisy[0]
-                img.format = (format_of(path) if _kept(path) else None) or "PNG"
+                img.format = format_of(out) or "PNG"  # lossless: PNG, or the same for TIFF, PGM and PPM (``plan_copies``)
                 write_image(img, out)
                 result = FileResult(path, out, "written", megapixels=img.megapixels, info=_levels_record(sampler, drawn, stack))
             except DenoiseError as exc:
@@ -86,8 +87,3 @@ def _levels_record(sampler: NoiseSampler, drawn: dict[str, torch.Tensor], stack:
         sigma = (sampler.layer.sigma(**drawn) * 255).tolist()
         record["sigma"] = sigma if stack else sigma[0]
     return record
-
-
-def _kept(path: Path) -> bool:
-    """Lossless formats whose copies keep them."""
-    return path.suffix.lower() in {".tif", ".tiff", *PNM_SUFFIXES}

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from denoisecli.errors import DenoiseError, no_such_path
+from denoisecli.errors import DenoiseError, no_such_path, no_weights_file
 
 if TYPE_CHECKING:
     from denoisecli.files import BatchReport, FileResult
@@ -52,11 +52,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _existing(*paths: Path | None) -> None:
-    """Inputs that are not there are said before torch is imported, which takes seconds."""
+def _existing(*paths: Path | None, weights: Path | None = None) -> None:
+    """Inputs and a model file that are not there are said before torch is imported, which takes seconds."""
     for path in paths:
         if path is not None and not path.exists():
             raise no_such_path(path)
+    if weights is not None and not weights.is_file():
+        raise no_weights_file(weights)
 
 
 @contextmanager
@@ -115,7 +117,7 @@ def _summary(report: BatchReport, done_word: str) -> None:
     table.add_row(*(str(report.count(s)) for s in (done_word, "skipped", "failed")))
     console.print(table)
     if report.unread:
-        from denoisecli.image_io import READABLE, conversion_hints, describe_counts
+        from denoisecli.formats import READABLE, conversion_hints, describe_counts
 
         console.print(f"[yellow]left alone:[/] {escape(describe_counts(report.unread))} "
                       "(files this tool does not read; it reads " + READABLE + ")" + escape(conversion_hints(report.unread)),
@@ -236,7 +238,9 @@ def add_noise_cmd(
     if std is not None and noise.value not in NORMAL:
         raise typer.BadParameter("--std applies to --noise gaussian and gaussian-shared", param_hint="--std")
     with user_errors():
-        _existing(input)
+        from denoisecli.files import plan_copies
+
+        plan_copies(input, output)  # a wrong name, a folder without images or an output onto an input, said before torch is imported
         levels = _levels(noise, sigma, peak, amount, quality, correlation)
         from denoisecli.addnoise import add_noise
 
@@ -310,7 +314,7 @@ def train_cmd(
         raise typer.BadParameter("must be 1 or 3", param_hint="--channels")
     mixed = _parse_mix(mix)
     with user_errors():
-        _existing(data)
+        _existing(data, weights=init)
         levels = _levels(noise, sigma, peak, amount, quality, correlation)
         from denoisecli.training import TrainOptions, train
 
@@ -390,9 +394,12 @@ def run_cmd(
 ) -> None:
     """Denoise image files or folders of images."""
     with user_errors():
-        _existing(*inputs)
         import time
 
+        from denoisecli.files import plan_run
+
+        plan_run(inputs, output, format.value if format else None)  # what a plan refuses, said before torch is imported
+        _existing(weights=weights)
         from denoisecli.inference import RunOptions, denoise_files
 
         opts = RunOptions(weights=weights, device=device.value, tile=tile, overwrite=overwrite,
@@ -471,7 +478,7 @@ def eval_cmd(
     levels = _floats(level, "--level") if level else None
     correlations = _floats(correlation, "--correlation") if correlation else None
     with user_errors():
-        _existing(clean_dir, noisy)
+        _existing(clean_dir, noisy, weights=weights)
         from denoisecli.evaluation import HIGH_DEPTH, PROTOCOLS, evaluate
 
         baselines = tuple(baseline or ())
@@ -549,6 +556,7 @@ def bench_cmd(
     """Measure speed (MP/s), peak memory and training patches/s against DnCNN-17 and FFDNet."""
     size_list = [int(v) for v in _floats(sizes, "--sizes")]
     with user_errors():
+        _existing(weights=weights)
         from denoisecli.benchmark import FLOAT32, REFERENCES, bench
 
         with _progress() as bar:

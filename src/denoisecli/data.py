@@ -17,7 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 from denoisecli.device import format_bytes, free_memory
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_files, pair_key, pair_role
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, header_size, read_image, require_images
+from denoisecli.formats import require_images
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, header_size, read_image
 from denoisecli.noise import seeded_generator
 
 if TYPE_CHECKING:

@@ -14,3 +14,8 @@ def first_line(exc: BaseException) -> str:
 def no_such_path(path: object) -> DenoiseError:
     """One wording wherever an input is not there, which the CLI says before it imports torch."""
     return DenoiseError(f"{path}: no such file or folder")
+
+
+def no_weights_file(path: object) -> DenoiseError:
+    """One wording wherever a model file is not there, which the CLI says before it imports torch."""
+    return DenoiseError(f"{path}: weights file not found")

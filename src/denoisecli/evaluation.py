@@ -15,7 +15,8 @@ import torch
 from denoisecli.device import machine_name, versions
 from denoisecli.errors import DenoiseError
 from denoisecli.files import pair_files, pair_key
-from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, read_image, require_images
+from denoisecli.formats import require_images
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, read_image
 from denoisecli.inference import Denoiser, Level
 from denoisecli.metrics import SSIM_WINDOW, psnr, quantize8, ssim, texture_ratio
 from denoisecli.noise import DEFAULT_LEVELS, NOISE_MODELS, is_normal, seeded_generator

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from denoisecli.errors import DenoiseError, no_such_path
-from denoisecli.image_io import READABLE, conversion_hints, is_image_path, list_images, require_images, unread_files
+from denoisecli.formats import (FORMAT_SUFFIX, PNM_SUFFIXES, READABLE, conversion_hints, is_image_path, list_images, normalize_format,
+                                require_images, unread_files)
 
 
 @dataclass
@@ -132,6 +133,19 @@ def plan_inputs(srcs: Sequence[Path], dst: Path | None, tag: str,
             if first.resolve() != p.resolve():
                 raise DenoiseError(f"{o}: both {first} and {p} would be written there; denoise them into separate folders")
     return Plan(list(pairs.values()), roots)
+
+
+def plan_run(srcs: Sequence[Path], dst: Path | None, fmt: str | None) -> Plan:
+    """What `run` reads and where each output goes (``plan_inputs``), renamed for ``fmt``
+    (``--format``); torch-free, so the CLI says a wrong name or an output onto an input at once."""
+    asked = normalize_format(fmt)
+    return plan_inputs(srcs, dst, "denoised", suffix=FORMAT_SUFFIX[asked] if asked else None)
+
+
+def plan_copies(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """What `add-noise` reads and writes: lossless copies, PNG, or the same for TIFF (which holds
+    float data), PGM and PPM, so a dataset of them stays one."""
+    return plan(Path(src), Path(dst), suffix=lambda p: p.suffix if p.suffix.lower() in {".tif", ".tiff", *PNM_SUFFIXES} else ".png")
 
 
 ROLES = {"gt": "clean", "clean": "clean", "mean": "clean", "noisy": "noisy", "real": "noisy", "noise": "noisy"}

@@ -18,9 +18,9 @@ from torch import nn
 from denoisecli.atomic import out_of_space, remove_stale_partials, stopped_for_space
 from denoisecli.device import place_model, provenance, resolve_device
 from denoisecli.errors import DenoiseError, first_line
-from denoisecli.files import BatchReport, FileResult, plan_inputs
-from denoisecli.image_io import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, LoadedImage, TiffStack, format_of, left_out, normalize_format,
-                                 open_stack, read_image, write_image, write_stacks)
+from denoisecli.files import BatchReport, FileResult, plan_run
+from denoisecli.formats import format_of, normalize_format
+from denoisecli.image_io import DEFAULT_MAX_PIXELS, LoadedImage, TiffStack, left_out, open_stack, read_image, write_image, write_stacks
 from denoisecli.int8 import quantize
 from denoisecli.stabilise import MIN_NOISE, Stabiliser, default_stabiliser, stabiliser
 from denoisecli.weights import load_model, shipped_weights
@@ -512,8 +512,7 @@ def denoise_files(
     named = Path(dst) if dst is not None and len(srcs) == 1 and srcs[0].is_file() and not Path(dst).is_dir() else None
     # `run photo.png -o clean.jpg` writes a JPEG, not PNG bytes under that name; --format still renames
     fmt = asked or (format_of(named) if named is not None else None)
-    planned = plan_inputs(srcs, Path(dst) if dst is not None else None, "denoised",
-                          suffix=FORMAT_SUFFIX[asked] if asked else None)
+    planned = plan_run(srcs, Path(dst) if dst is not None else None, opts.format)
     pairs = planned.pairs
     if not opts.dry_run:
         remove_stale_partials([out for _, out in pairs])

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from denoisecli.atomic import atomic_write
-from denoisecli.errors import DenoiseError, first_line
+from denoisecli.errors import DenoiseError, first_line, no_weights_file
 from denoisecli.models import build_model, full_config
 
 MODEL_FORMAT = "denoise-model/1"
@@ -28,7 +28,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load with ``weights_only=True``: a weights file can hold tensors, never code."""
     path = Path(path)
     if not path.is_file():
-        raise DenoiseError(f"{path}: weights file not found")
+        raise no_weights_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
