@@ -735,6 +735,21 @@ def test_a_portrait_photo_written_where_exif_cannot_go_is_turned_upright(tmp_pat
     assert out.shape == (44, 30, 3) and np.abs(out - shown).mean() < 3
 
 
+def test_a_whole_360_panorama_is_told_by_its_photo_sphere_xmp():
+    """Google's photo sphere XMP, as attributes or elements: equirectangular and not cropped across
+    is a whole 360-degree panorama; a partial one, or another projection, is not."""
+    from denoisecli.image_io import wraps
+
+    ns = 'xmlns:GPano="http://ns.google.com/photos/1.0/panorama/"'
+    assert wraps(f'<rdf:Description {ns} GPano:ProjectionType="equirectangular"/>'.encode())
+    assert wraps(f'<rdf:Description {ns}><GPano:ProjectionType>equirectangular</GPano:ProjectionType>'
+                 '<GPano:FullPanoWidthPixels>6000</GPano:FullPanoWidthPixels>'
+                 '<GPano:CroppedAreaImageWidthPixels>6000</GPano:CroppedAreaImageWidthPixels></rdf:Description>'.encode())
+    assert not wraps(f'<rdf:Description {ns} GPano:ProjectionType="equirectangular" GPano:FullPanoWidthPixels="6000" '
+                     'GPano:CroppedAreaImageWidthPixels="3000"/>'.encode())
+    assert not wraps(f'<rdf:Description {ns} GPano:ProjectionType="cylindrical"/>'.encode()) and not wraps(b"")
+
+
 def test_make_model_orientation_and_date_cross_between_exif_and_tiff_tags(tmp_path):
     """A phone's portrait JPEG written as TIFF (`run --format tiff`) came out sideways: its EXIF
     orientation was dropped, with its make, model and date. They now become the TIFF's tags of the

@@ -127,6 +127,43 @@ def test_the_bar_moves_through_a_large_photos_windows(tmp_path, tiny_model_file,
     assert len(shares) == windows and shares == sorted(shares) and shares[-1] == pytest.approx(1.0) and shares[0] > 0
 
 
+def test_a_360_panoramas_edges_are_denoised_as_one(tmp_path):
+    """A 360-degree panorama (Google's photo sphere XMP) runs on across its left and right edges,
+    which the network took for the picture's end: a seam. Its edges now go in joined, so turning
+    the panorama round before denoising gives what turning it after does; without the XMP it does not."""
+    from PIL import PngImagePlugin
+
+    from denoisecli.models import build_model
+    from denoisecli.weights import atomic_save, model_payload
+
+    from conftest import TINY_MODEL
+
+    config = {"arch": "unet", "channels": 3, **TINY_MODEL, "noise_map": True}
+    torch.manual_seed(0)
+    model = build_model(config)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    atomic_save(model_payload(model, config), tmp_path / "level.pt")
+    noisy = np.clip(smooth_image(40, 96).astype(float) + np.random.default_rng(0).normal(0, 20, (40, 96, 3)), 0, 255).astype(np.uint8)
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:GPano="http://ns.google.com/photos/1.0/panorama/"><GPano:ProjectionType>equirectangular'
+           '</GPano:ProjectionType></rdf:Description></rdf:RDF></x:xmpmeta>')
+    for sphere in (True, False):
+        info = PngImagePlugin.PngInfo()
+        if sphere:
+            info.add_itxt("XML:com.adobe.xmp", xmp)
+        folder = tmp_path / f"in{sphere}"
+        folder.mkdir()
+        Image.fromarray(noisy).save(folder / "a.png", pnginfo=info)
+        Image.fromarray(np.roll(noisy, 32, axis=1)).save(folder / "b.png", pnginfo=info)
+        report = denoise_files(folder, tmp_path / f"out{sphere}", RunOptions(weights=tmp_path / "level.pt", sigma=20))
+        assert report.count("denoised") == 2
+        a, b = (np.asarray(Image.open(tmp_path / f"out{sphere}" / name)).astype(int) for name in ("a.png", "b.png"))
+        apart = np.abs(np.roll(a, 32, axis=1) - b).max()
+        assert apart <= 1 if sphere else apart > 3, apart
+    detail = denoise_files(tmp_path / "inTrue" / "a.png", tmp_path / "v", RunOptions(weights=tmp_path / "level.pt")).results[0].detail
+    assert "360-degree panorama: its edges denoised as one" in detail
+
+
 def test_interrupted_write_leaves_nothing_and_a_rerun_finishes(clean_dir, tmp_path, tiny_model_file, monkeypatch):
     real_save = Image.Image.save
     calls = {"n": 0}

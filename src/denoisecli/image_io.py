@@ -97,6 +97,8 @@ EXIF_TIFF_TAGS = {271: 2, 272: 2, 274: 3, 306: 2, 315: 2, 33432: 2}
 IMAGEJ_LAYOUT = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack"}
 # the namespace of the XMP that maps what Android stores after a JPEG's photo (Ultra HDR, Motion Photo)
 GCONTAINER = b"http://ns.google.com/photos/1.0/container/"
+# Google's photo sphere XMP (GPano), as attribute or element: what ``wraps`` reads
+GPANO = re.compile(rb'(?<!/)GPano:(ProjectionType|FullPanoWidthPixels|CroppedAreaImageWidthPixels)\s*(?:=\s*"([^"]*)"|>([^<]*)<)')
 # the APP13 segment in which a JPEG holds Photoshop's image resources (IPTC captions, keywords and
 # copyright; a clipping path), which a TIFF holds in tags 34377 (all of them) and 33723 (the IPTC)
 PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
@@ -172,10 +174,20 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, stacks: 
     so the output's name and content agree (``format``)."""
     image = _fill_transparent(_read(Path(path), max_pixels, stacks))
     image.info = _across(image.info)
+    if wraps(image.info.get("xmp") or b"") and image.pixels.ndim == 3:
+        image.info["wraps"] = True
     named = format_of(path)
     if named is not None and named != image.format and (image.pixels.ndim == 3 or named == "TIFF"):
         image.format = named
     return image
+
+
+def wraps(xmp: bytes) -> bool:
+    """Whether XMP says the picture is a whole 360-degree panorama (Google's photo sphere XMP, which
+    360 cameras and stitchers write: an equirectangular projection not cropped across), whose
+    left and right edges meet."""
+    fields = {m[1]: (m[2] if m[2] is not None else m[3]).strip() for m in GPANO.finditer(xmp)}
+    return fields.get(b"ProjectionType") == b"equirectangular" and fields.get(b"CroppedAreaImageWidthPixels") == fields.get(b"FullPanoWidthPixels")
 
 
 def header_size(path: Path) -> tuple[int, int, int] | None:
