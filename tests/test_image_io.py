@@ -1698,6 +1698,20 @@ def test_an_ultra_hdr_jpeg_keeps_its_gain_map(tmp_path, hdrgm):
     assert "xmp" not in Image.open(tmp_path / "out.png").info
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_a_tiled_tiff_is_written_tiled(tmp_path, stack):
+    """A cloud-optimised GeoTIFF or a large scan is tiled, which GIS tools read a window at a time;
+    it came out in strips. It goes back in tiles of its size, a stack's every page too."""
+    arr = (smooth_image(200, 300).astype(np.uint16) * 200)
+    arr = np.stack([arr, arr // 2, arr // 3]) if stack else arr
+    tifffile.imwrite(tmp_path / "ortho.tif", arr, photometric="rgb", tile=(128, 64), compression="zlib", predictor=2,
+                     **({"metadata": {"axes": "ZYXS"}} if stack else {}))
+    write_image(read_image(tmp_path / "ortho.tif", stacks=True), tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tf:
+        assert all(p.is_tiled and (p.tilelength, p.tilewidth) == (128, 64) for p in tf.pages)
+        assert tf.series[0].shape == arr.shape and np.array_equal(tf.asarray(), arr)
+
+
 def test_a_cloud_optimised_geotiffs_overviews_are_left_out_and_said(tmp_path):
     """A COG holds reduced-resolution overviews after its image, which were dropped without a word:
     the image is read, and the read names the levels left out (GIS viewers rebuild them)."""

@@ -1011,6 +1011,10 @@ class TiffStack:
             raise DenoiseError(f"{path}: TIFF with {page.photometric.name} colour is not supported; convert to RGB or grey first")
         info: dict[str, Any] = {"compression": page.compression.name.lower() if page.compression > 1 else None,
                                 "predictor": int(page.predictor) if page.compression > 1 and page.predictor > 1 else None}
+        if page.is_tiled and page.tiledepth == 1 and page.tilelength % 16 == 0 and page.tilewidth % 16 == 0:
+            # a cloud-optimised GeoTIFF's or a large scan's tiles, which GIS tools read a window at a
+            # time: written tiled as read (in strips until 2026-11-29)
+            info["tile"] = (int(page.tilelength), int(page.tilewidth))
         if info["compression"] not in TIFF_COMPRESSIONS | {None}:
             # JPEG (Photoshop's, a scanner's), WebP, JPEG 2000, JPEG XL or LERC in TIFF: written lossless,
             # in deflate with the predictor, not through a lossy codec again (they came out uncompressed)
@@ -1757,15 +1761,26 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         elif extra.get("imagej"):
             extra["colormap"] = colormap  # ImageJ's 16-bit or float image keeps its LUT in a ColorMap tag
     imagej = bool(extra.pop("imagej", False))
-    args = dict(shape=shape, dtype=first.dtype, truncate=big and imagej and comp is None, **layout, compression=comp,
+    tile = img.info.get("tile") if not imagej and layout.get("planarconfig") != "separate" else None
+    data = itertools.chain([first], pages)
+    args = dict(shape=shape, dtype=first.dtype, truncate=big and imagej and comp is None, **layout, compression=comp, tile=tile,
                 predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra)
+    data = _tiles(data, tile) if tile else data
     if writer is not None:
-        writer.write(itertools.chain([first], pages), **args)
+        writer.write(data, **args)
         return
     with tifffile.TiffWriter(f, bigtiff=big and not imagej, imagej=imagej) as tw:
-        tw.write(itertools.chain([first], pages), **args)
+        tw.write(data, **args)
     if exif:
         _with_exif(f, exif)
+
+
+def _tiles(pages: Iterable[np.ndarray], tile: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Pages as the tiles tifffile takes from a stream, row by row (it pads those at the edges)."""
+    for page in pages:
+        for y in range(0, page.shape[0], tile[0]):
+            for x in range(0, page.shape[1], tile[1]):
+                yield page[y : y + tile[0], x : x + tile[1]]
 
 
 def _negative(img: LoadedImage) -> LoadedImage:
