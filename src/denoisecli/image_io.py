@@ -1248,7 +1248,7 @@ def _tiff_exif(path: Path, ifd: int, byteorder: str, bigtiff: bool) -> tuple[byt
     except Exception:  # a damaged directory: left out, as it was before
         return None, False
     tree = {code: entry for code, entry in tree.items() if code in EXIF_TIFF_TAGS or code in EXIF_DIRECTORIES}
-    maker = tree.get(0x8769, (0, {}))[1].pop(0x927C, None) is not None
+    maker = _drop_maker_note(tree)
     if not any(code in tree for code in EXIF_DIRECTORIES):
         return None, maker
     out = _tiff_head(byteorder, False)
@@ -1309,31 +1309,27 @@ def _directory(head: bytes, tree: dict[int, tuple[int, Any]], offset: int) -> by
     return laid(pointers).ljust(size, b"\x00") + tail
 
 
-def _exif_directories(exif: bytes | None) -> dict[int, dict[int, tuple[int, Any]]]:
+def _exif_directories(exif: bytes | None) -> tuple[dict[int, dict[int, tuple[int, Any]]], bool]:
     """The EXIF and GPS directories of an EXIF block, to write into a TIFF (``_with_exif``), without
-    a maker note, whose offsets point into the block it came from; {} where there are none or
-    they cannot be read."""
+    a maker note, and whether it held one; {} where there are none or they cannot be read."""
     data = exif[6:] if exif and exif.startswith(b"Exif\x00\x00") else exif
     if not data or data[:2] not in (b"II", b"MM"):
-        return {}
+        return {}, False
     order = "<" if data[:2] == b"II" else ">"
     try:
         tree = _exif_tree(io.BytesIO(data), data[:8], struct.unpack(order + "I", data[4:8])[0])
     except Exception:
-        return {}
-    subs = {code: dict(tree[code][1]) for code in EXIF_DIRECTORIES if code in tree and isinstance(tree[code][1], dict)}
-    subs.get(0x8769, {}).pop(0x927C, None)
-    return {code: sub for code, sub in subs.items() if sub}
+        return {}, False
+    maker = _drop_maker_note(tree)
+    subs = {code: tree[code][1] for code in EXIF_DIRECTORIES if code in tree and isinstance(tree[code][1], dict)}
+    return {code: sub for code, sub in subs.items() if sub}, maker
 
 
-def _maker_note(exif: bytes) -> bool:
-    """Whether an EXIF block holds a maker note, which a TIFF output leaves out (``_exif_directories``)."""
-    parsed = Image.Exif()
-    try:
-        parsed.load(exif)
-        return 0x927C in parsed.get_ifd(0x8769)
-    except Exception:
-        return False
+def _drop_maker_note(tree: dict[int, tuple[int, Any]]) -> bool:
+    """Take the maker note out of an EXIF tree (``_exif_tree``): its offsets point into the block or
+    the file it came from, so moved it would be garbage to the tools that read it. Whether it held one."""
+    exif = tree.get(0x8769, (0, None))[1]
+    return isinstance(exif, dict) and exif.pop(0x927C, None) is not None
 
 
 def _with_exif(f: BinaryIO, subs: dict[int, dict[int, tuple[int, Any]]]) -> None:
@@ -1505,7 +1501,7 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost += ["its OME-XML"] if info.get("ome") else []
         lost += ["its LUT"] if info.get("colormap") is not None else []
         lost += ["its fourth channel, which is no alpha (a film scanner's infrared)"] if info.get("extra_channel") else []
-    if fmt == "TIFF" and img.format != "TIFF" and info.get("exif") and _maker_note(info["exif"]):
+    if fmt == "TIFF" and img.format != "TIFF" and info.get("exif") and _exif_directories(info["exif"])[1]:
         lost.append("its EXIF maker note (a camera maker's data, which points into the input)")
     if fmt != "JPEG" and info.get("comment"):
         lost.append("its JPEG comment")
@@ -1725,7 +1721,7 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
         extra["extratags"] += [(34377, 7, len(img.info["photoshop"]), img.info["photoshop"], True)]
         extra["extratags"] += [(33723, 7, len(iptc), iptc, True)] if iptc else []
     # not into an ImageJ file past 4 GB, a classic TIFF whose offsets cannot reach past its data
-    exif = _exif_directories(img.info.get("exif")) if stack is None and writer is None and not (big and img.info.get("imagej") is not None) else {}
+    exif = _exif_directories(img.info.get("exif"))[0] if stack is None and writer is None and not (big and img.info.get("imagej") is not None) else {}
     # placeholders that ``_with_exif`` renumbers and points: tifffile refuses these tags' numbers, and
     # one less sorts where they go (no tag has it in a first directory)
     extra["extratags"] += [(code - 1, 16 if big else 4, 1, 0, True) for code in exif]
