@@ -1753,10 +1753,25 @@ def test_jpeg_segments_an_output_leaves_out_are_named(tmp_path):
     extra = seg(0xE1, b"FLIR\x00\x01\x01\x02" + bytes(40)) + seg(0xE3, bytes(40)) + seg(0xE6, b"GoPro\x00" + bytes(20)) + seg(0xEC, b"Ducky" + bytes(10))
     (tmp_path / "IR_0001.jpg").write_bytes(plain[:20] + extra + plain[20:])  # after SOI and JFIF's APP0
     notes = read_image(tmp_path / "IR_0001.jpg").info["notes"]
-    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data); "
-                     "its GoPro telemetry (GPMF: the camera's sensors and GPS)"]
+    assert notes == ["left out: its FLIR thermal data; its APP3 data (a thermal camera's readings, a maker's data)"]
     (tmp_path / "plain.jpg").write_bytes(plain)
     assert "notes" not in read_image(tmp_path / "plain.jpg").info
+
+
+def test_a_gopros_telemetry_goes_back_into_its_jpeg(tmp_path):
+    """A GoPro photo's telemetry (APP6 GPMF: the camera's sensors and GPS) holds no offsets; it was
+    dropped, and goes back into a JPEG as read, named where another format leaves it out."""
+    from denoisecli.image_io import left_out
+
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(31, 37)).save(buf, format="JPEG", quality=90)
+    gpmf = b"GoPro\x00" + b"DEVC" + bytes(40)
+    plain = buf.getvalue()
+    (tmp_path / "GOPR0001.JPG").write_bytes(plain[:20] + b"\xff\xe6" + struct.pack(">H", len(gpmf) + 2) + gpmf + plain[20:])
+    img = read_image(tmp_path / "GOPR0001.JPG")
+    assert "notes" not in img.info and left_out(img, "png") == ["left out: its GoPro telemetry (GPMF: the camera's sensors and GPS)"]
+    write_image(img, tmp_path / "out.jpg")
+    assert [body for marker, body in Image.open(tmp_path / "out.jpg").applist if marker == "APP6"] == [gpmf]
 
 
 def test_a_tiffs_photoshop_layers_are_named_as_left_out(tmp_path):

@@ -551,17 +551,17 @@ def _png_colour(info: dict[str, Any]) -> dict[str, Any]:
 
 def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
     """The JPEG segments an output leaves out, named for ``run -v``: Pillow writes EXIF, XMP, ICC
-    and comments, and a thermal camera's readings (FLIR's APP1, DJI's APP3), a portrait's depth
-    map in extended XMP or an IPTC block went without a word (until 2026-11-29)."""
+    and comments (``_with_segments`` adds IPTC and GoPro's telemetry), and a thermal camera's
+    readings (FLIR's APP1, DJI's APP3) or a portrait's depth map in extended XMP went without a
+    word (until 2026-11-29)."""
     names = []
     for marker, body in applist:
         if marker == "APP1" and body.startswith(b"FLIR\x00"):
             names.append("its FLIR thermal data")
         elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
             names.append("its extended XMP (a depth map or a panorama's data)")
-        elif marker == "APP6" and body.startswith(b"GoPro"):
-            names.append("its GoPro telemetry (GPMF: the camera's sensors and GPS)")
-        elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15"):  # not APP12: "Ducky", a web export's quality
+        elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15") and not body.startswith(b"GoPro"):
+            # not APP12 ("Ducky", a web export's quality), nor GoPro's telemetry, which a JPEG output keeps
             names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
     names = list(dict.fromkeys(names))
     return [f"left out: {'; '.join(names)}"] if names else []
@@ -682,12 +682,13 @@ def _app13(resources: bytes) -> list[bytes] | None:
     return [PHOTOSHOP_APP13 + chunk for chunk in chunks if chunk]
 
 
-def _with_app13(jpeg: bytes, resources: bytes) -> bytes:
-    """A JPEG with ``resources`` (``info["photoshop"]``) in APP13 segments after its other APP
-    segments; as it was where they do not fit (``left_out`` says so)."""
-    bodies = _app13(resources) or []
+def _with_segments(jpeg: bytes, info: dict[str, Any]) -> bytes:
+    """A JPEG with what Pillow does not write back after its other APP segments: GoPro's telemetry
+    (APP6 GPMF: the camera's sensors and GPS, as read) and Photoshop's resources
+    (``info["photoshop"]``, in APP13 segments; left out where they do not fit, as ``left_out`` says)."""
+    segments = [(0xE6, body) for body in info.get("gpmf", [])] + [(0xED, body) for body in _app13(info.get("photoshop", b"")) or []]
     at = next(start for marker, start, _ in _jpeg_segments(jpeg) if not (0xE0 <= marker <= 0xEF or marker == 0xFE))
-    return jpeg[:at] + b"".join(_segment(0xED, body) for body in bodies) + jpeg[at:]
+    return jpeg[:at] + b"".join(_segment(marker, body) for marker, body in segments) + jpeg[at:]
 
 
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
@@ -732,6 +733,9 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
                              if marker == "APP13" and body.startswith(PHOTOSHOP_APP13))
         if resources:
             info["photoshop"] = resources  # IPTC captions and keywords, which Pillow reads but does not write (dropped until 2026-11-29)
+        gpmf = [body for marker, body in getattr(im, "applist", []) if marker == "APP6" and body.startswith(b"GoPro")]
+        if gpmf:
+            info["gpmf"] = gpmf  # a GoPro's telemetry, which holds no offsets (dropped until 2026-11-29)
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
         if unwritten:
             info["notes"] = [*info.get("notes", []), *unwritten]
@@ -1505,6 +1509,8 @@ def left_out(img: LoadedImage, fmt: str | None = None) -> list[str]:
         lost.append("its EXIF maker note (a camera maker's data, which points into the input)")
     if fmt != "JPEG" and info.get("comment"):
         lost.append("its JPEG comment")
+    if fmt != "JPEG" and info.get("gpmf"):
+        lost.append("its GoPro telemetry (GPMF: the camera's sensors and GPS)")
     if fmt not in ("JPEG", "TIFF") and info.get("photoshop"):
         lost.append("its IPTC and Photoshop data (captions, keywords, clipping paths)")
     if fmt == "JPEG" and info.get("photoshop") and _app13(info["photoshop"]) is None:
@@ -1571,12 +1577,12 @@ def _write(img: LoadedImage, path: Path, fmt: str, jpeg_quality: int) -> None:
         if img.info.get("comment"):
             kwargs["comment"] = img.info["comment"]
         gain = img.info.get("gain_map")
-        if gain or img.info.get("photoshop"):
+        if gain or img.info.get("photoshop") or img.info.get("gpmf"):
             if gain and gain.get("xmp"):
                 kwargs["xmp"] = gain["xmp"]
             buf = io.BytesIO()
             im.save(buf, format="JPEG", **kwargs)
-            data = _with_app13(buf.getvalue(), img.info.get("photoshop", b""))
+            data = _with_segments(buf.getvalue(), img.info)
             data = _with_gain_map(data, gain) if gain else data
             atomic_write(Path(path), lambda f: f.write(data))
             return
