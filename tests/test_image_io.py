@@ -1534,6 +1534,21 @@ def test_a_geotiffs_no_data_pixels_are_set_aside_and_written_back(tmp_path, dtyp
         assert tf.pages[0].tags[42113].value.strip("\x00") == f"{nodata}"
 
 
+def test_the_exif_of_one_of_several_images_is_named_as_left_out(tmp_path):
+    """The images of a multi-image TIFF go out through one writer, which lays no EXIF after them: the
+    first one's EXIF directory is named as left out, not dropped without a word."""
+    from denoisecli.image_io import open_stack
+
+    exif = Image.Exif()
+    exif[0x8769] = {0x8827: 800}
+    Image.fromarray(smooth_image(40, 60)).save(tmp_path / "two.tif", exif=exif.tobytes())
+    tifffile.imwrite(tmp_path / "two.tif", smooth_image(40, 50), append=True, photometric="rgb")
+    stacks = open_stack(tmp_path / "two.tif")
+    assert [s.notes for s in stacks] == [["left out: its EXIF directory"], []] and not any("exif" in s.info for s in stacks)
+    for stack in reversed(stacks):
+        stack.close()
+
+
 def test_a_streamed_float_stacks_range_leaves_out_no_data(tmp_path):
     """A float stack streamed slab by slab is read on the whole file's range, which must leave out
     its no-data value as each slab's does."""

@@ -1076,7 +1076,9 @@ class TiffStack:
         if text and not (tf.is_ome or tf.is_imagej or (text.startswith("{") and '"shape"' in text[:100])):
             info["description"] = _tag_value(tf, page.tags[270])  # a scanner's or a user's words, not a layout tifffile writes anew
         self._nodata = _nodata(page)
-        exif, maker = _tiff_exif(path, page.offset, tf.byteorder, tf.is_bigtiff) if single and set(EXIF_DIRECTORIES) & set(page.tags.keys()) else (None, False)
+        # a single image's EXIF; not one of several a TIFF holds, which go out through one writer (``write_stacks``)
+        alone = single and len(mains) == 1 and set(EXIF_DIRECTORIES) & set(page.tags.keys())
+        exif, maker = _tiff_exif(path, page.offset, tf.byteorder, tf.is_bigtiff) if alone else (None, False)
         if exif is not None:
             info["exif"] = exif
         dropped = [name for code, name in DROPPED_TIFF_TAGS.items() if code in page.tags and not (exif and code in EXIF_DIRECTORIES)]
