@@ -422,6 +422,22 @@ def test_a_tiff_of_several_images_comes_out_as_the_same_images_denoised(tmp_path
         assert not np.array_equal(b.series[1].asarray(), a.series[1].asarray())
 
 
+def test_a_stack_beside_its_overview_and_two_images_of_one_shape_stay_apart(tmp_path, tiny_model_file):
+    """A z-stack beside a single overview image of its size is no preview of it (the planes are
+    compared, not the whole), and two single images of one shape beside it stay two: the output
+    names each image's shape, where a reader merged them into a stack of two."""
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "mixed.tif") as tw:
+        tw.write(np.stack([smooth_image(40, 48, channels=1, seed=k).reshape(40, 48) for k in range(5)]), photometric="minisblack",
+                 metadata={"axes": "ZYX"})
+        tw.write(smooth_image(40, 48, channels=1).reshape(40, 48), photometric="minisblack", metadata={"axes": "YX"})
+        tw.write(smooth_image(40, 48, channels=1, seed=5).reshape(40, 48), photometric="minisblack", metadata={"axes": "YX"})
+    report = denoise_files(tmp_path / "in", tmp_path / "out", RunOptions(weights=tiny_model_file))
+    assert report.count("denoised") == 1 and "3 images (series)" in report.results[0].detail, report.results
+    with tifffile.TiffFile(tmp_path / "out" / "mixed.tif") as tf:
+        assert [s.shape for s in tf.series] == [(5, 40, 48), (40, 48), (40, 48)]
+
+
 def test_a_multi_position_ome_tiff_keeps_its_xml(tmp_path, tiny_model_file):
     """An OME-TIFF of two stage positions (bfconvert's of a Leica file): both denoised, the XML
     on the first page as it was, still mapping each plane to its page."""

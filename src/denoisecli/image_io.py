@@ -1420,13 +1420,13 @@ def _open_tiff(path: Path) -> Any:
 
 
 def _main_series(path: Path, series: list[Any]) -> tuple[list[int], list[str]]:
-    """The images a TIFF holds (series, maybe stacks): those of at least a quarter of the largest's
-    size, with the notes for ``run -v`` that name the small previews beside them, which are left
+    """The images a TIFF holds (series, maybe stacks): those whose planes are at least a quarter of
+    the largest's, with the notes for ``run -v`` that name the small previews beside them, which are left
     out of the output (they would show the noise). A scanner's or a camera's TIFF may hold its
     thumbnail first: that file was refused as one of several images (until 2026-11-29). Several
     full images (an OME-TIFF of several stage positions): only the first used to be denoised, and
     the output silently held only that."""
-    sizes = [math.prod(s.shape) for s in series]
+    sizes = [math.prod(s.keyframe.shape) for s in series]  # a plane's: a stack beside its overview image is no preview of it
     mains = [i for i, size in enumerate(sizes) if size * 4 > max(sizes)]
     others = [s for i, s in enumerate(series) if i not in mains]
     return mains, [f"left out: {len(others)} preview{'s' if len(others) > 1 else ''} "
@@ -1770,8 +1770,8 @@ def _write_tiff(img: LoadedImage, f: BinaryIO, slabs: Iterable[LoadedImage] | No
     args = dict(shape=shape, dtype=first.dtype, truncate=big and imagej and comp is None, **layout, compression=comp, tile=tile,
                 predictor=img.info.get("predictor") if comp not in (None, "packbits") else None, metadata=metadata, maxworkers=TIFF_WORKERS, **extra)
     data = _tiles(data, tile) if tile else data
-    if writer is not None:
-        writer.write(data, **args)
+    if writer is not None:  # one of several images: a shape of its own, so a reader does not merge it with the next
+        writer.write(data, **{**args, "metadata": {} if metadata is None and not img.info.get("ome") else metadata})
         return
     with tifffile.TiffWriter(f, bigtiff=big and not imagej, imagej=imagej) as tw:
         tw.write(data, **args)
