@@ -717,6 +717,18 @@ def test_a_jpegs_comment_goes_back_into_it(tmp_path):
     assert left_out(img) == [] and left_out(img, "png") == ["left out: its JPEG comment"]
 
 
+@pytest.mark.parametrize("ext", ["webp", pytest.param("avif", marks=requires_avif)])
+def test_a_webp_or_avif_portraits_exif_goes_into_a_jpeg(tmp_path, ext):
+    """WebP's EXIF comes without JPEG's "Exif" header (AVIF's with it), and Pillow's JPEG writer wrote
+    it so, where no reader finds it: a portrait WebP came out as a JPEG without EXIF, sideways."""
+    exif = Image.Exif()
+    exif.update({274: 6, 271: "Cam"})
+    Image.fromarray(smooth_image(30, 44)).save(tmp_path / f"IMG_1.{ext}", quality=90, exif=exif.tobytes())
+    write_image(read_image(tmp_path / f"IMG_1.{ext}"), tmp_path / "out.jpg", "JPEG")
+    got = Image.open(tmp_path / "out.jpg").getexif()
+    assert (got.get(271), got.get(274)) == ("Cam", 6)
+
+
 @pytest.mark.parametrize("fmt, name", [("BMP", "out.bmp"), ("PPM", "out.ppm")])
 def test_a_portrait_photo_written_where_exif_cannot_go_is_turned_upright(tmp_path, fmt, name):
     """BMP and PPM hold no EXIF, so a phone's portrait photo (orientation 6) came out sideways;

@@ -709,6 +709,10 @@ def _segment(marker: int, body: bytes) -> bytes:
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     fmt = im.format or "PNG"
     info = _meta(im.info)
+    if info.get("exif", b"")[:4] in (b"II*\x00", b"MM\x00*"):
+        # WebP's EXIF comes without JPEG's "Exif" header, and Pillow's JPEG writer wrote it so,
+        # where no reader finds it: a WebP portrait came out as a sideways JPEG (until 2026-11-29)
+        info["exif"] = b"Exif\x00\x00" + info["exif"]
     frames = getattr(im, "n_frames", 1)
     gain = _gain_map(im, path) if fmt in ("JPEG", "MPO") else None  # Pillow opens an Ultra HDR photo as a plain JPEG
     if fmt == "MPO":
