@@ -102,6 +102,8 @@ GPANO = re.compile(rb'(?<!/)GPano:(ProjectionType|FullPanoWidthPixels|CroppedAre
 # the APP13 segment in which a JPEG holds Photoshop's image resources (IPTC captions, keywords and
 # copyright; a clipping path), which a TIFF holds in tags 34377 (all of them) and 33723 (the IPTC)
 PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
+# how a GoPro's APP6 segment of telemetry (GPMF) begins, which a JPEG output keeps
+GPMF = b"GoPro"
 # the APP2 segments of ISO 21496-1, the standard gain map metadata an Ultra HDR JPEG may carry
 ISO_GAIN_MAP = b"urn:iso:std:iso:ts:21496:-1\x00"
 # what a gain map's own header says it is: Adobe's XMP (Android's too), Apple's XMP, ISO 21496-1
@@ -560,7 +562,7 @@ def _jpeg_left_out(applist: list[tuple[str, bytes]]) -> list[str]:
             names.append("its FLIR thermal data")
         elif marker == "APP1" and body.startswith(b"http://ns.adobe.com/xmp/extension/"):
             names.append("its extended XMP (a depth map or a panorama's data)")
-        elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15") and not body.startswith(b"GoPro"):
+        elif marker in ("APP3", "APP4", "APP5", "APP6", "APP7", "APP8", "APP9", "APP10", "APP11", "APP15") and not body.startswith(GPMF):
             # not APP12 ("Ducky", a web export's quality), nor GoPro's telemetry, which a JPEG output keeps
             names.append(f"its {marker} data (a thermal camera's readings, a maker's data)")
     names = list(dict.fromkeys(names))
@@ -632,17 +634,20 @@ def _tail(path: Path, size: int = 64) -> bytes:
         return f.read()
 
 
-def _after_picture(path: Path) -> int:
-    """How many bytes a JPEG holds after its picture: a phone's Motion Photo video (Google's MP4,
+def _after_picture(path: Path) -> str | None:
+    """The note for what a JPEG holds after its picture: a phone's Motion Photo video (Google's MP4,
     Samsung's trailer, which also holds the photo before an edit and a portrait's depth map), which
-    no output keeps and which went without a word (until 2026-11-29). Only a file that does not end
-    as a JPEG does is read whole."""
+    no output keeps and which went without a word (until 2026-11-29); None where nothing follows.
+    Only a file that does not end as a JPEG does is read whole."""
     if _tail(path).rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        return 0
+        return None
     data = path.read_bytes()
     scan = max((start for _, start, _ in _jpeg_segments(data)), default=len(data))
     end = data.find(b"\xff\xd9", scan)
-    return len(data) - end - 2 if end >= 0 and data[end + 2 :].strip(b"\x00\xff\r\n ") else 0
+    if end < 0 or not data[end + 2 :].strip(b"\x00\xff\r\n "):
+        return None
+    what = "Samsung's trailer: a Motion Photo's video, the photo before an edit" if data.endswith(b"SEFT") else "a Motion Photo's video, a maker's data"
+    return f"left out: {format_bytes(len(data) - end - 2)} stored after the picture ({what})"
 
 
 def _resources(data: bytes) -> list[tuple[int, bytes, bytes]]:
@@ -737,7 +742,7 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
                              if marker == "APP13" and body.startswith(PHOTOSHOP_APP13))
         if resources:
             info["photoshop"] = resources  # IPTC captions and keywords, which Pillow reads but does not write (dropped until 2026-11-29)
-        gpmf = [body for marker, body in getattr(im, "applist", []) if marker == "APP6" and body.startswith(b"GoPro")]
+        gpmf = [body for marker, body in getattr(im, "applist", []) if marker == "APP6" and body.startswith(GPMF)]
         if gpmf:
             info["gpmf"] = gpmf  # a GoPro's telemetry, which holds no offsets (dropped until 2026-11-29)
         unwritten = _jpeg_left_out(getattr(im, "applist", []))
@@ -751,10 +756,9 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
             # output does not hold: kept, it would send readers into the JPEG
             del info["xmp"]
             info["notes"] = [*info.get("notes", []), "left out: its XMP, which maps a gain map or a video after the photo"]
-        trailer = _after_picture(path) if frames == 1 and gain is None else 0
+        trailer = _after_picture(path) if frames == 1 and gain is None else None
         if trailer:
-            what = "Samsung's trailer: a Motion Photo's video, the photo before an edit" if _tail(path).endswith(b"SEFT") else "a Motion Photo's video, a maker's data"
-            info["notes"] = [*info.get("notes", []), f"left out: {format_bytes(trailer)} stored after the picture ({what})"]
+            info["notes"] = [*info.get("notes", []), trailer]
     if fmt == "WEBP":
         with open(path, "rb") as f:
             info["lossless"] = f.read(16)[12:16] == b"VP8L"
